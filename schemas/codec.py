@@ -1,0 +1,86 @@
+"""Bytes to events and back: the only place riverrun parses or renders a record.
+
+A decode failure raises `DecodeError`, which keeps the raw bytes (a dead letter needs them) and
+names what is wrong: an error class, the field path and the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import Event, PredictionRequested
+
+E = TypeVar("E", bound=Event)
+
+
+class DecodeError(ValueError):
+    """A record that cannot become an event. Disposition: dead-letter and continue."""
+
+    def __init__(self, error_class: str, reason: str, raw: bytes | None) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason
+        self.raw = raw
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per failed field: `features.x1: Input should be a finite number`."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:5]:
+        path = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{path}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def parse_json(raw: bytes | None, max_bytes: int | None = None) -> Any:
+    """Parse a record's value as JSON, classifying the ways it can fail."""
+    if not raw:
+        raise DecodeError("EmptyValue", "the record has no value (null or empty)", raw)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise DecodeError(
+            "Oversized", f"the value is {len(raw)} bytes, over the limit of {max_bytes}", raw
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as utf:
+            raise DecodeError(
+                "NotUtf8", f"the value is not UTF-8 (byte {utf.start}: {utf.reason})", raw
+            ) from exc
+        raise DecodeError("NotJson", f"the value is not JSON: {exc}", raw) from exc
+
+
+def decode(event_type: type[E], raw: bytes | None, max_bytes: int | None = None) -> E:
+    """Turn a record's value into an event of the given type."""
+    data = parse_json(raw, max_bytes)
+    if not isinstance(data, dict):
+        raise DecodeError(
+            "InvalidEvent", f"the value is JSON {type(data).__name__}, expected an object", raw
+        )
+    try:
+        return event_type.model_validate(data)
+    except ValidationError as exc:
+        raise DecodeError("InvalidEvent", _describe(exc), raw) from exc
+
+
+def decode_request(raw: bytes | None, max_bytes: int | None = None) -> PredictionRequested:
+    """Decode a prediction request, the hot path's one validation step."""
+    return decode(PredictionRequested, raw, max_bytes)
+
+
+def encode(event: Event) -> bytes:
+    """Render an event as compact JSON bytes."""
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def encode_dict(payload: dict[str, Any]) -> bytes:
+    """Render an already-shaped payload (the hot path builds dicts, not models)."""
+    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,226 @@
+"""The event contracts: every record riverrun reads or writes on Kafka, as frozen pydantic models.
+
+Schemas only grow. Unknown fields are ignored so that an old worker survives a newer producer;
+a breaking change is a new model and a new topic version, never an edit here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ModelName = NewType("ModelName", str)
+Version = NewType("Version", int)
+SnapshotId = NewType("SnapshotId", int)
+
+SCHEMA_VERSION = 1
+
+# A model name travels in keys, metric labels and file names: keep it to a safe alphabet.
+ModelNameField = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+]
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# Features are flat: a number (finite; NaN and infinity are refused) or a categorical string.
+FeatureValue = Annotated[float, Field(allow_inf_nan=False)] | Annotated[
+    str, StringConstraints(max_length=1024)
+]
+Features = Annotated[dict[FeatureName, FeatureValue], Field(min_length=1, max_length=4096)]
+Label = bool | int | float | str
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every contract: frozen, versioned, tolerant of fields it does not know."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, ge=1, description="Version of this event's schema."
+    )
+
+
+class PredictionRequested(Event):
+    """An upstream service asks a model for a prediction (topic `requests`)."""
+
+    request_id: RequestId = Field(description="Unique id; the prediction carries it back.")
+    model: ModelNameField = Field(description="Name of the model asked, e.g. `fraud`.")
+    features: Features = Field(description="Flat map of feature name to number or category.")
+    key: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Entity key the record is partitioned by; the request id when absent.",
+    )
+    sent_at: datetime | None = Field(default=None, description="When the request was sent.")
+    context: dict[str, str] | None = Field(
+        default=None, description="Opaque strings echoed for tracing; never used for scoring."
+    )
+
+
+class PredictionMade(Event):
+    """A scorer's answer to one request (topics `predictions` and `predictions.shadow`)."""
+
+    request_id: RequestId
+    model: ModelNameField
+    version: int = Field(ge=0, description="Model version that answered.")
+    snapshot: int = Field(ge=0, description="Snapshot of that version that answered.")
+    route: str = Field(description="Why this version answered: champion, canary, shadow, ...")
+    prediction: Label = Field(description="Predicted class or value.")
+    proba: dict[str, float] | None = Field(
+        default=None, description="Class probabilities, for classifiers."
+    )
+    features: Features = Field(description="The features scored, echoed for the label join.")
+    scored_at: datetime = Field(description="When the prediction was made (UTC).")
+    latency_ms: float = Field(
+        ge=0, description="From the request's Kafka timestamp to the prediction, in ms."
+    )
+
+
+class LabelObserved(Event):
+    """The true outcome of an earlier request, from a labeller (topic `feedback`)."""
+
+    request_id: RequestId
+    model: ModelNameField
+    label: Label
+    observed_at: datetime = Field(default_factory=utc_now)
+    key: str | None = Field(default=None, max_length=256)
+    features: Features | None = Field(
+        default=None, description="Features to learn from; joined from predictions when absent."
+    )
+
+
+class DeadLetter(Event):
+    """Why a record was dead-lettered; travels as Kafka headers beside the original bytes."""
+
+    error_class: str = Field(description="Short class of the failure, e.g. `NotJson`.")
+    reason: str = Field(description="Readable reason, with the field path where there is one.")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    failed_at: datetime = Field(default_factory=utc_now)
+    worker: str = Field(default="", description="Client id of the worker that gave up.")
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        """Render as Kafka headers, `riverrun.<field>`, values UTF-8."""
+        return [
+            ("riverrun.error.class", self.error_class.encode()),
+            ("riverrun.error.reason", self.reason.encode()),
+            ("riverrun.source.topic", self.source_topic.encode()),
+            ("riverrun.source.partition", str(self.source_partition).encode()),
+            ("riverrun.source.offset", str(self.source_offset).encode()),
+            ("riverrun.failed_at", self.failed_at.isoformat().encode()),
+            ("riverrun.worker", self.worker.encode()),
+            ("riverrun.schema_version", str(self.schema_version).encode()),
+        ]
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes]] | None) -> DeadLetter:
+        """Read back the headers written by `to_headers`."""
+        values = {name: value.decode() for name, value in headers or [] if value is not None}
+        return cls(
+            error_class=values["riverrun.error.class"],
+            reason=values["riverrun.error.reason"],
+            source_topic=values["riverrun.source.topic"],
+            source_partition=int(values["riverrun.source.partition"]),
+            source_offset=int(values["riverrun.source.offset"]),
+            failed_at=datetime.fromisoformat(values["riverrun.failed_at"]),
+            worker=values.get("riverrun.worker", ""),
+        )
+
+
+class ArtifactRef(BaseModel):
+    """Where a snapshot's bytes live and how to check them before trusting them."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    location: str = Field(description="`kafka://topic/key` or `file:///path`.")
+    size: int = Field(ge=0, description="Size in bytes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(description="HMAC-SHA256 of the bytes, hex.")
+
+
+class ModelVersionReleased(Event):
+    """A new version of a model was released (topic `models`, compacted)."""
+
+    kind: Literal["version"] = "version"
+    model: ModelNameField
+    version: int = Field(ge=1)
+    spec: dict[str, object] = Field(description="The declarative pipeline spec, as released.")
+    task: Literal["binary", "multiclass", "regression"]
+    released_at: datetime = Field(default_factory=utc_now)
+    description: str = ""
+
+
+class SnapshotPublished(Event):
+    """The learned state of a version at one moment (topic `models`, compacted)."""
+
+    kind: Literal["snapshot"] = "snapshot"
+    model: ModelNameField
+    version: int = Field(ge=1)
+    snapshot: int = Field(ge=0)
+    artifact: ArtifactRef
+    metrics: dict[str, float] = Field(default_factory=dict)
+    examples_seen: int = Field(default=0, ge=0)
+    lineage: dict[str, int] = Field(
+        default_factory=dict,
+        description="Feedback offsets trained up to, `topic:partition` to next offset.",
+    )
+    published_at: datetime = Field(default_factory=utc_now)
+
+
+class PolicyAssignment(BaseModel):
+    """One version's part in a policy."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = Field(ge=1)
+    snapshot: int | None = Field(default=None, ge=0, description="Pinned snapshot, else latest.")
+    role: Literal["champion", "challenger", "canary", "arm", "shadow", "blue", "green"]
+    weight: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class PolicyChanged(Event):
+    """How a model's traffic is split among its versions (topic `models`, compacted)."""
+
+    kind: Literal["policy"] = "policy"
+    model: ModelNameField
+    sequence: int = Field(ge=1, description="Monotonic per model; a decision applies once.")
+    strategy: Literal["single", "shadow", "canary", "ab", "bandit", "blue-green"]
+    assignments: list[PolicyAssignment] = Field(min_length=1)
+    reason: str = ""
+    numbers: dict[str, float] = Field(default_factory=dict)
+    decided_by: str = "operator"
+    decided_at: datetime = Field(default_factory=utc_now)
+
+
+class OutcomeRecorded(Event):
+    """A prediction joined with its label (topic `outcomes`)."""
+
+    request_id: RequestId
+    model: ModelNameField
+    version: int = Field(ge=0)
+    snapshot: int = Field(ge=0)
+    route: str
+    prediction: Label
+    label: Label
+    loss: float
+    proba: dict[str, float] | None = None
+    observed_at: datetime = Field(default_factory=utc_now)
+
+
+EVENTS: dict[str, type[Event]] = {
+    "PredictionRequested": PredictionRequested,
+    "PredictionMade": PredictionMade,
+    "LabelObserved": LabelObserved,
+    "DeadLetter": DeadLetter,
+    "ModelVersionReleased": ModelVersionReleased,
+    "SnapshotPublished": SnapshotPublished,
+    "PolicyChanged": PolicyChanged,
+    "OutcomeRecorded": OutcomeRecorded,
+}
