@@ -1,0 +1,18 @@
+"""Apache Kafka in KRaft mode, from its own jars on Maven Central, run with Java."""
+
+from __future__ import annotations
+
+from workers.broker.kafka.classpath import kafka_version, resolve_classpath
+from workers.broker.kafka.cluster import KafkaCluster, KafkaNode, start_kafka
+from workers.broker.kafka.config import NodePorts, node_properties, render_properties
+
+__all__ = [
+    "KafkaCluster",
+    "KafkaNode",
+    "NodePorts",
+    "kafka_version",
+    "node_properties",
+    "render_properties",
+    "resolve_classpath",
+    "start_kafka",
+]
