@@ -2,4 +2,28 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from producers.client import (
+    ClientError,
+    Delivery,
+    DeliveryError,
+    PredictionTimeout,
+    RiverrunClient,
+)
+from producers.dataset import DATASETS, DatasetInfo, describe, load
+from producers.replay import ReplayOptions, ReplaySettings, ReplaySummary, replay
+
+__all__ = [
+    "DATASETS",
+    "ClientError",
+    "DatasetInfo",
+    "Delivery",
+    "DeliveryError",
+    "PredictionTimeout",
+    "ReplayOptions",
+    "ReplaySettings",
+    "ReplaySummary",
+    "RiverrunClient",
+    "describe",
+    "load",
+    "replay",
+]

@@ -3,9 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from pydantic import ValidationError
+
+from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+
+logger = logging.getLogger(__name__)
 
 
 def register_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `riverrun replay` to the command line."""
-    parser = subparsers.add_parser("replay", help="Stream a dataset into requests and feedback.")
-    parser.set_defaults(handler=lambda args: 0)
+    from producers.replay import ReplayOptions
+
+    parser = subparsers.add_parser(
+        "replay",
+        help="Stream a dataset into requests and feedback.",
+        description="Stream a dataset into the requests topic at a chosen rate, and a seeded "
+        "share of its labels into feedback after a delay. Prints a one-line JSON summary.",
+    )
+    add_section_flags(parser, "replay", ReplayOptions)
+    add_section_flags(parser, "kafka", KafkaSettings)
+    add_section_flags(parser, "topics", TopicSettings)
+    parser.set_defaults(handler=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Handle `riverrun replay`: 0 when every record was delivered, even after a stop signal."""
+    from producers.replay import ReplaySettings, run_with_progress
+
+    try:
+        settings = ReplaySettings(**collect_section_flags(args))
+    except ValidationError as exc:
+        print(f"riverrun replay: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logger.info(
+        "replay settings: %s",
+        {
+            "kafka": settings.kafka.redacted(),
+            "topics": settings.topics.all(),
+            "replay": settings.replay.model_dump(mode="json"),
+        },
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("%s received: stopping the replay", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run_with_progress(settings, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(summary.model_dump_json(), flush=True)
+    return 1 if summary.delivery_failures else 0

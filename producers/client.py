@@ -1,0 +1,447 @@
+"""The upstream client: sends prediction requests and labels, and awaits predictions on request.
+
+Errors::
+
+    ClientError                 root of what this client raises
+    ├── DeliveryError           Kafka did not take records; disposition: retry or stop, the
+    │                           caller decides (the records are listed on the error)
+    └── PredictionTimeout       no prediction arrived in time (also a `TimeoutError`);
+                                disposition: retry within a bound, or check the scorers
+
+Every record is keyed by its entity key (the request id when none is given), so a request, its
+prediction and its feedback land on the same partition number of their topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas import (
+    KafkaSettings,
+    LabelObserved,
+    PredictionMade,
+    PredictionRequested,
+    TopicSettings,
+    decode,
+    encode,
+    utc_now,
+)
+from schemas.codec import DecodeError
+
+logger = logging.getLogger(__name__)
+
+Label = bool | int | float | str
+FeatureMap = Mapping[str, float | str]
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    # Retries never duplicate or reorder a partition's records.
+    "enable.idempotence": True,
+    "acks": "all",
+    # A few ms of batching buys large batches at replay rates and costs little latency.
+    "linger.ms": 5,
+    "batch.num.messages": 10_000,
+    "compression.type": "lz4",
+    # The Java client's partitioner, so records keyed here share a partition with records of the
+    # same key written by any Kafka client that uses the default (murmur2) partitioner.
+    "partitioner": "murmur2_random",
+}
+
+_MAX_LISTED_FAILURES = 100
+
+
+class ClientError(Exception):
+    """Root of the errors raised by `RiverrunClient`."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one record's delivery, as given to an `on_delivery` callback."""
+
+    kind: Literal["request", "feedback"]
+    topic: str
+    key: str
+    request_id: str
+    partition: int | None
+    offset: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when Kafka acknowledged the record."""
+        return self.error is None
+
+
+class DeliveryError(ClientError):
+    """Kafka did not take some records. Disposition: the caller retries them or stops."""
+
+    def __init__(self, failures: list[Delivery], total: int) -> None:
+        self.failures = failures
+        self.total = total
+        listed = "; ".join(
+            f"{f.kind} {f.request_id} to {f.topic}: {f.error}" for f in failures[:5]
+        )
+        more = f" (and {total - 5} more)" if total > 5 else ""
+        super().__init__(
+            f"{total} record(s) were not delivered: {listed}{more}. Check that the broker is "
+            "reachable and the topics exist, then send them again."
+        )
+
+
+class PredictionTimeout(ClientError, TimeoutError):
+    """No prediction came back in time. Disposition: retry within a bound, or check scorers."""
+
+    def __init__(self, model: str, request_id: str, topic: str, timeout: float) -> None:
+        self.model = model
+        self.request_id = request_id
+        self.topic = topic
+        self.timeout = timeout
+        super().__init__(
+            f"no prediction for request {request_id} of model {model!r} arrived on topic "
+            f"{topic!r} within {timeout:g} s: is a scorer running for this model and reading "
+            "the requests topic? Start one (`riverrun scorer`) or raise the timeout."
+        )
+
+
+class _ReplyReader:
+    """One background thread reading the predictions topic for every pending `predict` call."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, producer: Producer) -> None:
+        self._topic = topic
+        self._producer = producer
+        self._waiters: dict[str, Future[PredictionMade]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            kafka.client_config(
+                {
+                    # No group membership: partitions are assigned by hand. librdkafka still
+                    # wants a group id, which is never joined or committed to.
+                    "group.id": f"riverrun-client-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "fetch.wait.max.ms": 20,
+                }
+            )
+        )
+        try:
+            self._position_at_end()
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._thread = threading.Thread(
+            target=self._run, name=f"riverrun-replies-{topic}", daemon=True
+        )
+        self._thread.start()
+
+    def _position_at_end(self) -> None:
+        """Assign every partition at its high watermark, before any request is sent."""
+        try:
+            metadata = self._consumer.list_topics(self._topic, timeout=10)
+        except KafkaException as exc:
+            raise ClientError(
+                f"cannot read the metadata of topic {self._topic!r}: {exc}. Check the broker "
+                "address and that the predictions topic exists."
+            ) from exc
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            reason = topic.error if topic is not None and topic.error is not None else "missing"
+            raise ClientError(
+                f"predictions topic {self._topic!r} is unavailable ({reason}): create it or set "
+                "RIVERRUN_TOPICS__PREDICTIONS to the topic the scorers write to."
+            )
+        assignment = []
+        for partition in sorted(topic.partitions):
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=10
+            )
+            assignment.append(TopicPartition(self._topic, partition, high))
+        self._consumer.assign(assignment)
+        logger.debug("reply reader assigned %d partitions of %s", len(assignment), self._topic)
+
+    def expect(self, request_id: str) -> Future[PredictionMade]:
+        """Register interest in a request id; call before the request is sent."""
+        future: Future[PredictionMade] = Future()
+        with self._lock:
+            self._waiters[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        """Drop a waiter that gave up."""
+        with self._lock:
+            self._waiters.pop(request_id, None)
+
+    def fail(self, request_id: str, exc: BaseException) -> None:
+        """Fail a waiter whose request could not be delivered."""
+        with self._lock:
+            future = self._waiters.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                # Serve the producer's delivery reports too, so a failed request fails its
+                # waiter at once instead of at its timeout.
+                self._producer.poll(0)
+                message = self._consumer.poll(0.1)
+                if message is None:
+                    continue
+                if message.error() is not None:
+                    logger.warning("reading %s failed: %s", self._topic, message.error())
+                    continue
+                self._answer(message)
+        except Exception:
+            logger.exception("the reply reader of %s stopped", self._topic)
+        finally:
+            self._consumer.close()
+
+    def _answer(self, message: Message) -> None:
+        try:
+            prediction = decode(PredictionMade, message.value())
+        except DecodeError as exc:
+            logger.debug("skipping an unreadable record on %s: %s", self._topic, exc)
+            return
+        with self._lock:
+            future = self._waiters.pop(prediction.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(prediction)
+
+    def close(self) -> None:
+        """Stop the thread; pending waiters are left to time out."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class RiverrunClient:
+    """Sends requests and feedback to riverrun and awaits predictions; a context manager.
+
+    Thread-safe: `send_request`, `send_feedback` and `predict` may be called from many threads.
+
+    Args:
+        kafka: how to reach the cluster.
+        topics: topic names; the defaults match a default deployment.
+        on_delivery: called with a `Delivery` for every record, from whichever thread serves
+            delivery reports (`flush`, `poll`, or the reply reader); keep it short.
+        producer_options: librdkafka options applied over riverrun's producer defaults.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings = TopicSettings(),  # noqa: B008 - a frozen model, safe to share
+        *,
+        on_delivery: Callable[[Delivery], None] | None = None,
+        producer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self._on_delivery = on_delivery
+        self._producer = Producer(kafka.client_config({**PRODUCER_DEFAULTS, **(producer_options or {})}))
+        self._lock = threading.Lock()
+        self._failures: list[Delivery] = []
+        self._unreported_failures = 0
+        self.delivered = 0
+        self.delivery_failures = 0
+        self._reader: _ReplyReader | None = None
+        self._closed = False
+
+    def __enter__(self) -> RiverrunClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except DeliveryError as delivery:
+            # Do not mask the exception already on its way out.
+            logger.error("%s", delivery)
+
+    def send_request(
+        self,
+        model: str,
+        features: FeatureMap,
+        *,
+        key: str | None = None,
+        request_id: str | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send a prediction request and return its request id (a uuid4 hex when not given)."""
+        rid = request_id or uuid.uuid4().hex
+        event = PredictionRequested(
+            request_id=rid,
+            model=model,
+            features=dict(features),
+            key=key,
+            sent_at=utc_now(),
+            context=dict(context) if context is not None else None,
+        )
+        self._produce("request", self.topics.requests, key or rid, rid, encode(event))
+        return rid
+
+    def send_feedback(
+        self,
+        model: str,
+        request_id: str,
+        label: Label,
+        *,
+        key: str | None = None,
+        features: FeatureMap | None = None,
+    ) -> None:
+        """Send the true label of an earlier request."""
+        event = LabelObserved(
+            request_id=request_id,
+            model=model,
+            label=label,
+            key=key,
+            features=dict(features) if features is not None else None,
+        )
+        self._produce("feedback", self.topics.feedback, key or request_id, request_id, encode(event))
+
+    def predict(
+        self,
+        model: str,
+        features: FeatureMap,
+        *,
+        key: str | None = None,
+        timeout: float = 10.0,
+    ) -> PredictionMade:
+        """Send a request and wait for its prediction.
+
+        Raises:
+            PredictionTimeout: no prediction within `timeout` seconds.
+            DeliveryError: the request itself could not be delivered.
+        """
+        reader = self._reply_reader()
+        rid = uuid.uuid4().hex
+        future = reader.expect(rid)
+        try:
+            self.send_request(model, features, key=key, request_id=rid)
+        except BaseException:
+            reader.forget(rid)
+            raise
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            reader.forget(rid)
+            raise PredictionTimeout(model, rid, self.topics.predictions, timeout) from None
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports; returns how many were served."""
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding records; returns how many are still queued after `timeout`.
+
+        Raises:
+            DeliveryError: some records sent since the last flush were not delivered.
+        """
+        remaining = int(self._producer.flush(timeout))
+        with self._lock:
+            failures, total = self._failures, self._unreported_failures
+            self._failures, self._unreported_failures = [], 0
+        if total:
+            raise DeliveryError(failures, total)
+        return remaining
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, stop the reply reader; raises `DeliveryError` like `flush`."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            remaining = self.flush(timeout)
+            if remaining:
+                logger.warning(
+                    "closing with %d record(s) still undelivered after %g s", remaining, timeout
+                )
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _reply_reader(self) -> _ReplyReader:
+        with self._lock:
+            if self._closed:
+                raise ClientError("the client is closed: create a new RiverrunClient")
+            if self._reader is None:
+                self._reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer)
+            return self._reader
+
+    def _produce(
+        self,
+        kind: Literal["request", "feedback"],
+        topic: str,
+        key: str,
+        request_id: str,
+        value: bytes,
+    ) -> None:
+        if self._closed:
+            raise ClientError("the client is closed: create a new RiverrunClient")
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._delivered(kind, topic, key, request_id, err, msg)
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key.encode(), on_delivery=report)
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then retry.
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise ClientError(f"cannot send a {kind} to {topic!r}: {exc}") from exc
+        self._producer.poll(0)
+
+    def _delivered(
+        self,
+        kind: Literal["request", "feedback"],
+        topic: str,
+        key: str,
+        request_id: str,
+        err: KafkaError | None,
+        msg: Message,
+    ) -> None:
+        delivery = Delivery(
+            kind=kind,
+            topic=topic,
+            key=key,
+            request_id=request_id,
+            partition=msg.partition() if err is None else None,
+            offset=msg.offset() if err is None else None,
+            error=None if err is None else f"{err.name()}: {err.str()}",
+        )
+        with self._lock:
+            if err is None:
+                self.delivered += 1
+            else:
+                self.delivery_failures += 1
+                self._unreported_failures += 1
+                if len(self._failures) < _MAX_LISTED_FAILURES:
+                    self._failures.append(delivery)
+            reader = self._reader
+        if err is not None:
+            logger.warning("%s %s to %s not delivered: %s", kind, request_id, topic, delivery.error)
+            if kind == "request" and reader is not None:
+                reader.fail(request_id, DeliveryError([delivery], 1))
+        if self._on_delivery is not None:
+            try:
+                self._on_delivery(delivery)
+            except Exception:
+                logger.exception("the on_delivery callback raised; ignoring it")
