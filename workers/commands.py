@@ -7,4 +7,18 @@ from collections.abc import Callable
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = []
+
+
+def _score(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.scorer.command import register
+
+    register(subparsers)
+
+
+def _topics(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.topics import register
+
+    register(subparsers)
+
+
+REGISTRARS: list[Registrar] = [_score, _topics]

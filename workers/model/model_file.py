@@ -1,0 +1,82 @@
+"""A model served from a pickled River estimator on disk: the scorer's first model source.
+
+The file is the operator's own; the registry (signed, allow-listed artifacts) replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle  # noqa: S403  # an operator-provided file, not network input
+from pathlib import Path
+from typing import Any
+
+from workers.model.scoring import ServedModel, build_scorer
+
+logger = logging.getLogger(__name__)
+
+
+class ModelFileError(RuntimeError):
+    """The model file cannot be served. Disposition: stop at start with this message."""
+
+
+def expected_features_of(estimator: Any) -> frozenset[str] | None:
+    """Feature names a trained pipeline relies on, when River exposes them."""
+    steps = list(getattr(estimator, "steps", {}).values()) or [estimator]
+    first = steps[0]
+    for attribute in ("means", "_weights"):
+        table = getattr(first, attribute, None)
+        if table:
+            return frozenset(str(k) for k in dict(table))
+    return None
+
+
+def load_model_file(
+    path: Path, name: str, version: int = 1, snapshot: int = 0, *, fast_path: bool = True
+) -> ServedModel:
+    """Unpickle a River estimator and wrap it for batch scoring."""
+    try:
+        with path.open("rb") as handle:
+            estimator = pickle.load(handle)  # noqa: S301  # trusted operator file, see module doc
+    except FileNotFoundError as exc:
+        raise ModelFileError(
+            f"--model-file {path} does not exist: pass the path of a pickled River model"
+        ) from exc
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ModelFileError(
+            f"--model-file {path} is not a pickled River model ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not (hasattr(estimator, "predict_one") or hasattr(estimator, "predict_proba_one")):
+        raise ModelFileError(
+            f"--model-file {path} holds a {type(estimator).__name__}, which cannot predict: "
+            "pickle a River classifier, regressor or pipeline"
+        )
+    scorer = build_scorer(estimator, fast_path=fast_path)
+    logger.info(
+        "serving %s@%d#%d from %s with %s", name, version, snapshot, path, type(scorer).__name__
+    )
+    return ServedModel(
+        name=name,
+        version=version,
+        snapshot=snapshot,
+        scorer=scorer,
+        estimator=estimator,
+        expected_features=expected_features_of(estimator),
+    )
+
+
+class FileModelSource:
+    """Serves the one model loaded from a file, under the name it was given."""
+
+    def __init__(self, model: ServedModel) -> None:
+        self._model = model
+
+    def get(self, name: str) -> ServedModel | None:
+        """The file's model when the name matches, else None (the request is dead-lettered)."""
+        return self._model if name == self._model.name else None
+
+    def refresh(self) -> None:
+        """A file does not change while it is served."""
+
+    def served(self) -> list[ServedModel]:
+        """Every model this source serves."""
+        return [self._model]

@@ -1,0 +1,85 @@
+"""The protocol between the scorer's loop and a model: score a batch of feature dicts at once.
+
+Routing and the loop never touch River directly: they call `predict_many`, so a vectorised
+fast path can stand beside the generic per-row one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Features = Mapping[str, float | str]
+Label = bool | int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class RowFailure:
+    """A row the model could not score; the loop dead-letters it with this reason."""
+
+    error_class: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ScoredBatch:
+    """Per row: the prediction and class probabilities, or the failure that replaced them."""
+
+    predictions: list[Label | None]
+    probas: list[dict[str, float] | None]
+    failures: dict[int, RowFailure] = field(default_factory=dict)
+
+
+class BatchScorer(Protocol):
+    """Scores many rows in one call and never changes the model it wraps."""
+
+    @property
+    def is_classifier(self) -> bool:
+        """Whether predictions come with class probabilities."""
+        ...
+
+    def predict_many(self, rows: Sequence[Features]) -> ScoredBatch:
+        """Score rows; a row that fails is reported in `failures`, the others still scored."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """One snapshot of one version of a model, ready to score."""
+
+    name: str
+    version: int
+    snapshot: int
+    scorer: BatchScorer
+    estimator: Any
+    expected_features: frozenset[str] | None = None
+
+    @property
+    def label(self) -> str:
+        """`name@version#snapshot`, the way operators write it."""
+        return f"{self.name}@{self.version}#{self.snapshot}"
+
+
+class ModelSource(Protocol):
+    """Where the scorer gets its models; a file today, the registry on Kafka later."""
+
+    def get(self, name: str) -> ServedModel | None:
+        """The snapshot to serve for a model name, or None when the model is not served."""
+        ...
+
+    def refresh(self) -> None:
+        """Take in new snapshots; called between batches, never inside one."""
+        ...
+
+
+def build_scorer(estimator: Any, *, fast_path: bool = True) -> BatchScorer:
+    """The fastest scorer that reproduces River's own answers for this estimator."""
+    from workers.model.generic import RiverScorer
+    from workers.model.linear import linear_fast_path
+
+    if fast_path:
+        fast = linear_fast_path(estimator)
+        if fast is not None:
+            return fast
+    return RiverScorer(estimator)

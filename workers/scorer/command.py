@@ -1,0 +1,105 @@
+"""`riverrun score`: run a scoring worker until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from workers.errors import ConfigurationError, FatalError
+from workers.health import HealthServer
+from workers.metrics import ScorerMetrics
+from workers.model import FileModelSource, ModelSource, load_model_file
+from workers.model.model_file import ModelFileError
+from workers.scorer.loop import Scorer
+from workers.scorer.settings import ScorerOptions, ScorerSettings
+from workers.settings_errors import explain
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `riverrun score` to the command line."""
+    parser = subparsers.add_parser(
+        "score", help="Score requests from Kafka with a River model (a consumer-group worker)."
+    )
+    add_section_flags(parser, "kafka", KafkaSettings)
+    add_section_flags(parser, "topics", TopicSettings)
+    add_section_flags(parser, "scorer", ScorerOptions)
+    parser.add_argument(
+        "--max-messages", type=int, default=None, help="Stop after this many records (tests)."
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=None, help="Stop after this many quiet seconds."
+    )
+    parser.set_defaults(handler=run_score)
+
+
+def model_source_for(settings: ScorerSettings) -> ModelSource:
+    """The model source the settings ask for; the file is the only one so far."""
+    options = settings.scorer
+    if options.model_file is None:
+        raise ConfigurationError(
+            "RIVERRUN_SCORER__MODEL_FILE is not set: pass --model-file PATH of a pickled "
+            "River model"
+        )
+    path = Path(options.model_file)
+    model = load_model_file(
+        path,
+        name=options.model_name or path.stem,
+        version=options.model_version,
+        snapshot=options.model_snapshot,
+        fast_path=options.fast_path,
+    )
+    return FileModelSource(model)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Build the settings, start the worker, stop it cleanly on a signal."""
+    try:
+        settings = ScorerSettings(**collect_section_flags(args))
+        models = model_source_for(settings)
+    except ValidationError as exc:
+        logger.error("bad configuration: %s", explain(exc))
+        return 2
+    except (ConfigurationError, ModelFileError) as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info(
+        "effective settings",
+        extra={"settings": settings.model_dump(mode="json")},
+    )
+    metrics = ScorerMetrics()
+    scorer = Scorer(settings, models, metrics)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: finishing the batch, flushing, committing", signal.Signals(signum).name)
+        scorer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = None
+    if settings.scorer.metrics_port is not None:
+        health = HealthServer(metrics.registry, scorer.is_ready, port=settings.scorer.metrics_port)
+        health.start()
+    try:
+        summary = scorer.run(max_messages=args.max_messages, idle_timeout=args.idle_timeout)
+    except FatalError as exc:
+        logger.error("stopping without committing: %s", exc)
+        return 3
+    finally:
+        if health is not None:
+            health.stop()
+    logger.info(
+        "scored %d records in %d batches: %d outputs, %d dead letters",
+        summary.consumed,
+        summary.batches,
+        summary.produced,
+        summary.dead_lettered,
+    )
+    return 0

@@ -1,0 +1,445 @@
+"""The scoring worker's poll loop: consume a batch, score it, produce, then store or commit.
+
+At-least-once (default): offsets are stored only after every output of their batch is
+acknowledged (`enable.auto.offset.store=false`), and the background auto-commit commits only
+stored offsets; batches are pipelined, acknowledged in order. Exactly-once: one transaction per
+batch, with the consumed offsets sent inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from workers.errors import FatalError
+from workers.metrics import ScorerMetrics
+from workers.model import ModelSource
+from workers.scorer.batch import BatchOptions, BatchResult, score_batch
+from workers.scorer.settings import ScorerSettings
+
+logger = logging.getLogger(__name__)
+
+_TXN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class RunSummary:
+    """What a bounded run did; `riverrun score` logs it at exit."""
+
+    consumed: int = 0
+    produced: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    aborted_batches: int = 0
+
+
+class _InFlight:
+    """The outputs of one batch awaiting acknowledgement, and the offsets they release."""
+
+    __slots__ = ("offsets", "remaining", "errors")
+
+    def __init__(self, offsets: list[TopicPartition], count: int) -> None:
+        self.offsets = offsets
+        self.remaining = count
+        self.errors: list[str] = []
+
+    def ack(self, err: KafkaError | None, _msg: Message) -> None:
+        self.remaining -= 1
+        if err is not None:
+            self.errors.append(str(err))
+
+
+def _next_offsets(records: list[Message]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for record in records:
+        highest[(record.topic(), record.partition())] = record.offset()
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def _first_offsets(records: list[Message]) -> list[TopicPartition]:
+    first: dict[tuple[str, int], int] = {}
+    for record in records:
+        first.setdefault((record.topic(), record.partition()), record.offset())
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
+
+
+class Scorer:
+    """One consumer, one producer, one thread: the hot path of riverrun."""
+
+    def __init__(
+        self,
+        settings: ScorerSettings,
+        models: ModelSource,
+        metrics: ScorerMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._options = settings.scorer
+        self._models = models
+        self.metrics = metrics if metrics is not None else ScorerMetrics()
+        self._batch_options = BatchOptions(
+            predictions_topic=settings.topics.predictions,
+            dead_letter_topic=settings.topics.dead_letters,
+            worker=settings.scorer.worker_id,
+            max_request_bytes=settings.scorer.max_request_bytes,
+            reject_missing_features=settings.scorer.missing_features == "reject",
+        )
+        self._stop = threading.Event()
+        self._assigned: set[tuple[str, int]] = set()
+        self._joined = False
+        self._in_flight: deque[_InFlight] = deque()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_broker_error = 0.0
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        exactly_once = self._options.exactly_once
+        return self._settings.kafka.client_config(
+            {
+                "group.id": self._options.group_id,
+                "client.id": f"{self._settings.kafka.client_id}-scorer-{self._options.worker_id}",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "auto.offset.reset": "earliest",
+                # Offsets are stored by hand once the batch's outputs are acknowledged; the
+                # background commit then only ever commits delivered work.
+                "enable.auto.offset.store": False,
+                "enable.auto.commit": not exactly_once,
+                "auto.commit.interval.ms": 1000,
+                "isolation.level": "read_committed",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "fetch.wait.max.ms": 100,
+                "error_cb": self._on_error,
+            }
+        )
+
+    def _producer_config(self) -> dict[str, Any]:
+        defaults: dict[str, Any] = {
+            "client.id": f"{self._settings.kafka.client_id}-scorer-{self._options.worker_id}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "batch.num.messages": 10_000,
+            # Kafka's own partitioner, so keys land where Java and Go producers put them.
+            "partitioner": "murmur2_random",
+            "error_cb": self._on_error,
+        }
+        if self._options.exactly_once:
+            defaults["transactional.id"] = self._options.transactional_id
+            defaults["transaction.timeout.ms"] = int(_TXN_TIMEOUT_S * 1000)
+        return self._settings.kafka.client_config(defaults)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            logger.error("fatal Kafka client error: %s", err)
+            return
+        now = time.monotonic()
+        if now - self._last_broker_error > 10:
+            self._last_broker_error = now
+            logger.warning(
+                "Kafka not reachable or unhappy (%s); still trying %s",
+                err,
+                self._settings.kafka.bootstrap_servers,
+            )
+
+    # -- rebalance callbacks -------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._joined = True
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        self.metrics.rebalances.labels("assign").inc()
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        logger.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what is delivered before the partitions move, so the next owner starts
+        # right after it (librdkafka #4059: commit deliberately on revoke).
+        self._settle(block=True)
+        if not self._options.exactly_once:
+            self._commit_sync(consumer)
+        self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        self.metrics.rebalances.labels("revoke").inc()
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        logger.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        self.metrics.rebalances.labels("lost").inc()
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        logger.warning("lost %s without a clean revoke", sorted(p.partition for p in partitions))
+
+    # -- health --------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        """Joined the group and has a model to serve."""
+        return self._joined and not self._stop.is_set()
+
+    def stop(self) -> None:
+        """Finish the current batch, flush, commit and leave (safe from a signal handler)."""
+        self._stop.set()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, max_messages: int | None = None, idle_timeout: float | None = None) -> RunSummary:
+        """Score until stopped, or until `max_messages` consumed or `idle_timeout` s of quiet."""
+        summary = RunSummary()
+        options = self._options
+        self._producer = Producer(self._producer_config())
+        if options.exactly_once:
+            self._init_transactions()
+        consumer = Consumer(self._consumer_config())
+        self._consumer = consumer
+        consumer.subscribe(
+            [self._settings.topics.requests],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.metrics.ready.set(0)
+        logger.info(
+            "scoring %s -> %s as group %s (%s)",
+            self._settings.topics.requests,
+            self._settings.topics.predictions,
+            options.group_id,
+            "exactly-once" if options.exactly_once else "at-least-once",
+        )
+        last_record = time.monotonic()
+        batch_timeout = options.batch_timeout_ms / 1000.0
+        clean = False
+        try:
+            while not self._stop.is_set():
+                want = options.batch_size
+                if max_messages is not None:
+                    want = min(want, max_messages - summary.consumed)
+                    if want <= 0:
+                        break
+                records = consumer.consume(want, batch_timeout)
+                self.metrics.ready.set(1 if self.is_ready() else 0)
+                if records:
+                    records = self._drop_errors(records)
+                if not records:
+                    self._settle(block=False)
+                    if idle_timeout is not None and time.monotonic() - last_record > idle_timeout:
+                        break
+                    continue
+                last_record = time.monotonic()
+                self._models.refresh()
+                self._process(records, summary)
+            clean = True
+        finally:
+            self._shutdown(clean)
+        return summary
+
+    def _drop_errors(self, records: list[Message]) -> list[Message]:
+        good = []
+        for record in records:
+            err = record.error()
+            if err is None:
+                good.append(record)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise FatalError(f"consumer failed for good: {err}")
+                logger.warning("consume error: %s", err)
+        return good
+
+    def _process(self, records: list[Message], summary: RunSummary) -> None:
+        started = time.perf_counter()
+        result = score_batch(records, self._models, self._batch_options)
+        if self._options.exactly_once:
+            committed = self._produce_transaction(records, result)
+            if not committed:
+                summary.aborted_batches += 1
+                return
+        else:
+            self._produce_pipelined(records, result)
+        self._observe(records, result, time.perf_counter() - started, summary)
+
+    def _observe(
+        self, records: list[Message], result: BatchResult, elapsed: float, summary: RunSummary
+    ) -> None:
+        metrics = self.metrics
+        n = len(records)
+        metrics.consumed.inc(n)
+        metrics.batch_size.observe(n)
+        metrics.processing.observe(elapsed)
+        for (model, version, route), count in result.scored.items():
+            metrics.scored.labels(model, str(version), route).inc(count)
+        for error_class, count in result.dead_letters.items():
+            metrics.dead_letters.labels(error_class).inc(count)
+        observe = metrics.end_to_end.observe
+        for latency in result.latencies_s:
+            observe(latency)
+        for model in result.models_used.values():
+            metrics.model_info.labels(model.name, str(model.version), str(model.snapshot)).set(1)
+        summary.consumed += n
+        summary.batches += 1
+        summary.produced += len(result.outputs)
+        summary.dead_lettered += sum(result.dead_letters.values())
+
+    # -- at-least-once -------------------------------------------------------------------
+
+    def _produce_pipelined(self, records: list[Message], result: BatchResult) -> None:
+        producer = self._producer
+        assert producer is not None  # noqa: S101  # set in run()
+        pending = _InFlight(_next_offsets(records), len(result.outputs))
+        self._in_flight.append(pending)
+        ack = pending.ack
+        produce = producer.produce
+        for out in result.outputs:
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=ack)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        self._settle(block=False)
+        while len(self._in_flight) > self._options.max_in_flight_batches:
+            producer.poll(0.01)
+            self._settle(block=False)
+
+    def _settle(self, block: bool) -> None:
+        """Store the offsets of every batch, oldest first, whose outputs are all acknowledged."""
+        producer, consumer = self._producer, self._consumer
+        if producer is None or consumer is None:
+            return
+        if block and self._in_flight:
+            remaining = producer.flush(self._options.shutdown_timeout_s)
+            if remaining:
+                raise FatalError(
+                    f"{remaining} outputs still unacknowledged after "
+                    f"{self._options.shutdown_timeout_s}s; offsets not committed"
+                )
+        else:
+            producer.poll(0)
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].remaining <= 0:
+            done = in_flight.popleft()
+            if done.errors:
+                self.metrics.delivery_failures.inc(len(done.errors))
+                raise FatalError(
+                    f"{len(done.errors)} outputs were not delivered ({done.errors[0]}); "
+                    "stopping without committing so that they are produced again on restart"
+                )
+            self._store(consumer, done.offsets)
+
+    def _store(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        owned = [tp for tp in offsets if (tp.topic, tp.partition) in self._assigned]
+        if not owned:
+            return
+        try:
+            consumer.store_offsets(offsets=owned)
+        except KafkaException as exc:
+            # A partition revoked in between: its new owner re-reads from the last commit.
+            logger.debug("offsets not stored: %s", exc)
+
+    def _commit_sync(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                logger.warning("commit failed: %s", exc)
+
+    # -- exactly-once --------------------------------------------------------------------
+
+    def _init_transactions(self) -> None:
+        producer = self._producer
+        assert producer is not None  # noqa: S101  # set in run()
+        producer.init_transactions(_TXN_TIMEOUT_S)
+
+    def _produce_transaction(self, records: list[Message], result: BatchResult) -> bool:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None  # noqa: S101  # set in run()
+        try:
+            producer.begin_transaction()
+            produce = producer.produce
+            for out in result.outputs:
+                while True:
+                    try:
+                        produce(out.topic, out.value, out.key, headers=out.headers)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.send_offsets_to_transaction(
+                _next_offsets(records), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+            )
+            self._commit_transaction(producer)
+            self.metrics.transactions.labels("committed").inc()
+            return True
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal():
+                logger.error("transaction failed fatally (%s): new producer, rewinding", error)
+                self.metrics.transactions.labels("fatal").inc()
+                self._recreate_producer()
+            else:
+                logger.warning("transaction aborted (%s): rewinding the batch", error)
+                self.metrics.transactions.labels("aborted").inc()
+                try:
+                    producer.abort_transaction(_TXN_TIMEOUT_S)
+                except KafkaException as abort_exc:
+                    logger.error("abort failed (%s): new producer", abort_exc)
+                    self._recreate_producer()
+            self._rewind(consumer, records)
+            return False
+
+    def _commit_transaction(self, producer: Producer) -> None:
+        for attempt in range(3):
+            try:
+                producer.commit_transaction(_TXN_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.retriable() and attempt < 2:
+                    continue
+                raise
+
+    def _recreate_producer(self) -> None:
+        # A fatal transactional error (fenced, or a broken epoch) poisons this producer for
+        # good (librdkafka #3928): a new one re-initialises and fences whatever is left.
+        self._producer = Producer(self._producer_config())
+        self._init_transactions()
+
+    def _rewind(self, consumer: Consumer, records: list[Message]) -> None:
+        for tp in _first_offsets(records):
+            if (tp.topic, tp.partition) in self._assigned:
+                try:
+                    consumer.seek(tp)
+                except KafkaException as exc:
+                    logger.warning("could not rewind %s[%d]: %s", tp.topic, tp.partition, exc)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def _shutdown(self, clean: bool) -> None:
+        consumer, producer = self._consumer, self._producer
+        try:
+            if clean and consumer is not None:
+                self._settle(block=True)
+                if not self._options.exactly_once:
+                    self._commit_sync(consumer)
+        finally:
+            self._in_flight.clear()
+            if consumer is not None:
+                # close() leaves the group, so partitions move at once rather than after
+                # session.timeout.ms; it commits only stored offsets, i.e. delivered work.
+                consumer.close()
+            if producer is not None and clean:
+                producer.flush(self._options.shutdown_timeout_s)
+            self._consumer = None
+            self.metrics.ready.set(0)
+            logger.info("scorer stopped (%s)", "clean" if clean else "after a failure")

@@ -1,0 +1,80 @@
+"""Settings of the scoring worker: Kafka, topics and the scorer's own section."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import KafkaSettings, TopicSettings
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ScorerOptions(BaseModel):
+    """The scorer's own knobs (`RIVERRUN_SCORER__<FIELD>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_file: Path | None = Field(
+        default=None, description="Pickled River model to serve (until the registry serves it)."
+    )
+    model_name: str | None = Field(
+        default=None, description="Name the model file is served under; the file's stem if unset."
+    )
+    model_version: int = Field(default=1, ge=1, description="Version reported for the model file.")
+    model_snapshot: int = Field(default=0, ge=0, description="Snapshot reported for the file.")
+    group_id: str = Field(default="riverrun-scorer", description="Consumer group of the scorers.")
+    worker_id: str = Field(
+        default_factory=_default_worker_id,
+        description="Stable id of this worker; names its transactional id. Use the pod name.",
+    )
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="Max records per batch.")
+    batch_timeout_ms: int = Field(
+        default=50, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
+    )
+    exactly_once: bool = Field(
+        default=False, description="Use Kafka transactions (consume-transform-produce)."
+    )
+    max_request_bytes: int = Field(
+        default=65_536, ge=64, description="Requests larger than this are dead-lettered."
+    )
+    missing_features: Literal["reject", "allow"] = Field(
+        default="reject",
+        description="What to do with a request lacking a feature the model was trained on.",
+    )
+    max_in_flight_batches: int = Field(
+        default=4, ge=1, le=64, description="Batches produced but not yet acknowledged, at most."
+    )
+    fast_path: bool = Field(
+        default=True, description="Score linear pipelines with the vectorised NumPy path."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /metrics, /livez and /readyz; off if unset."
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="Time allowed to finish, flush and commit on SIGTERM."
+    )
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per worker, so a restarted worker fences its own zombie."""
+        return f"{self.group_id}-{self.worker_id}"
+
+
+class ScorerSettings(BaseSettings):
+    """Everything the `riverrun score` process reads, from flags and `RIVERRUN_*`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    scorer: ScorerOptions = Field(default_factory=ScorerOptions)
