@@ -65,6 +65,17 @@ class TansuBroker:
         """Where the broker's output goes."""
         return self.process.log_path
 
+    def restart(self) -> None:
+        """Stop Tansu and start it again on the same port; memory storage starts empty."""
+        self.process.stop()
+        self.process = BrokerProcess(self.process.argv, self.process.log_path)
+        self.process.start()
+        _wait_answering(self, START_TIMEOUT_S)
+
+    def restart_node(self, node_id: int = 0) -> None:
+        """The one node is the whole broker: see `restart`."""
+        self.restart()
+
     def stop(self) -> None:
         """SIGTERM, SIGKILL after a bound; the log directory is removed."""
         code = self.process.stop()
@@ -92,21 +103,28 @@ def start_tansu(port: int | None = None, start_timeout_s: float = START_TIMEOUT_
     process.start()
     broker = TansuBroker(port, process, log_dir)
     try:
-        wait_until(
-            lambda: _answers(process, broker.bootstrap_servers), start_timeout_s,
-            f"Tansu answering metadata on {broker.bootstrap_servers}",
-        )
-    except BaseException as exc:
-        tail = process.log_tail()
+        _wait_answering(broker, start_timeout_s)
+    except BaseException:
         broker.stop()
-        if isinstance(exc, BrokerError):
-            raise BrokerError(f"{exc}; its log ends with:\n{tail}") from exc
         raise
     logger.info("tansu answering on %s (log %s)", broker.bootstrap_servers, process.log_path)
     return broker
 
 
-def _answers(process: BrokerProcess, bootstrap_servers: str) -> bool:
-    if not process.alive():
-        raise BrokerError(f"Tansu exited with code {process.popen.returncode if process.popen else None}")
-    return metadata_brokers(bootstrap_servers, timeout_s=1.0) > 0
+def _wait_answering(broker: TansuBroker, timeout_s: float) -> None:
+    process = broker.process
+
+    def answers() -> bool:
+        if not process.alive():
+            code = process.popen.returncode if process.popen else None
+            raise BrokerError(
+                f"Tansu exited with code {code}; its log ends with:\n{process.log_tail()}"
+            )
+        return metadata_brokers(broker.bootstrap_servers, timeout_s=1.0) > 0
+
+    try:
+        wait_until(answers, timeout_s, f"Tansu answering metadata on {broker.bootstrap_servers}")
+    except BrokerError as exc:
+        if "exited" in str(exc):
+            raise
+        raise BrokerError(f"{exc}; its log ends with:\n{process.log_tail()}") from exc
