@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from schemas.codec import DecodeError, decode, decode_request, encode, encode_dict, parse_json
+from schemas.codec import (
+    DecodeError,
+    RequestFields,
+    decode,
+    decode_request,
+    decode_request_fields,
+    encode,
+    encode_dict,
+    parse_json,
+)
 from schemas.events import (
     EVENTS,
     SCHEMA_VERSION,
@@ -45,6 +54,7 @@ __all__ = [
     "PolicyChanged",
     "PredictionMade",
     "PredictionRequested",
+    "RequestFields",
     "SnapshotId",
     "SnapshotPublished",
     "TopicSettings",
@@ -53,6 +63,7 @@ __all__ = [
     "collect_section_flags",
     "decode",
     "decode_request",
+    "decode_request_fields",
     "encode",
     "encode_dict",
     "parse_json",

@@ -8,7 +8,6 @@ from collections.abc import Callable
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
-
 def _score(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from workers.scorer.command import register
 
@@ -21,4 +20,16 @@ def _topics(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     register(subparsers)
 
 
-REGISTRARS: list[Registrar] = [_score, _topics]
+def _broker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.broker.command import register
+
+    register(subparsers)
+
+
+def _bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.bench import register
+
+    register(subparsers)
+
+
+REGISTRARS: list[Registrar] = [_score, _topics, _broker, _bench]

@@ -10,9 +10,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from schemas import SCHEMA_VERSION, DeadLetter, DecodeError, PredictionRequested, decode_request
+from schemas import SCHEMA_VERSION, DeadLetter, DecodeError, RequestFields, decode_request_fields
 from schemas.codec import encode_dict
 from workers.model import ModelSource, ServedModel
 
@@ -28,8 +28,7 @@ class Record(Protocol):
     def timestamp(self) -> tuple[int, int]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """One record to produce."""
 
     topic: str
@@ -80,63 +79,71 @@ def score_batch(
 ) -> BatchResult:
     """Turn consumed records into predictions and dead letters, keeping the input's order."""
     result = BatchResult()
-    dead = result.dead_letters
     outputs: list[Output | None] = [None] * len(records)
-    groups: dict[str, list[tuple[int, Record, PredictionRequested]]] = {}
+    # Per model: positions in the batch, and the decoded requests at those positions.
+    groups: dict[str, tuple[list[int], list[RequestFields]]] = {}
     resolved: dict[str, ServedModel | None] = {}
-
-    def reject(i: int, record: Record, error_class: str, reason: str) -> None:
-        outputs[i] = dead_letter(record, error_class, reason, options)
-        dead[error_class] = dead.get(error_class, 0) + 1
+    max_bytes = options.max_request_bytes
 
     for i, record in enumerate(records):
         try:
-            request = decode_request(record.value(), options.max_request_bytes)
+            request = decode_request_fields(record.value(), max_bytes)
         except DecodeError as exc:
-            reject(i, record, exc.error_class, exc.reason)
+            _reject(result, outputs, i, record, exc.error_class, exc.reason, options)
             continue
         name = request.model
-        if name not in resolved:
-            resolved[name] = models.get(name)
-        model = resolved[name]
-        if model is None:
-            reject(i, record, "UnknownModel", f"model {name!r} is not served by this scorer")
-            continue
-        if options.reject_missing_features and model.expected_features is not None:
-            missing = model.expected_features.difference(request.features)
-            if missing:
-                listed = ", ".join(sorted(missing)[:10])
-                reject(i, record, "MissingFeatures", f"features missing for {name}: {listed}")
+        group = groups.get(name)
+        if group is None:
+            model = resolved[name] = models.get(name)
+            if model is None:
+                _reject(result, outputs, i, record, "UnknownModel",
+                        f"model {name!r} is not served by this scorer", options)
                 continue
-        groups.setdefault(name, []).append((i, record, request))
+            group = groups[name] = ([], [])
+        expected = resolved[name].expected_features  # type: ignore[union-attr]  # resolved above
+        if options.reject_missing_features and expected is not None:
+            if not expected.issubset(request.features):
+                listed = ", ".join(sorted(expected.difference(request.features))[:10])
+                _reject(result, outputs, i, record, "MissingFeatures",
+                        f"features missing for {name}: {listed}", options)
+                continue
+        group[0].append(i)
+        group[1].append(request)
 
     now = time.time()
     now_ms = now * 1000.0
     scored_at = datetime.fromtimestamp(now, UTC).isoformat()
     latencies = result.latencies_s
-    for name, items in groups.items():
+    topic = options.predictions_topic
+    for name, (positions, requests) in groups.items():
         model = resolved[name]
         assert model is not None  # noqa: S101  # groups only hold resolved models
         result.models_used[name] = model
-        scored = model.scorer.predict_many([request.features for _, _, request in items])
+        scored = model.scorer.predict_many([request.features for request in requests])
         failures = scored.failures
         predictions = scored.predictions
         probas = scored.probas
+        version = model.version
+        snapshot = model.snapshot
         count = 0
-        for j, (i, record, request) in enumerate(items):
-            failure = failures.get(j)
-            if failure is not None:
-                reject(i, record, failure.error_class, failure.reason)
+        for j, i in enumerate(positions):
+            record = records[i]
+            if failures and j in failures:
+                failure = failures[j]
+                _reject(result, outputs, i, record, failure.error_class, failure.reason, options)
                 continue
+            request = requests[j]
             ts_type, ts = record.timestamp()
-            latency_ms = max(0.0, now_ms - ts) if ts_type and ts > 0 else 0.0
+            latency_ms = now_ms - ts if ts_type and ts > 0 else 0.0
+            if latency_ms < 0.0:
+                latency_ms = 0.0
             latencies.append(latency_ms / 1000.0)
             payload: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "request_id": request.request_id,
                 "model": name,
-                "version": model.version,
-                "snapshot": model.snapshot,
+                "version": version,
+                "snapshot": snapshot,
                 "route": "champion",
                 "prediction": predictions[j],
                 "features": request.features,
@@ -149,10 +156,23 @@ def score_batch(
             key = record.key()
             if key is None:
                 key = (request.key or request.request_id).encode()
-            outputs[i] = Output(options.predictions_topic, key, encode_dict(payload))
+            outputs[i] = Output(topic, key, encode_dict(payload))
             count += 1
         if count:
-            label = (name, model.version, "champion")
+            label = (name, version, "champion")
             result.scored[label] = result.scored.get(label, 0) + count
     result.outputs = [out for out in outputs if out is not None]
     return result
+
+
+def _reject(
+    result: BatchResult,
+    outputs: list[Output | None],
+    i: int,
+    record: Record,
+    error_class: str,
+    reason: str,
+    options: BatchOptions,
+) -> None:
+    outputs[i] = dead_letter(record, error_class, reason, options)
+    result.dead_letters[error_class] = result.dead_letters.get(error_class, 0) + 1

@@ -31,6 +31,8 @@ from workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from workers.scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
+# librdkafka's own log lines (connection churn and the like) go through logging, not stderr.
+_librdkafka_logger = logging.getLogger("librdkafka")
 
 _TXN_TIMEOUT_S = 30.0
 
@@ -44,6 +46,15 @@ class RunSummary:
     dead_lettered: int = 0
     batches: int = 0
     aborted_batches: int = 0
+    first_record_at: float | None = None
+    last_delivered_at: float | None = None
+
+    @property
+    def busy_seconds(self) -> float:
+        """From the first record consumed to the last output acknowledged (monotonic clock)."""
+        if self.first_record_at is None or self.last_delivered_at is None:
+            return 0.0
+        return self.last_delivered_at - self.first_record_at
 
 
 class _InFlight:
@@ -124,6 +135,7 @@ class Scorer:
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
                 "error_cb": self._on_error,
+                "logger": _librdkafka_logger,
             }
         )
 
@@ -138,6 +150,7 @@ class Scorer:
             # Kafka's own partitioner, so keys land where Java and Go producers put them.
             "partitioner": "murmur2_random",
             "error_cb": self._on_error,
+            "logger": _librdkafka_logger,
         }
         if self._options.exactly_once:
             defaults["transactional.id"] = self._options.transactional_id
@@ -238,11 +251,14 @@ class Scorer:
                         break
                     continue
                 last_record = time.monotonic()
+                if summary.first_record_at is None:
+                    summary.first_record_at = last_record
                 self._models.refresh()
                 self._process(records, summary)
             clean = True
         finally:
             self._shutdown(clean)
+        summary.last_delivered_at = time.monotonic()
         return summary
 
     def _drop_errors(self, records: list[Message]) -> list[Message]:
@@ -441,5 +457,6 @@ class Scorer:
             if producer is not None and clean:
                 producer.flush(self._options.shutdown_timeout_s)
             self._consumer = None
+            self._producer = None
             self.metrics.ready.set(0)
             logger.info("scorer stopped (%s)", "clean" if clean else "after a failure")
