@@ -65,6 +65,10 @@ class TansuBroker:
         """Where the broker's output goes."""
         return self.process.log_path
 
+    def alive(self) -> bool:
+        """Whether the Tansu process runs."""
+        return self.process.alive()
+
     def restart(self) -> None:
         """Stop Tansu and start it again on the same port; memory storage starts empty."""
         self.process.stop()

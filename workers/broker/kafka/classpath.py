@@ -16,6 +16,7 @@ from workers.broker.process import BrokerUnavailableError
 logger = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT_S = 600.0
+DEPENDENCY_PLUGIN = "3.8.1"
 
 
 def pom_path() -> Path:
@@ -95,7 +96,9 @@ def resolve_classpath() -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="riverrun-mvn-") as tmp:
         output = Path(tmp) / "classpath.txt"
         argv = [
-            mvn, "-q", "-B", "-f", str(pom_path()), "dependency:build-classpath",
+            # Fully qualified, so an offline Maven names the transfer that failed.
+            mvn, "-q", "-B", "-f", str(pom_path()),
+            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:build-classpath",
             f"-Dmdep.outputFile={output}",
         ]
         logger.info("resolving Apache Kafka %s from Maven Central into ~/.m2", version)
@@ -114,7 +117,8 @@ def resolve_classpath() -> list[Path]:
             unreachable = any(
                 marker in detail
                 for marker in ("Could not transfer", "UnknownHost", "Connection refused",
-                               "Network is unreachable", "timed out", "Could not resolve")
+                               "Network is unreachable", "timed out", "Could not resolve",
+                               "No plugin found", "offline mode")
             )
             reason = (
                 "Maven Central (repo.maven.apache.org) cannot be reached: check the network "

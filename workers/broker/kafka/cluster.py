@@ -115,6 +115,10 @@ class KafkaCluster:
         except KeyError:
             raise KeyError(f"no node {node_id} in this cluster (nodes {self.nodes})") from None
 
+    def alive(self) -> bool:
+        """Whether any node's JVM runs."""
+        return any(node.alive() for node in self._nodes.values())
+
     def stop_node(self, node_id: int) -> None:
         """SIGTERM the node and wait until it exits (SIGKILL after a bound)."""
         process = self.node(node_id).process
