@@ -143,8 +143,9 @@ class TokenBucket:
         elapsed = max(0.0, now - self._updated)
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
         self._updated = max(self._updated, now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # Tolerance: waiting exactly the returned time must grant the token despite rounding.
+        if self._tokens >= 1.0 - 1e-9:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
