@@ -1,19 +1,32 @@
-"""The one broker fixture for the whole suite, and factories for uuid-named topics and groups.
+"""The one broker fixture for the whole suite, its measured capabilities, and uuid-name factories.
 
-PROVISIONAL: picks RIVERRUN_TEST_BOOTSTRAP or starts Tansu. The full chooser (testcontainers,
-Apache Kafka through Maven, Tansu) and the capability check replace this.
+The primary broker is chosen once per run, in order: `RIVERRUN_TEST_BOOTSTRAP`, a testcontainers
+Kafka when a Docker engine answers, Apache Kafka (`start_kafka`) when java and mvn answer, else
+the embedded Tansu. Tests marked `smoke` that use the broker also run on Tansu, started lazily.
+Each broker's guarantees are measured once (`check_broker`) and `@pytest.mark.requires(...)`
+skips a test whose broker lacks one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import KafkaSettings, TopicSettings
+from workers.broker.check import BrokerCapabilities, check_broker
+
+PRIMARY = "primary"
+TANSU = "tansu"
 
 
 @pytest.fixture(autouse=True)
@@ -24,24 +37,211 @@ def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@dataclass
 class TestBroker:
-    """A running broker the tests talk to."""
+    """A running broker the tests talk to, how it was chosen and what it guarantees."""
 
-    def __init__(self, bootstrap_servers: str, engine: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.engine = engine
+    __test__ = False  # not a test class, despite its name
+
+    bootstrap_servers: str
+    engine: str
+    chosen_by: str
+    handle: Any = None
+    capabilities: BrokerCapabilities | None = None
+    broker_count: int = 1
+    stop: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    @property
+    def replication_factor(self) -> int:
+        """What a test topic should use on this broker."""
+        return min(3, self.broker_count)
+
+
+# ---- choosing the primary broker -------------------------------------------------------------
+
+
+def _docker_answers() -> bool:
+    # Cheap first: no socket and no DOCKER_HOST means no engine, without importing docker.
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _java_and_mvn_answer() -> bool:
+    for argv in (["java", "-version"], ["mvn", "-v"]):
+        if shutil.which(argv[0]) is None:
+            return False
+        try:
+            subprocess.run(argv, capture_output=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return True
+
+
+@dataclass
+class _Plan:
+    engine: str
+    chosen_by: str
+
+
+def _plan_primary() -> _Plan:
+    if os.environ.get("RIVERRUN_TEST_BOOTSTRAP"):
+        return _Plan("external", "RIVERRUN_TEST_BOOTSTRAP is set")
+    if _docker_answers():
+        return _Plan("kafka", "a Docker engine answered: testcontainers Kafka")
+    if _java_and_mvn_answer():
+        return _Plan("kafka", "java and mvn answered: Apache Kafka from Maven Central")
+    return _Plan("tansu", "no Docker engine, java or mvn: embedded Tansu")
+
+
+class _BrokerPool:
+    """Brokers of this run, started on first use and stopped at the end of the session."""
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.used: dict[str, TestBroker] = {}
+
+    def get(self, which: str) -> TestBroker:
+        key = TANSU if which == TANSU or self.plan.engine == TANSU else PRIMARY
+        if key not in self.used:
+            started = self._start_tansu(self.plan.chosen_by if key == PRIMARY else
+                                        "smoke tests run on Tansu too") \
+                if key == TANSU else self._start_primary()
+            self.used[key] = started
+            started.capabilities = check_broker(
+                KafkaSettings(bootstrap_servers=started.bootstrap_servers),
+                handle=started.handle if hasattr(started.handle, "restart") else None,
+            )
+        return self.used[key]
+
+    def stop_all(self) -> None:
+        for broker in self.used.values():
+            with contextlib.suppress(Exception):
+                broker.stop()
+
+    def _start_primary(self) -> TestBroker:
+        if self.plan.engine == "external":
+            bootstrap = os.environ["RIVERRUN_TEST_BOOTSTRAP"]
+            count = len(AdminClient({"bootstrap.servers": bootstrap})
+                        .list_topics(timeout=15).brokers)
+            return TestBroker(bootstrap, "external", self.plan.chosen_by, broker_count=count)
+        if "Docker" in self.plan.chosen_by:
+            from testcontainers.kafka import KafkaContainer
+
+            container = KafkaContainer().with_kraft()
+            container.start()
+            return TestBroker(container.get_bootstrap_server(), "kafka", self.plan.chosen_by,
+                              handle=container, stop=container.stop)
+        from workers.broker.process import BrokerUnavailableError
+
+        try:
+            from workers.broker.kafka import start_kafka
+
+            cluster = start_kafka()
+        except BrokerUnavailableError as exc:
+            self.plan = _Plan("tansu", f"Apache Kafka unavailable ({exc}): embedded Tansu")
+            return self._start_tansu(self.plan.chosen_by)
+        return TestBroker(cluster.bootstrap_servers, "kafka", self.plan.chosen_by,
+                          handle=cluster, broker_count=len(cluster.nodes), stop=cluster.stop)
+
+    @staticmethod
+    def _start_tansu(chosen_by: str) -> TestBroker:
+        from workers.broker.tansu import start_tansu
+
+        handle = start_tansu()
+        return TestBroker(handle.bootstrap_servers, "tansu", chosen_by, handle=handle,
+                          stop=handle.stop)
+
+
+_POOL: _BrokerPool | None = None
+
+
+def _pool() -> _BrokerPool:
+    global _POOL
+    if _POOL is None:
+        _POOL = _BrokerPool(_plan_primary())
+    return _POOL
+
+
+# ---- pytest hooks ----------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Smoke tests that use the broker run on the primary broker and on Tansu."""
+    if "broker" not in metafunc.fixturenames:
+        return
+    primary_engine = _pool().plan.engine
+    params = [PRIMARY]
+    ids = [primary_engine]
+    if metafunc.definition.get_closest_marker("smoke") and primary_engine != TANSU:
+        params.append(TANSU)
+        ids.append(TANSU)
+    metafunc.parametrize("broker", params, ids=ids, indirect=True, scope="session")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    plan = _pool().plan
+    return [f"riverrun test broker: {plan.engine} ({plan.chosen_by}); "
+            "smoke tests also on tansu"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _POOL is None or not _POOL.used:
+        return
+    terminalreporter.section("riverrun brokers")
+    for broker in _POOL.used.values():
+        terminalreporter.write_line(
+            f"{broker.engine} at {broker.bootstrap_servers} ({broker.chosen_by})"
+        )
+        caps = broker.capabilities
+        if caps is None:
+            continue
+        terminalreporter.write_line(f"  capabilities measured in {caps.seconds}s:")
+        for name, detail in caps.details.items():
+            value = getattr(caps, name)
+            terminalreporter.write_line(f"    {name:<24} {value!s:<5} {detail}")
+
+
+# ---- fixtures --------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[TestBroker]:
-    external = os.environ.get("RIVERRUN_TEST_BOOTSTRAP")
-    if external:
-        yield TestBroker(external, "external")
-        return
-    from workers.broker.tansu import start_tansu
+def _broker_pool() -> Iterator[_BrokerPool]:
+    pool = _pool()
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
 
-    with start_tansu() as handle:
-        yield TestBroker(handle.bootstrap_servers, "tansu")
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest, _broker_pool: _BrokerPool) -> TestBroker:
+    """The broker of this test: the primary one, or Tansu for the `tansu` run of a smoke test."""
+    return _broker_pool.get(getattr(request, "param", PRIMARY))
+
+
+@pytest.fixture(autouse=True)
+def _required_capabilities(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked `requires(capability, ...)` when its broker lacks one."""
+    wanted = [arg for mark in request.node.iter_markers("requires") for arg in mark.args]
+    if not wanted:
+        return
+    test_broker: TestBroker = request.getfixturevalue("broker")
+    caps = test_broker.capabilities
+    assert caps is not None
+    for capability in wanted:
+        if not caps.has(capability):
+            pytest.skip(f"broker {test_broker.engine} lacks {capability}: "
+                        f"{caps.detail(capability)}")
 
 
 @pytest.fixture
@@ -49,19 +249,48 @@ def kafka_settings(broker: TestBroker) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
 
 
-def unique(prefix: str) -> str:
+def unique_name(prefix: str) -> str:
+    """`prefix-<10 hex>`: a topic or group name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
-def topics(kafka_settings: KafkaSettings) -> TopicSettings:
+def unique() -> Callable[[str], str]:
+    """`unique("group")` gives a fresh uuid-suffixed name."""
+    return unique_name
+
+
+@pytest.fixture
+def topics(broker: TestBroker, kafka_settings: KafkaSettings) -> TopicSettings:
     """A fresh set of every riverrun topic, 4 partitions each, created on the broker."""
     suffix = uuid.uuid4().hex[:10]
-    names = TopicSettings(**{role: f"{name}-{suffix}" for role, name in TopicSettings().all().items()})
-    admin = AdminClient(kafka_settings.client_config())
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=4, replication_factor=-1) for name in names.all().values()]
+    names = TopicSettings(
+        **{role: f"{name}-{suffix}" for role, name in TopicSettings().all().items()}
     )
+    admin = AdminClient(kafka_settings.client_config())
+    futures = admin.create_topics([
+        NewTopic(name, num_partitions=4, replication_factor=broker.replication_factor)
+        for name in names.all().values()
+    ])
     for future in futures.values():
         future.result(timeout=30)
     return names
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[Any]:
+    """A fresh 3-node Apache Kafka cluster for cluster tests (skipped without java and mvn)."""
+    from workers.broker.process import BrokerUnavailableError
+
+    if not _java_and_mvn_answer():
+        pytest.skip("a 3-node Apache Kafka cluster needs java and mvn on PATH")
+    from workers.broker.kafka import start_kafka
+
+    try:
+        cluster = start_kafka(nodes=3)
+    except BrokerUnavailableError as exc:
+        pytest.skip(f"Apache Kafka unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
