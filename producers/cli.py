@@ -37,7 +37,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from producers.replay import ReplaySettings, run_with_progress
 
     try:
-        settings = ReplaySettings(**collect_section_flags(args))
+        settings = ReplaySettings.from_overrides(collect_section_flags(args))
     except ValidationError as exc:
         print(f"riverrun replay: invalid settings:\n{exc}", file=sys.stderr)
         return 2

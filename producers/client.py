@@ -233,6 +233,7 @@ class RiverrunClient:
         on_delivery: called with a `Delivery` for every record, from whichever thread serves
             delivery reports (`flush`, `poll`, or the reply reader); keep it short.
         producer_options: librdkafka options applied over riverrun's producer defaults.
+
     """
 
     def __init__(
@@ -246,7 +247,8 @@ class RiverrunClient:
         self.kafka = kafka
         self.topics = topics
         self._on_delivery = on_delivery
-        self._producer = Producer(kafka.client_config({**PRODUCER_DEFAULTS, **(producer_options or {})}))
+        options = {**PRODUCER_DEFAULTS, **(producer_options or {})}
+        self._producer = Producer(kafka.client_config(options))
         self._lock = threading.Lock()
         self._failures: list[Delivery] = []
         self._unreported_failures = 0
@@ -312,7 +314,9 @@ class RiverrunClient:
             key=key,
             features=dict(features) if features is not None else None,
         )
-        self._produce("feedback", self.topics.feedback, key or request_id, request_id, encode(event))
+        self._produce(
+            "feedback", self.topics.feedback, key or request_id, request_id, encode(event)
+        )
 
     def predict(
         self,
@@ -327,6 +331,7 @@ class RiverrunClient:
         Raises:
             PredictionTimeout: no prediction within `timeout` seconds.
             DeliveryError: the request itself could not be delivered.
+
         """
         reader = self._reply_reader()
         rid = uuid.uuid4().hex
@@ -351,6 +356,7 @@ class RiverrunClient:
 
         Raises:
             DeliveryError: some records sent since the last flush were not delivered.
+
         """
         remaining = int(self._producer.flush(timeout))
         with self._lock:

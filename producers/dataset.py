@@ -79,7 +79,7 @@ def _phishing(seed: int) -> Iterable[tuple[dict[Any, Any], Any]]:
 def _bananas(seed: int) -> Iterable[tuple[dict[Any, Any], Any]]:
     from river import datasets
 
-    return datasets.Bananas()
+    return datasets.Bananas()  # type: ignore[no-untyped-call]  # river's class is untyped
 
 
 def _shuttle(seed: int) -> Iterable[tuple[dict[Any, Any], Any]]:
@@ -230,6 +230,7 @@ def load(name: str, seed: int = 42, limit: int | None = None) -> Iterator[tuple[
 
     Raises:
         ValueError: the name is unknown, or `limit` is negative.
+
     """
     entry = _entry(name)
     if limit is not None and limit < 0:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -95,6 +95,13 @@ class ReplaySettings(BaseSettings):
         default_factory=ReplayOptions, description="What to replay and at which pace."
     )
 
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Mapping[str, Any]]) -> ReplaySettings:
+        """Build from the environment with command-line overrides (per section) on top."""
+        # pydantic-settings merges init values over the environment section by section; its
+        # typed __init__ cannot express "sections as partial dicts".
+        return cls(**{name: dict(values) for name, values in overrides.items()})  # type: ignore[arg-type]
+
 
 class ReplaySummary(BaseModel):
     """What a replay sent, printed as one JSON line at its end."""
@@ -116,7 +123,7 @@ class ReplaySummary(BaseModel):
 
 
 def request_id_for(dataset: str, seed: int, index: int) -> str:
-    """The deterministic request id of record `index`: the same replay gives the same ids."""
+    """Return the request id of record `index`: the same replay always gives the same ids."""
     return f"{dataset}-{seed}-{index}"
 
 
@@ -154,7 +161,7 @@ def feedback_mask(seed: int, fraction: float) -> Iterator[bool]:
     """Endless, seeded choice of which records get their label sent, one bool per record."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"label fraction must be within 0..1, got {fraction}")
-    rng = random.Random(f"riverrun-feedback-{seed}")
+    rng = random.Random(f"riverrun-feedback-{seed}")  # noqa: S311 - a reproducible sample, not a secret
     while True:
         yield rng.random() < fraction
 

@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from producers import Delivery, DeliveryError, PredictionTimeout, RiverrunClient
 from schemas import (
@@ -23,7 +30,9 @@ from schemas import (
 )
 
 
-def read_all(kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0) -> list[Message]:
+def read_all(
+    kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0
+) -> list[Message]:
     """Every record of `topic`: read until at least `count` arrived and every partition is at
     its end, so a record beyond `count` (a duplicate) is caught too; or until the deadline."""
     consumer = Consumer(
@@ -224,7 +233,9 @@ def test_predict_times_out_clearly_when_nobody_answers(
     assert error.timeout == 1.0
 
 
-def test_closed_client_refuses_to_send(kafka_settings: KafkaSettings, topics: TopicSettings) -> None:
+def test_closed_client_refuses_to_send(
+    kafka_settings: KafkaSettings, topics: TopicSettings
+) -> None:
     client = RiverrunClient(kafka_settings, topics)
     client.close()
     with pytest.raises(Exception, match="closed"):

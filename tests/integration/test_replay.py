@@ -18,7 +18,9 @@ from producers.replay import ReplayOptions, feedback_mask, request_id_for
 from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, decode
 
 
-def read_all(kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0) -> list[Message]:
+def read_all(
+    kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0
+) -> list[Message]:
     """Every record of `topic`: read until at least `count` arrived and every partition is at
     its end, so a record beyond `count` (a duplicate) is caught too; or until the deadline."""
     consumer = Consumer(
@@ -154,7 +156,8 @@ def test_replay_sends_features_with_labels_when_asked(
     )
     summary = replay(settings)
     assert (summary.requests, summary.feedback) == (20, 20)
-    labels = [decode(LabelObserved, m.value()) for m in read_all(kafka_settings, topics.feedback, 20)]
+    records = read_all(kafka_settings, topics.feedback, 20)
+    labels = [decode(LabelObserved, m.value()) for m in records]
     assert len(labels) == 20
     assert all(label.features is not None and set(label.features) == {"1", "2"} for label in labels)
     assert {label.request_id for label in labels} == {

@@ -113,7 +113,7 @@ def parse(argv: list[str]) -> ReplaySettings:
     parser = argparse.ArgumentParser()
     register_replay(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["replay", *argv])
-    return ReplaySettings(**collect_section_flags(args))
+    return ReplaySettings.from_overrides(collect_section_flags(args))
 
 
 def test_flags_become_settings() -> None:
