@@ -11,6 +11,10 @@ from river import base
 from workers.model.scoring import Features, Label, RowFailure, ScoredBatch
 
 
+class NonFiniteAnswer(ArithmeticError):
+    """The model answered NaN or infinity."""
+
+
 def _classifier_answer(estimator: Any, row: Features) -> tuple[Label, dict[str, float]]:
     proba = estimator.predict_proba_one(row)
     if not proba:
@@ -20,7 +24,7 @@ def _classifier_answer(estimator: Any, row: Features) -> tuple[Label, dict[str, 
     out = {}
     for label, p in proba.items():
         if not math.isfinite(p):
-            raise ArithmeticError(f"probability of class {label!r} is {p}")
+            raise NonFiniteAnswer(f"probability of class {label!r} is {p}")
         out[str(label)] = p
     return prediction, out
 
@@ -30,8 +34,9 @@ class RiverScorer:
 
     def __init__(self, estimator: Any) -> None:
         self._estimator = estimator
-        self._is_classifier = isinstance(estimator, base.Classifier) or hasattr(
-            estimator, "predict_proba_one"
+        # River's pipelines pass isinstance() as their final step's kind.
+        self._is_classifier = isinstance(estimator, base.Classifier) or (
+            not isinstance(estimator, base.Regressor) and hasattr(estimator, "predict_proba_one")
         )
 
     @property
@@ -51,9 +56,9 @@ class RiverScorer:
                 else:
                     value = estimator.predict_one(row)
                     if value is None or not math.isfinite(float(value)):
-                        raise ArithmeticError(f"the model predicted {value!r}")
+                        raise NonFiniteAnswer(f"the model predicted {value!r}")
                     batch.predictions[i] = float(value)
-            except ArithmeticError as exc:
+            except NonFiniteAnswer as exc:
                 batch.failures[i] = RowFailure("ModelReturnedNonFinite", str(exc))
             except Exception as exc:  # noqa: BLE001  # any model error is the row's, not the worker's
                 batch.failures[i] = RowFailure(

@@ -10,6 +10,7 @@ import pickle  # noqa: S403  # an operator-provided file, not network input
 from pathlib import Path
 from typing import Any
 
+from workers.model.readonly import freeze_for_scoring
 from workers.model.scoring import ServedModel, build_scorer
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def load_model_file(
             f"--model-file {path} holds a {type(estimator).__name__}, which cannot predict: "
             "pickle a River classifier, regressor or pipeline"
         )
+    estimator = freeze_for_scoring(estimator)
     scorer = build_scorer(estimator, fast_path=fast_path)
     logger.info(
         "serving %s@%d#%d from %s with %s", name, version, snapshot, path, type(scorer).__name__
