@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSett
 
 
 def read_all(
-    kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0
+    kafka: KafkaSettings, topic: str, count: int, deadline_s: float = 30.0, to_end: bool = True
 ) -> list[Message]:
     """Every record of `topic`: read until at least `count` arrived and every partition is at
     its end, so a record beyond `count` (a duplicate) is caught too; or until the deadline."""
@@ -39,7 +40,7 @@ def read_all(
         at_end: set[int] = set()
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            if len(messages) >= count and at_end == set(partitions):
+            if len(messages) >= count and (not to_end or at_end == set(partitions)):
                 break
             for message in consumer.consume(500, timeout=0.5):
                 error = message.error()
@@ -164,3 +165,40 @@ def test_replay_sends_features_with_labels_when_asked(
         request_id_for("bananas", 42, i) for i in range(20)
     }
     assert list(itertools.islice(feedback_mask(42, 1.0), 20)) == [True] * 20
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_replay_cli_stops_on_a_signal_flushes_and_exits_0(
+    kafka_settings: KafkaSettings, topics: TopicSettings, signum: signal.Signals
+) -> None:
+    riverrun = Path(sys.executable).parent / "riverrun"
+    process = subprocess.Popen(
+        [
+            str(riverrun), "--log-level", "WARNING", "replay",
+            "--dataset", "sea", "--rate", "50", "--limit", "100000", "--feedback-delay", "3600",
+            "--no-progress", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+            "--topic-requests", topics.requests, "--topic-feedback", topics.feedback,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RIVERRUN_")},
+    )
+    try:
+        # Running for real: some requests are already on the topic.
+        assert len(read_all(kafka_settings, topics.requests, 5, to_end=False)) >= 5
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped_early"] is True
+    assert 5 <= summary["requests"] < 100000
+    assert summary["feedback"] == 0
+    assert summary["feedback_dropped"] == summary["requests"]
+    assert summary["delivery_failures"] == 0
+    landed = read_all(kafka_settings, topics.requests, summary["requests"])
+    assert len(landed) == summary["requests"]
