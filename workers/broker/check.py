@@ -32,7 +32,7 @@ CAPABILITIES = (
     "persistence",
 )
 
-PROBE_TIMEOUT_S = 15.0
+PROBE_TIMEOUT_S = 10.0
 COMPACTION_TIMEOUT_S = 6.0
 
 
@@ -378,6 +378,9 @@ def _probe_persistence(probe: _Probe, handle: Restartable) -> tuple[bool, str]:
     if errors:
         return False, f"produce before the restart failed: {errors[:3]}"
     handle.restart()
+    after = probe.admin.list_topics(timeout=probe.timeout_s).topics.get(topic)
+    if after is None or after.error is not None:
+        return False, f"{count} acknowledged before a restart; the topic was gone after it"
     try:
         values = [m.value() for m in probe.read_all(topic)]
     except (KafkaException, TimeoutError) as exc:
@@ -409,7 +412,7 @@ def check_broker(
     probe = _Probe(settings, probe_timeout_s)
     results: dict[str, tuple[bool, str]] = {}
     try:
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker-probe") as pool:
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="broker-probe") as pool:
             compaction = pool.submit(_guarded, "log_compaction",
                                      lambda: _probe_compaction(probe, compaction_timeout_s))
             txn = pool.submit(lambda: _transactions_guarded(probe))

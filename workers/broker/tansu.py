@@ -71,7 +71,9 @@ class TansuBroker:
 
     def restart(self) -> None:
         """Stop Tansu and start it again on the same port; memory storage starts empty."""
-        self.process.stop()
+        # Memory storage loses everything either way; Tansu can linger ~5 s after SIGTERM
+        # while client sessions drain, so the graceful bound here is short.
+        self.process.stop(timeout_s=2.0)
         self.process = BrokerProcess(self.process.argv, self.process.log_path)
         self.process.start()
         _wait_answering(self, START_TIMEOUT_S)
