@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -57,6 +58,18 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 _MAX_LISTED_FAILURES = 100
+
+# Errors a cluster returns while a new topic's leaders are being elected.
+_SETTLING_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
 class ClientError(Exception):
@@ -143,20 +156,41 @@ class _ReplyReader:
         )
         self._thread.start()
 
-    def _position_at_end(self) -> None:
-        """Assign every partition at its high watermark, before any request is sent."""
-        try:
-            metadata = self._consumer.list_topics(self._topic, timeout=10)
-        except KafkaException as exc:
-            raise ClientError(
-                f"cannot read the metadata of topic {self._topic!r}: {exc}. Check the broker "
-                "address and that the predictions topic exists."
-            ) from exc
+    def _position_at_end(self, deadline_s: float = 15.0) -> None:
+        """Assign every partition at its high watermark, before any request is sent.
+
+        Retries within `deadline_s` while the cluster settles (a new topic has no leader yet).
+        """
+        deadline = time.monotonic() + deadline_s
+        backoff = 0.05
+        while True:
+            try:
+                assignment = self._end_offsets()
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = isinstance(error, KafkaError) and (
+                    error.retriable() or error.code() in _SETTLING_ERRORS
+                )
+                if not retriable or time.monotonic() + backoff > deadline:
+                    raise ClientError(
+                        f"cannot find the end of predictions topic {self._topic!r}: {exc}. "
+                        "Check the broker address and that the topic exists."
+                    ) from exc
+                logger.debug("end offsets of %s not ready (%s); retrying", self._topic, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+        self._consumer.assign(assignment)
+        logger.debug("reply reader assigned %d partitions of %s", len(assignment), self._topic)
+
+    def _end_offsets(self) -> list[TopicPartition]:
+        metadata = self._consumer.list_topics(self._topic, timeout=10)
         topic = metadata.topics.get(self._topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            reason = topic.error if topic is not None and topic.error is not None else "missing"
+        if topic is not None and topic.error is not None:
+            raise KafkaException(topic.error)
+        if topic is None or not topic.partitions:
             raise ClientError(
-                f"predictions topic {self._topic!r} is unavailable ({reason}): create it or set "
+                f"predictions topic {self._topic!r} does not exist: create it or set "
                 "RIVERRUN_TOPICS__PREDICTIONS to the topic the scorers write to."
             )
         assignment = []
@@ -165,8 +199,7 @@ class _ReplyReader:
                 TopicPartition(self._topic, partition), timeout=10
             )
             assignment.append(TopicPartition(self._topic, partition, high))
-        self._consumer.assign(assignment)
-        logger.debug("reply reader assigned %d partitions of %s", len(assignment), self._topic)
+        return assignment
 
     def expect(self, request_id: str) -> Future[PredictionMade]:
         """Register interest in a request id; call before the request is sent."""
