@@ -283,6 +283,9 @@ class RiverrunClient:
         options = {**PRODUCER_DEFAULTS, **(producer_options or {})}
         self._producer = Producer(kafka.client_config(options))
         self._lock = threading.Lock()
+        # Separate from `_lock`: building the reader can take seconds, and delivery reports
+        # (which take `_lock`) must not wait for it.
+        self._reader_lock = threading.Lock()
         self._failures: list[Delivery] = []
         self._unreported_failures = 0
         self.delivered = 0
@@ -411,17 +414,21 @@ class RiverrunClient:
                     "closing with %d record(s) still undelivered after %g s", remaining, timeout
                 )
         finally:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            with self._reader_lock, self._lock:
+                reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
 
     def _reply_reader(self) -> _ReplyReader:
-        with self._lock:
+        with self._reader_lock:
             if self._closed:
                 raise ClientError("the client is closed: create a new RiverrunClient")
-            if self._reader is None:
-                self._reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer)
-            return self._reader
+            reader = self._reader
+            if reader is None:
+                reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer)
+                with self._lock:
+                    self._reader = reader
+            return reader
 
     def _produce(
         self,
