@@ -24,6 +24,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from workers.crashpoint import CrashPoints
 from workers.errors import FatalError
 from workers.metrics import ScorerMetrics
 from workers.model import ModelSource
@@ -114,6 +115,7 @@ class Scorer:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._last_broker_error = 0.0
+        self._crash = CrashPoints(settings.scorer.crash_at)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -247,10 +249,16 @@ class Scorer:
                     records = self._drop_errors(records)
                 if not records:
                     self._settle(block=False)
-                    if idle_timeout is not None and time.monotonic() - last_record > idle_timeout:
+                    if not self._joined:
+                        # Waiting for a first assignment is not quiet: the idle clock starts
+                        # once this worker owns partitions.
+                        last_record = time.monotonic()
+                    elif idle_timeout is not None and time.monotonic() - last_record > idle_timeout:
                         break
                     continue
                 last_record = time.monotonic()
+                if self._crash.enabled:
+                    self._crash.hit("after-consume")
                 if summary.first_record_at is None:
                     summary.first_record_at = last_record
                 self._models.refresh()
@@ -324,6 +332,9 @@ class Scorer:
                 except BufferError:
                     producer.poll(0.05)
         producer.poll(0)
+        if self._crash.enabled:
+            producer.flush(self._options.shutdown_timeout_s)  # outputs on the broker, uncommitted
+            self._crash.hit("after-produce-before-commit")
         self._settle(block=False)
         while len(self._in_flight) > self._options.max_in_flight_batches:
             producer.poll(0.01)
@@ -353,6 +364,8 @@ class Scorer:
                     "stopping without committing so that they are produced again on restart"
                 )
             self._store(consumer, done.offsets)
+            if self._crash.enabled:
+                self._crash.hit("after-commit")
 
     def _store(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
         owned = [tp for tp in offsets if (tp.topic, tp.partition) in self._assigned]
@@ -391,11 +404,16 @@ class Scorer:
                         break
                     except BufferError:
                         producer.poll(0.05)
+            if self._crash.enabled:
+                producer.flush(_TXN_TIMEOUT_S)  # outputs really on the broker, uncommitted
+                self._crash.hit("after-produce-before-commit")
             producer.send_offsets_to_transaction(
                 _next_offsets(records), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
             )
             self._commit_transaction(producer)
             self.metrics.transactions.labels("committed").inc()
+            if self._crash.enabled:
+                self._crash.hit("after-commit")
             return True
         except KafkaException as exc:
             error: KafkaError = exc.args[0]

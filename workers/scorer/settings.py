@@ -7,10 +7,11 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import KafkaSettings, TopicSettings
+from workers.crashpoint import CrashPoints
 
 
 def _default_worker_id() -> str:
@@ -58,9 +59,20 @@ class ScorerOptions(BaseModel):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Port of /metrics, /livez and /readyz; off if unset."
     )
+    crash_at: str | None = Field(
+        default=None,
+        description="Fault injection for tests: `POINT:N` SIGKILLs the worker at the N-th pass "
+        "of POINT (after-consume, after-produce-before-commit, after-commit).",
+    )
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time allowed to finish, flush and commit on SIGTERM."
     )
+
+    @field_validator("crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        CrashPoints(value)  # raises with the list of known points
+        return value
 
     @property
     def transactional_id(self) -> str:
