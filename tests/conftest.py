@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -173,6 +174,16 @@ def _pool() -> _BrokerPool:
 
 
 # ---- pytest hooks ----------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Turn SIGTERM (CI timeouts, `timeout pytest`) into an interrupt, so teardown stops brokers."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -187,3 +187,13 @@ def test_node_restarted_on_its_data_dir_keeps_what_it_acknowledged(tmp_path: Pat
     assert (tmp_path / "node-0" / "data" / "meta.properties").is_file()
     with start_kafka(data_dir=tmp_path) as again:
         assert read_all(again.bootstrap_servers, topic, 2, set(acked)) >= set(acked)
+
+
+@pytest.mark.smoke
+@pytest.mark.requires("read_committed")
+def test_requires_marker_runs_only_where_the_capability_was_measured(broker: Any) -> None:
+    assert broker.capabilities is not None
+    assert broker.capabilities.read_committed is True
+    assert "read_committed saw 3 committed and 0 aborted" in broker.capabilities.detail(
+        "read_committed"
+    )

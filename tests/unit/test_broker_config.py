@@ -92,3 +92,19 @@ def test_config_pairs() -> None:
     assert parse_config_pairs(None) == {}
     with pytest.raises(SystemExit, match="not key=value"):
         parse_config_pairs(["novalue"])
+
+
+def test_cached_classpath_is_dropped_when_a_jar_is_gone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from workers.broker.kafka.classpath import cached_classpath
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    jar = tmp_path / "a.jar"
+    jar.write_bytes(b"")
+    cache = cache_dir("1.0")
+    cache.mkdir(parents=True)
+    (cache / "classpath.txt").write_text(f"{jar}:{tmp_path / 'b.jar'}\n")
+    assert cached_classpath("1.0") is None
+    (tmp_path / "b.jar").write_bytes(b"")
+    assert cached_classpath("1.0") == [jar, tmp_path / "b.jar"]

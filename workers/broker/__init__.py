@@ -1,13 +1,21 @@
-"""Brokers riverrun can start on one machine (Tansu, Apache Kafka KRaft) and the probes of what a broker guarantees."""
+"""Brokers riverrun starts on one machine (Tansu, Apache Kafka KRaft) and the probes of them."""
 
 from __future__ import annotations
 
+from workers.broker.check import CAPABILITIES, BrokerCapabilities, Restartable, check_broker
+from workers.broker.kafka import KafkaCluster, start_kafka
 from workers.broker.process import BrokerError, BrokerUnavailableError
 from workers.broker.tansu import TansuBroker, start_tansu
 
 __all__ = [
+    "CAPABILITIES",
+    "BrokerCapabilities",
     "BrokerError",
     "BrokerUnavailableError",
+    "KafkaCluster",
+    "Restartable",
     "TansuBroker",
+    "check_broker",
+    "start_kafka",
     "start_tansu",
 ]

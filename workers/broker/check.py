@@ -10,12 +10,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, not in its stubs
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import KafkaSettings
@@ -68,7 +68,7 @@ class BrokerCapabilities(BaseModel):
         return bool(getattr(self, capability))
 
     def detail(self, capability: str) -> str:
-        """What the probe of `capability` saw."""
+        """Return what the probe of `capability` saw."""
         return self.details.get(capability, "not probed")
 
 
@@ -163,7 +163,7 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
     return False
 
 
-def _deliver(producer: Producer, topic: str, records: list[tuple[bytes | None, bytes]],
+def _deliver(producer: Producer, topic: str, records: Sequence[tuple[bytes | None, bytes]],
              timeout_s: float) -> list[str]:
     """Produce and flush; return the delivery errors (empty when all were acknowledged)."""
     errors: list[str] = []
@@ -313,7 +313,8 @@ def _probe_cooperative(probe: _Probe) -> tuple[bool, str]:
         while len(owned["a"]) < partitions and time.monotonic() < deadline:
             first.poll(0.1)
         if len(owned["a"]) < partitions:
-            return False, f"the first consumer got {sorted(owned['a'])} of {partitions}; {errors[:2]}"
+            return False, (f"the first consumer got {sorted(owned['a'])} of {partitions}; "
+                           f"{errors[:2]}")
         second = make("b")
         lowest_first = partitions
         while time.monotonic() < deadline:

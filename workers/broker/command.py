@@ -1,4 +1,4 @@
-"""The `riverrun broker` command: run a local broker in the foreground, or check what one guarantees."""
+"""The `riverrun broker` command: run a local broker in the foreground, or check a broker."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """Handler of `riverrun broker check`."""
+    """Run `riverrun broker check`: probe the broker, print JSON."""
     from confluent_kafka import KafkaException
 
     from workers.broker.check import check_broker
@@ -97,7 +97,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_broker(args: argparse.Namespace) -> int:
-    """Handler of `riverrun broker`: start, print the bootstrap line, wait for a signal, stop."""
+    """Run `riverrun broker`: start, print the bootstrap line, wait for a signal, stop."""
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -36,7 +36,7 @@ class BrokerUnavailableError(BrokerError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -70,8 +70,11 @@ def metadata_brokers(bootstrap_servers: str, timeout_s: float = 2.0) -> int:
     from confluent_kafka.admin import AdminClient
 
     # Quiet logger: a broker still starting refuses connections, which is expected here.
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0,
-                         "logger": _SILENT})
+    admin = AdminClient({
+        "bootstrap.servers": bootstrap_servers,
+        "log_level": 0,
+        "logger": _SILENT,  # type: ignore[dict-item]  # a Logger is accepted; stubs say str
+    })
     try:
         return len(admin.list_topics(timeout=timeout_s).brokers)
     except KafkaException:
@@ -167,7 +170,7 @@ class BrokerProcess:
         return code
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the log, for an error message."""
+        """Return the last lines of the log, for an error message."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

@@ -79,7 +79,7 @@ class TansuBroker:
         _wait_answering(self, START_TIMEOUT_S)
 
     def restart_node(self, node_id: int = 0) -> None:
-        """The one node is the whole broker: see `restart`."""
+        """Restart the broker: its one node is the whole broker."""
         self.restart()
 
     def stop(self) -> None:

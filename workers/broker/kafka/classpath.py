@@ -1,4 +1,4 @@
-"""The Apache Kafka classpath: resolved once from Maven Central into ~/.m2, then cached in a file."""
+"""The Apache Kafka classpath: resolved once from Maven Central into ~/.m2, then cached."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ DEPENDENCY_PLUGIN = "3.8.1"
 
 
 def pom_path() -> Path:
-    """The committed pom.xml that pins the Kafka version."""
+    """Return the committed pom.xml that pins the Kafka version."""
     return Path(str(files("workers.broker.kafka").joinpath("pom.xml")))
 
 
 def log4j_config_path() -> Path:
-    """The log4j2 configuration that sends broker logs to the node's data dir."""
+    """Return the log4j2 configuration that sends broker logs to the node's data dir."""
     return Path(str(files("workers.broker.kafka").joinpath("log4j2.yaml")))
 
 
 def kafka_version() -> str:
-    """The Kafka version pinned in pom.xml."""
+    """Return the Kafka version pinned in pom.xml."""
     match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom_path().read_text())
     if match is None:
         raise RuntimeError(f"{pom_path()} has no <kafka.version>: the package is damaged")
@@ -65,7 +65,7 @@ def _mvn_binary() -> str:
 
 
 def cached_classpath(version: str | None = None) -> list[Path] | None:
-    """The cached classpath when every jar in it still exists, else None."""
+    """Return the cached classpath when every jar in it still exists, else None."""
     path = cache_dir(version) / "classpath.txt"
     try:
         text = path.read_text().strip()
@@ -79,10 +79,11 @@ def cached_classpath(version: str | None = None) -> list[Path] | None:
 
 
 def resolve_classpath() -> list[Path]:
-    """The jars to run Kafka with: from the cache file, else resolved by Maven and cached.
+    """Return the jars to run Kafka with: from the cache file, else resolved by Maven.
 
     Raises:
         BrokerUnavailableError: java or mvn is missing, or Maven Central cannot be reached.
+
     """
     java_binary()
     version = kafka_version()

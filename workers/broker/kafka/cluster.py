@@ -36,7 +36,7 @@ JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in URL-safe base64, as `kafka-storage random-uuid`."""
+    """Make a KRaft cluster id: a random UUID in URL-safe base64, as `kafka-storage random-uuid`."""
     while True:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # A leading '-' would read as a flag to the storage tool's argument parser.
@@ -164,7 +164,7 @@ class KafkaCluster:
         self._wait_serving(list(self._nodes.values()), self._start_timeout_s)
 
     def leader_of(self, topic: str, partition: int, timeout_s: float = 10.0) -> int:
-        """The node id leading `topic`/`partition` now, from the cluster's metadata."""
+        """Return the node id leading `topic`/`partition` now, from the cluster's metadata."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
@@ -229,7 +229,7 @@ def _metadata_node_ids(bootstrap_servers: str) -> set[int]:
 
     from workers.broker.process import _SILENT
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _SILENT})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _SILENT})  # type: ignore[dict-item]  # confluent-kafka takes a Logger here; its stubs say str
     try:
         return set(admin.list_topics(timeout=2.0).brokers)
     except KafkaException:
@@ -263,6 +263,7 @@ def start_kafka(
     Raises:
         BrokerUnavailableError: java or mvn is missing, or Maven Central cannot be reached.
         BrokerError: a node did not come up; the message carries its log's end.
+
     """
     if nodes < 1:
         raise ValueError(f"nodes={nodes}: a cluster needs at least one node")

@@ -17,7 +17,7 @@ class NodePorts:
 
 
 def quorum_voters(nodes: list[NodePorts]) -> str:
-    """The static `controller.quorum.voters` value: id@host:port for every node."""
+    """Render the static `controller.quorum.voters`: id@host:port for every node."""
     return ",".join(f"{n.node_id}@127.0.0.1:{n.controller}" for n in nodes)
 
 
