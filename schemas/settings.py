@@ -145,7 +145,7 @@ def add_section_flags(
                 dest=dest, action="append", default=None, metavar="KEY=VALUE", help=help_text,
             )
         else:
-            group.add_argument(flag, dest=dest, default=None, help=help_text)
+            group.add_argument(flag, dest=dest, default=None, metavar=name.upper(), help=help_text)
 
 
 def collect_section_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

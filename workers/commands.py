@@ -32,4 +32,22 @@ def _bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(subparsers)
 
 
-REGISTRARS: list[Registrar] = [_score, _topics, _broker, _bench]
+def _schemas(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.schemas_command import register
+
+    register(subparsers)
+
+
+def _demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.demo import register
+
+    register(subparsers)
+
+
+def _train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.train import register
+
+    register(subparsers)
+
+
+REGISTRARS: list[Registrar] = [_broker, _topics, _train, _score, _bench, _schemas, _demo]
