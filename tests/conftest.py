@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +115,12 @@ class _BrokerPool:
     def get(self, which: str) -> TestBroker:
         key = TANSU if which == TANSU or self.plan.engine == TANSU else PRIMARY
         if key not in self.used:
-            started = self._start_tansu(self.plan.chosen_by if key == PRIMARY else
-                                        "smoke tests run on Tansu too") \
-                if key == TANSU else self._start_primary()
+            if key == PRIMARY:
+                started = self._start_primary()
+            elif self.plan.engine == TANSU:
+                started = self._start_tansu(self.plan.chosen_by)
+            else:
+                started = self._start_tansu("smoke tests run on Tansu too")
             self.used[key] = started
             started.capabilities = check_broker(
                 KafkaSettings(bootstrap_servers=started.bootstrap_servers),
@@ -136,9 +140,16 @@ class _BrokerPool:
                         .list_topics(timeout=15).brokers)
             return TestBroker(bootstrap, "external", self.plan.chosen_by, broker_count=count)
         if "Docker" in self.plan.chosen_by:
-            from testcontainers.kafka import KafkaContainer
+            with warnings.catch_warnings():
+                # Older testcontainers only have testcontainers.kafka, which now warns on import.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                try:
+                    from testcontainers.community.kafka import KafkaContainer
+                except ImportError:
+                    from testcontainers.kafka import KafkaContainer
 
             container = KafkaContainer().with_kraft()
+            container.with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
             container.start()
             return TestBroker(container.get_bootstrap_server(), "kafka", self.plan.chosen_by,
                               handle=container, stop=container.stop)
@@ -201,8 +212,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     plan = _pool().plan
-    return [f"riverrun test broker: {plan.engine} ({plan.chosen_by}); "
-            "smoke tests also on tansu"]
+    also = "; smoke tests also on tansu" if plan.engine != TANSU else ""
+    return [f"riverrun test broker: {plan.engine} ({plan.chosen_by}){also}"]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
