@@ -156,7 +156,8 @@ class ScorerProcess:
         return self.proc.poll() is None
 
     def output(self) -> str:
-        self._log_handle.flush()
+        if not self._log_handle.closed:
+            self._log_handle.flush()
         return self.log.read_text(errors="replace")
 
     def close(self) -> None:
