@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from workers.broker.process import metadata_brokers
+from workers.broker.process import BrokerError, metadata_brokers
 
 RIVERRUN = [sys.executable, "-m", "workers.cli"]
 needs_java_and_mvn = pytest.mark.skipif(
@@ -77,6 +77,14 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: set[bytes],
 def create_topic(bootstrap: str, topic: str, partitions: int, replication: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, replication)])[topic].result(timeout=30)
+
+
+def leader_or_none(cluster: Any, topic: str, partition: int) -> int | None:
+    """The partition's leader, or None while an election leaves it without one."""
+    try:
+        return int(cluster.leader_of(topic, partition))
+    except BrokerError:
+        return None
 
 
 # ---- the CLI ---------------------------------------------------------------------------------
@@ -145,7 +153,8 @@ def test_killed_leader_loses_no_acknowledged_record(kafka_cluster: Any, unique: 
 
     leader = kafka_cluster.leader_of(topic, 0)
     kafka_cluster.kill_node(leader)
-    wait_for(lambda: kafka_cluster.leader_of(topic, 0) != leader, 30, "a new leader")
+    wait_for(lambda: leader_or_none(kafka_cluster, topic, 0) not in (None, leader), 30,
+             "a new leader")
     # Two of three replicas are left, which meets min.insync.replicas=2: acks=all still works.
     acked += produce(bootstrap, topic, [b"during-%d" % i for i in range(300)])
     assert read_all(bootstrap, topic, 3, set(acked)) >= set(acked)

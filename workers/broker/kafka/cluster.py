@@ -165,10 +165,16 @@ class KafkaCluster:
 
     def leader_of(self, topic: str, partition: int, timeout_s: float = 10.0) -> int:
         """Return the node id leading `topic`/`partition` now, from the cluster's metadata."""
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        metadata = admin.list_topics(topic, timeout=timeout_s)
+        try:
+            metadata = admin.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"no metadata for {topic} from {self.bootstrap_servers}: {exc.args[0]}"
+            ) from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or partition not in found.partitions:
             raise BrokerError(f"no metadata for {topic}[{partition}]: {found and found.error}")
