@@ -223,14 +223,15 @@ def measure_latency(
     done = threading.Event()
 
     def read() -> None:
+        # poll() hands over each record as soon as it arrives; consume(n) would wait to fill n.
         while not done.is_set():
-            for record in reader.consume(500, 0.2):
-                if record.error() is None:
-                    received = time.time()
-                    request_id = orjson.loads(record.value())["request_id"]
-                    start = sent.get(request_id)
-                    if start is not None:
-                        latencies.append((received - start) * 1000.0)
+            record = reader.poll(0.1)
+            if record is not None and record.error() is None:
+                received = time.time()
+                request_id = orjson.loads(record.value())["request_id"]
+                start = sent.get(request_id)
+                if start is not None:
+                    latencies.append((received - start) * 1000.0)
 
     try:
         _wait_for_scorer_ready(kafka, topics, sent, latencies)

@@ -8,6 +8,7 @@ exactly and its probabilities to 1e-12, so routing never sees a different answer
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,9 @@ class LinearPipelineScorer:
         fallback: RiverScorer,
     ) -> None:
         self._columns = columns
-        self._column_set = frozenset(columns)
+        # itemgetter builds a row's tuple in C; with one column it returns a bare value.
+        getter = operator.itemgetter(*columns)
+        self._pick = getter if len(columns) > 1 else (lambda row: (getter(row),))
         self._means = means
         self._stds = stds
         self._safe_stds = np.where(stds > 0, stds, 1.0)
@@ -68,14 +71,14 @@ class LinearPipelineScorer:
     def predict_many(self, rows: Sequence[Features]) -> ScoredBatch:
         """Score rows in one product; rows of another shape go through River itself."""
         n = len(rows)
-        columns = self._columns
-        width = len(columns)
+        width = len(self._columns)
+        pick = self._pick
         fast_index: list[int] = []
-        matrix: list[list[Any]] = []
+        matrix: list[Any] = []
         for i, row in enumerate(rows):
             if len(row) == width:
                 try:
-                    matrix.append([row[c] for c in columns])
+                    matrix.append(pick(row))
                 except KeyError:
                     continue
                 fast_index.append(i)

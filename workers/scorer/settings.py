@@ -38,7 +38,7 @@ class ScorerOptions(BaseModel):
     )
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Max records per batch.")
     batch_timeout_ms: int = Field(
-        default=50, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
+        default=20, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
     )
     exactly_once: bool = Field(
         default=False, description="Use Kafka transactions (consume-transform-produce)."
