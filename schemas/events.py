@@ -214,6 +214,23 @@ class OutcomeRecorded(Event):
     observed_at: datetime = Field(default_factory=utc_now)
 
 
+class ExampleJoined(Event):
+    """A label joined with its features, as the learner learns it (topic `examples`)."""
+
+    request_id: RequestId
+    model: ModelNameField
+    features: Features = Field(description="What the model learns from.")
+    label: Label = Field(description="The true outcome it learns.")
+    version: int | None = Field(
+        default=None, ge=0, description="Version that predicted, when a prediction was joined."
+    )
+    snapshot: int | None = Field(default=None, ge=0, description="Snapshot that predicted.")
+    route: str | None = Field(default=None, description="Why that version answered.")
+    prediction: Label | None = Field(default=None, description="What it predicted.")
+    proba: dict[str, float] | None = Field(default=None, description="Its class probabilities.")
+    observed_at: datetime = Field(description="When the label was observed (UTC).")
+
+
 EVENTS: dict[str, type[Event]] = {
     "PredictionRequested": PredictionRequested,
     "PredictionMade": PredictionMade,
@@ -223,4 +240,5 @@ EVENTS: dict[str, type[Event]] = {
     "SnapshotPublished": SnapshotPublished,
     "PolicyChanged": PolicyChanged,
     "OutcomeRecorded": OutcomeRecorded,
+    "ExampleJoined": ExampleJoined,
 }

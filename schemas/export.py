@@ -15,6 +15,7 @@ from schemas.events import (
     EVENTS,
     SCHEMA_VERSION,
     DeadLetter,
+    ExampleJoined,
     LabelObserved,
     ModelVersionReleased,
     OutcomeRecorded,
@@ -58,6 +59,8 @@ _CHANNELS: list[tuple[str, str, list[type[Any]], str]] = [
      "Compacted registry: version releases, snapshots and policies."),
     ("outcomes", "outcomes", [OutcomeRecorded],
      "Predictions joined with their labels, for the judge."),
+    ("examples", "examples", [ExampleJoined],
+     "Labels joined with their features: the learner's ordered log, one partition."),
 ]  # fmt: skip
 
 

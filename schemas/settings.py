@@ -103,6 +103,10 @@ class TopicSettings(BaseModel):
         default="models", description="Releases, snapshots and policies (compacted)."
     )
     outcomes: str = Field(default="outcomes", description="Predictions joined with labels.")
+    examples: str = Field(
+        default="examples",
+        description="Labels joined with their features, in learning order (one partition).",
+    )
 
     def all(self) -> dict[str, str]:
         """Every topic, by its role."""

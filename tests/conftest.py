@@ -284,15 +284,17 @@ def unique() -> Callable[[str], str]:
 
 @pytest.fixture
 def topics(broker: TestBroker, kafka_settings: KafkaSettings) -> TopicSettings:
-    """A fresh set of every riverrun topic, 4 partitions each, created on the broker."""
+    """A fresh set of every riverrun topic, 4 partitions each (examples: 1), on the broker."""
     suffix = uuid.uuid4().hex[:10]
     names = TopicSettings(
         **{role: f"{name}-{suffix}" for role, name in TopicSettings().all().items()}
     )
     admin = AdminClient(kafka_settings.client_config())
+    # The learner's examples log is ordered: one partition, as `riverrun topics create` makes it.
     futures = admin.create_topics([
-        NewTopic(name, num_partitions=4, replication_factor=broker.replication_factor)
-        for name in names.all().values()
+        NewTopic(name, num_partitions=1 if role == "examples" else 4,
+                 replication_factor=broker.replication_factor)
+        for role, name in names.all().items()
     ])
     for future in futures.values():
         future.result(timeout=30)

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 # The models topic is a registry: the latest record per key is what matters.
 _COMPACTED = {"cleanup.policy": "compact"}
+# Logs whose order is the contract: one partition each (the learner's examples).
+_SINGLE_PARTITION = frozenset({"models", "examples"})
 
 
 class TopicAdminSettings(BaseSettings):
@@ -41,7 +43,7 @@ def create_topics(
     wanted = []
     for role, name in topics.all().items():
         config = dict(_COMPACTED) if role == "models" else {}
-        count = 1 if role == "models" else partitions
+        count = 1 if role in _SINGLE_PARTITION else partitions
         wanted.append(NewTopic(name, num_partitions=count, replication_factor=replication_factor,
                                config=config))
     results: dict[str, str] = {}
