@@ -59,6 +59,10 @@ _CHANNELS: list[tuple[str, str, list[type[Any]], str]] = [
      "Compacted registry: version releases, snapshots and policies."),
     ("outcomes", "outcomes", [OutcomeRecorded],
      "Predictions joined with their labels, for the judge."),
+    ("artifacts", "models.artifacts", [],
+     "Compacted model artifact bytes, in chunks of at most 512 KiB; headers "
+     "riverrun.artifact.id, riverrun.artifact.chunk and riverrun.artifact.chunks name each "
+     "chunk. Snapshot records on `models` point at them as kafka://topic/partition/offset."),
     ("examples", "examples", [ExampleJoined],
      "Labels joined with their features: the learner's ordered log, one partition."),
 ]  # fmt: skip

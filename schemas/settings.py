@@ -103,6 +103,10 @@ class TopicSettings(BaseModel):
         default="models", description="Releases, snapshots and policies (compacted)."
     )
     outcomes: str = Field(default="outcomes", description="Predictions joined with labels.")
+    artifacts: str = Field(
+        default="models.artifacts",
+        description="Model artifact bytes, in chunks, that snapshot records point at (compacted).",
+    )
     examples: str = Field(
         default="examples",
         description="Labels joined with their features, in learning order (one partition).",

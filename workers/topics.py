@@ -15,8 +15,10 @@ from workers.settings_errors import explain
 
 logger = logging.getLogger(__name__)
 
-# The models topic is a registry: the latest record per key is what matters.
+# The models topic is a registry: the latest record per key is what matters. Artifact chunks
+# have a key each, so compaction keeps every chunk of every snapshot until it is superseded.
 _COMPACTED = {"cleanup.policy": "compact"}
+_REGISTRY_ROLES = {"models", "artifacts"}
 # Logs whose order is the contract: one partition each (the learner's examples).
 _SINGLE_PARTITION = frozenset({"models", "examples"})
 

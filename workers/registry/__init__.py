@@ -1,0 +1,54 @@
+"""The model registry on Kafka: specs, signed artifacts, releases, snapshots and policies."""
+
+from __future__ import annotations
+
+from workers.registry.artifact import (
+    ArtifactStore,
+    ArtifactTooLarge,
+    ArtifactUnavailable,
+    FileArtifactStore,
+    KafkaArtifactStore,
+    artifact_store,
+    dump_model,
+)
+from workers.registry.client import Registry, RegistryFollower, RegistrySettings, read_registry
+from workers.registry.loading import RefusedArtifact, open_artifact, seal
+from workers.registry.records import (
+    RegistryRecord,
+    decode_registry_record,
+    policy_key,
+    snapshot_key,
+    version_key,
+)
+from workers.registry.signing import Signer
+from workers.registry.spec import ModelSpec, SpecError, WarmStart, build_estimator, load_spec
+from workers.registry.view import RegistryView
+
+__all__ = [
+    "ArtifactStore",
+    "ArtifactTooLarge",
+    "ArtifactUnavailable",
+    "FileArtifactStore",
+    "KafkaArtifactStore",
+    "ModelSpec",
+    "RefusedArtifact",
+    "Registry",
+    "RegistryFollower",
+    "RegistryRecord",
+    "RegistrySettings",
+    "RegistryView",
+    "Signer",
+    "SpecError",
+    "WarmStart",
+    "artifact_store",
+    "build_estimator",
+    "decode_registry_record",
+    "dump_model",
+    "load_spec",
+    "open_artifact",
+    "policy_key",
+    "read_registry",
+    "seal",
+    "snapshot_key",
+    "version_key",
+]

@@ -1,0 +1,265 @@
+"""Model artifacts: the bytes of a snapshot and where they live (Kafka by default, or files).
+
+`KafkaArtifactStore` keeps a deployment down to Kafka alone: an artifact is split into chunks
+(512 KiB by default, under every broker's default message limit), produced in order to one
+partition of a compacted topic, and found again by `kafka://<topic>/<partition>/<first-offset>
+?chunks=N&id=<artifact id>`. Reading assigns that partition at that offset (no consumer group)
+and collects exactly the N chunks carrying that id; chunks of another artifact written at the
+same moment by another producer are skipped, not mixed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from schemas import KafkaSettings, TopicSettings
+from workers.errors import ConfigurationError, RetryableError
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 512 * 1024
+_HEADER_ID = "riverrun.artifact.id"
+_HEADER_CHUNK = "riverrun.artifact.chunk"
+_HEADER_COUNT = "riverrun.artifact.chunks"
+
+
+class ArtifactUnavailable(RetryableError):
+    """An artifact's bytes could not be read or written (missing, cut short, broker down)."""
+
+
+def dump_model(estimator: Any) -> bytes:
+    """Pickle an estimator (protocol 5): the same state gives the same bytes."""
+    return pickle.dumps(estimator, protocol=5)
+
+
+class ArtifactStore(Protocol):
+    """Somewhere snapshot bytes are kept; the registry record holds the location."""
+
+    def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
+        """Store the bytes, durably; return their location."""
+        ...
+
+    def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
+        """Read the bytes at a location; never more than `max_bytes`."""
+        ...
+
+
+def _check_sizes(location: str, expected_size: int, max_bytes: int) -> None:
+    if expected_size > max_bytes:
+        raise ArtifactTooLarge(location, expected_size, max_bytes)
+
+
+class ArtifactTooLarge(ConfigurationError):
+    """An artifact is larger than `RIVERRUN_REGISTRY__MAX_ARTIFACT_BYTES` allows."""
+
+    def __init__(self, location: str, size: int, max_bytes: int) -> None:
+        super().__init__(
+            f"artifact {location} is {size} bytes, over the limit of {max_bytes}: raise "
+            "RIVERRUN_REGISTRY__MAX_ARTIFACT_BYTES if this model is expected to be that large"
+        )
+        self.size = size
+        self.max_bytes = max_bytes
+
+
+class FileArtifactStore:
+    """Artifacts as files under one directory, `file:///abs/root/model/v3/s12-<id>.pkl`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+
+    def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
+        """Write the file atomically (temporary file, fsync, rename) and return its location."""
+        directory = self.root / model / f"v{version}"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"s{snapshot}-{uuid.uuid4().hex[:12]}.pkl"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path.as_uri()
+
+    def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
+        """Read a `file://` location, refusing anything over `max_bytes` before reading."""
+        _check_sizes(location, expected_size, max_bytes)
+        parts = urlsplit(location)
+        if parts.scheme != "file":
+            raise ArtifactUnavailable(f"{location} is not a file:// location")
+        path = Path(parts.path)
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ArtifactTooLarge(location, size, max_bytes)
+            with path.open("rb") as handle:
+                return handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise ArtifactUnavailable(f"cannot read artifact {location}: {exc.strerror}") from exc
+
+
+class KafkaArtifactStore:
+    """Artifacts as ordered chunks on one partition of a compacted Kafka topic."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        chunk_bytes: int = CHUNK_BYTES,
+        timeout: float = 60.0,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.chunk_bytes = chunk_bytes
+        self.timeout = timeout
+
+    def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
+        """Produce the chunks to partition 0, idempotently and flushed; return the location."""
+        from confluent_kafka import KafkaError, Producer
+
+        artifact_id = uuid.uuid4().hex
+        count = max(1, -(-len(data) // self.chunk_bytes))
+        producer = Producer(self.kafka.client_config({
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            # A chunk plus headers must fit one request; chunks stay well under the default 1 MB.
+            "message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
+            "compression.type": "none",
+        }))  # fmt: skip
+        offsets: dict[int, int] = {}
+        errors: list[KafkaError] = []
+
+        for index in range(count):
+            chunk = data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
+            key = f"{model}/{version:010d}/{snapshot:012d}/{artifact_id}/{index:06d}".encode()
+            headers = [
+                (_HEADER_ID, artifact_id.encode()),
+                (_HEADER_CHUNK, str(index).encode()),
+                (_HEADER_COUNT, str(count).encode()),
+            ]
+
+            def deliver(err: KafkaError | None, msg: Any, index: int = index) -> None:
+                if err is not None:
+                    errors.append(err)
+                else:
+                    offsets[index] = msg.offset()
+
+            while True:
+                try:
+                    producer.produce(self.topic, chunk, key, partition=0, headers=headers,
+                                     on_delivery=deliver)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        remaining = producer.flush(self.timeout)
+        if remaining or errors or len(offsets) != count:
+            reason = errors[0].str() if errors else f"{remaining} chunks not acknowledged"
+            raise ArtifactUnavailable(
+                f"could not write artifact of {model}@{version}#{snapshot} to {self.topic}: "
+                f"{reason}"
+            )
+        first = offsets[0]
+        logger.debug("wrote artifact %s in %d chunks at %s/0/%d", artifact_id, count,
+                     self.topic, first)
+        return f"kafka://{self.topic}/0/{first}?chunks={count}&id={artifact_id}"
+
+    def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
+        """Read exactly the location's chunks by assignment; refuse over `max_bytes`."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        _check_sizes(location, expected_size, max_bytes)
+        topic, partition, first, count, artifact_id = parse_kafka_location(location)
+        consumer = Consumer(self.kafka.client_config({
+            "group.id": f"riverrun-artifact-reader-{uuid.uuid4().hex[:8]}",  # never joined
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
+            "isolation.level": "read_committed",
+        }))  # fmt: skip
+        chunks: dict[int, bytes] = {}
+        total = 0
+        try:
+            consumer.assign([TopicPartition(topic, partition, first)])
+            deadline = time.monotonic() + self.timeout
+            while len(chunks) < count and time.monotonic() < deadline:
+                for msg in consumer.consume(min(count, 100), 0.5):
+                    if msg.error() is not None:
+                        raise ArtifactUnavailable(f"reading {location}: {msg.error().str()}")
+                    headers = dict(msg.headers() or [])
+                    if artifact_id and headers.get(_HEADER_ID, b"").decode() != artifact_id:
+                        continue
+                    index = int(headers.get(_HEADER_CHUNK, b"-1"))
+                    if index < 0 or index >= count or index in chunks:
+                        continue
+                    value = msg.value() or b""
+                    total += len(value)
+                    if total > max_bytes:
+                        raise ArtifactTooLarge(location, total, max_bytes)
+                    chunks[index] = value
+        except KafkaException as exc:
+            raise ArtifactUnavailable(f"reading {location}: {exc}") from exc
+        finally:
+            consumer.close()
+        if len(chunks) < count:
+            raise ArtifactUnavailable(
+                f"artifact {location}: found {len(chunks)} of {count} chunks within "
+                f"{self.timeout}s; was the topic compacted or truncated?"
+            )
+        return b"".join(chunks[i] for i in range(count))
+
+
+def parse_kafka_location(location: str) -> tuple[str, int, int, int, str | None]:
+    """Split `kafka://topic/partition/offset?chunks=N&id=X` into its parts."""
+    parts = urlsplit(location)
+    path = parts.path.strip("/").split("/")
+    query = parse_qs(parts.query)
+    try:
+        if parts.scheme != "kafka" or len(path) != 2:
+            raise ValueError("expected kafka://<topic>/<partition>/<offset>?chunks=N")
+        count = int(query.get("chunks", ["1"])[0])
+        if count < 1:
+            raise ValueError("chunks must be at least 1")
+        return parts.netloc, int(path[0]), int(path[1]), count, query.get("id", [None])[0]
+    except ValueError as exc:
+        raise ArtifactUnavailable(f"bad artifact location {location!r}: {exc}") from exc
+
+
+def artifact_store(url: str, kafka: KafkaSettings, topics: TopicSettings) -> ArtifactStore:
+    """The store `--artifact-store` names: `kafka` (the default) or `file:///abs/path`.
+
+    Raises:
+        ConfigurationError: the URL is neither.
+
+    """
+    if url == "kafka":
+        return KafkaArtifactStore(kafka, topics.artifacts)
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.path.startswith("/"):
+        return FileArtifactStore(Path(parts.path))
+    raise ConfigurationError(
+        f"RIVERRUN_REGISTRY__ARTIFACT_STORE is {url!r}: set it to `kafka` or file:///abs/path"
+    )
+
+
+def store_for_location(location: str, kafka: KafkaSettings) -> ArtifactStore:
+    """A store that can read a location, whatever store wrote it."""
+    scheme = urlsplit(location).scheme
+    if scheme == "kafka":
+        return KafkaArtifactStore(kafka, parse_kafka_location(location)[0])
+    if scheme == "file":
+        return FileArtifactStore(Path("/"))
+    raise ArtifactUnavailable(f"artifact location {location!r} is neither kafka:// nor file://")

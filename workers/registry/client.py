@@ -1,0 +1,386 @@
+"""The registry on Kafka: release versions, publish snapshots and policies, read and follow them.
+
+The `models` topic (compacted, one partition) holds the records; artifact bytes go to an
+`ArtifactStore` (Kafka chunks by default). `Registry` does the I/O; `RegistryView` (pure) folds
+the records. `RegistryFollower` is a background thread that keeps reading the topic, so a
+scorer learns of every new snapshot and policy while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from schemas import (
+    DecodeError,
+    KafkaSettings,
+    ModelVersionReleased,
+    PolicyChanged,
+    SnapshotPublished,
+    TopicSettings,
+    encode,
+)
+from workers.errors import ConfigurationError, FatalError, RetryableError
+from workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
+from workers.registry.loading import open_artifact, seal
+from workers.registry.records import RegistryRecord, decode_registry_record, key_of
+from workers.registry.signing import Signer
+from workers.registry.spec import ModelSpec
+from workers.registry.view import RegistryView
+
+logger = logging.getLogger(__name__)
+
+# Well known on purpose: anyone can forge artifacts signed with it. Development only.
+INSECURE_DEV_KEY = b"riverrun-insecure-dev-key-do-not-use-in-production"
+
+# How long a refresh waits for more records once no watermark can be trusted (Tansu).
+_QUIET_SECONDS = 1.0
+
+
+class RegistrySettings(BaseModel):
+    """How to reach and trust the model registry (`RIVERRUN_REGISTRY__<FIELD>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    artifact_store: str = Field(
+        default="kafka",
+        description="Where artifact bytes live: `kafka` (chunked on the artifacts topic) or "
+        "file:///abs/path.",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key that signs and verifies model artifacts."
+    )
+    insecure_dev: bool = Field(
+        default=False,
+        description="Without a signing key, use a fixed, publicly known development key.",
+    )
+    max_artifact_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Largest artifact loaded, in bytes."
+    )
+
+    def signer(self) -> Signer:
+        """The signer of the configured key (or the dev key in insecure-dev mode).
+
+        Raises:
+            ConfigurationError: no key and not in insecure-dev mode.
+
+        """
+        if self.signing_key is not None and self.signing_key.get_secret_value():
+            return Signer(self.signing_key.get_secret_value().encode())
+        if self.insecure_dev:
+            logger.warning(
+                "INSECURE: no RIVERRUN_REGISTRY__SIGNING_KEY, signing and verifying model "
+                "artifacts with the publicly known development key; anyone can forge models. "
+                "Never use --insecure-dev outside a laptop."
+            )
+            return Signer(INSECURE_DEV_KEY)
+        raise ConfigurationError(
+            "RIVERRUN_REGISTRY__SIGNING_KEY is not set: set it (or --signing-key) to the secret "
+            "that signs model artifacts, or pass --insecure-dev for a local trial"
+        )
+
+
+def _reader_config(kafka: KafkaSettings) -> dict[str, Any]:
+    return kafka.client_config({
+        "group.id": f"riverrun-registry-reader-{uuid.uuid4().hex[:8]}",  # assigned, never joined
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 100,
+    })  # fmt: skip
+
+
+def _partitions(consumer: Any, topic: str, timeout: float) -> list[int]:
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise RetryableError(f"cannot read metadata of registry topic {topic}: {exc}") from exc
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise ConfigurationError(
+            f"registry topic {topic} does not exist: run `riverrun topics create` or set "
+            "RIVERRUN_TOPICS__MODELS"
+        )
+    return sorted(info.partitions)
+
+
+def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
+    if raw is None:  # a tombstone: compaction deletes the key, nothing to fold
+        return None
+    try:
+        return decode_registry_record(raw)
+    except DecodeError as exc:
+        logger.warning("skipping unreadable registry record at %s: %s", where, exc)
+        return None
+
+
+def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> list[RegistryRecord]:
+    """Every registry record from the beginning to the end of the topic at the time of the call.
+
+    The end is each partition's high watermark when the call starts; because some brokers
+    (Tansu) report watermarks wrongly, reading also stops after a short quiet period.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(_reader_config(kafka))
+    records: list[RegistryRecord] = []
+    try:
+        partitions = _partitions(consumer, topic, timeout)
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout
+                )
+            except KafkaException as exc:
+                raise RetryableError(f"cannot read the end of {topic}: {exc}") from exc
+            if high > low:
+                ends[partition] = high
+        if not ends:
+            return records
+        consumer.assign([TopicPartition(topic, p, 0) for p in sorted(ends)])
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        done: set[int] = set()
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            batch = consumer.consume(500, 0.2)
+            now = time.monotonic()
+            if batch:
+                quiet_since = now
+            elif now - quiet_since > _QUIET_SECONDS:
+                break
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                record = _decode_or_skip(msg.value(), f"{topic}/{msg.partition()}/{msg.offset()}")
+                if record is not None:
+                    records.append(record)
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    done.add(msg.partition())
+        return records
+    finally:
+        consumer.close()
+
+
+class Registry:
+    """Releases, snapshots and policies of models on Kafka."""
+
+    def __init__(
+        self, kafka: KafkaSettings, topics: TopicSettings, settings: RegistrySettings
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.settings = settings
+        self._signer: Signer | None = None
+        self._store: ArtifactStore | None = None
+        self._producer: Any = None
+
+    @property
+    def signer(self) -> Signer:
+        """The artifact signer (raises `ConfigurationError` without a key)."""
+        if self._signer is None:
+            self._signer = self.settings.signer()
+        return self._signer
+
+    @property
+    def store(self) -> ArtifactStore:
+        """Where new artifacts are written."""
+        if self._store is None:
+            self._store = artifact_store(self.settings.artifact_store, self.kafka, self.topics)
+        return self._store
+
+    def refresh(self, timeout: float = 10.0) -> RegistryView:
+        """Read the models topic from the beginning to its current end into a fresh view."""
+        return RegistryView(read_registry(self.kafka, self.topics.models, timeout))
+
+    def release(
+        self,
+        name: str,
+        spec: ModelSpec,
+        estimator: Any,
+        *,
+        metrics: dict[str, float] | None = None,
+        examples_seen: int = 0,
+    ) -> tuple[ModelVersionReleased, SnapshotPublished]:
+        """Release the next version of a model (latest + 1) with its first snapshot, 0.
+
+        The artifact is written and the version record, then the snapshot record, are produced
+        and flushed before this returns.
+        """
+        signer = self.signer  # fail on a missing key before writing anything
+        latest = self.refresh().latest_version(name)
+        version = (latest or 0) + 1
+        released = ModelVersionReleased(
+            model=name,
+            version=version,
+            spec=spec.model_dump(mode="json"),
+            task=spec.task,
+            description=spec.description,
+        )
+        data = dump_model(estimator)
+        location = self.store.put(name, version, 0, data)
+        snapshot = SnapshotPublished(
+            model=name,
+            version=version,
+            snapshot=0,
+            artifact=seal(data, signer, location),
+            metrics=metrics or {},
+            examples_seen=examples_seen,
+        )
+        self._produce([released, snapshot])
+        logger.info("released %s@%d (%d bytes at %s)", name, version, len(data), location)
+        return released, snapshot
+
+    def publish_snapshot(
+        self,
+        name: str,
+        version: int,
+        snapshot: int,
+        estimator_or_bytes: Any,
+        *,
+        metrics: dict[str, float] | None = None,
+        examples_seen: int = 0,
+        lineage: dict[str, int] | None = None,
+    ) -> SnapshotPublished:
+        """Write a snapshot's artifact and its record; bytes are taken as an already-dumped model."""
+        signer = self.signer
+        data = (
+            bytes(estimator_or_bytes)
+            if isinstance(estimator_or_bytes, bytes | bytearray | memoryview)
+            else dump_model(estimator_or_bytes)
+        )
+        location = self.store.put(name, version, snapshot, data)
+        record = SnapshotPublished(
+            model=name,
+            version=version,
+            snapshot=snapshot,
+            artifact=seal(data, signer, location),
+            metrics=metrics or {},
+            examples_seen=examples_seen,
+            lineage=lineage or {},
+        )
+        self._produce([record])
+        logger.info("published %s@%d#%d (%d bytes)", name, version, snapshot, len(data))
+        return record
+
+    def publish_policy(self, policy: PolicyChanged) -> None:
+        """Write a policy record (compaction keeps a model's latest)."""
+        self._produce([policy])
+
+    def load(self, snapshot: SnapshotPublished) -> Any:
+        """Fetch a snapshot's artifact and open it (size, signature, digest, restricted unpickle)."""
+        ref = snapshot.artifact
+        store = store_for_location(ref.location, self.kafka)
+        data = store.get(ref.location, ref.size, self.settings.max_artifact_bytes)
+        return open_artifact(data, ref, self.signer, self.settings.max_artifact_bytes)
+
+    def close(self) -> None:
+        """Flush and drop the producer."""
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._producer = None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _produce(self, records: list[RegistryRecord]) -> None:
+        from confluent_kafka import Producer
+
+        if self._producer is None:
+            self._producer = Producer(self.kafka.client_config(
+                {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+            ))
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        for record in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topics.models, encode(record), key_of(record), on_delivery=on_delivery
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+            self._producer.poll(0)
+        remaining = self._producer.flush(30)
+        if errors or remaining:
+            raise FatalError(
+                f"could not write {len(records)} registry records to {self.topics.models}: "
+                f"{errors[0] if errors else f'{remaining} not acknowledged in 30s'}"
+            )
+
+
+class RegistryFollower:
+    """A background thread that reads the models topic from the beginning, forever.
+
+    Each decoded record is handed to `on_record` in topic order, on the follower's thread;
+    the callback must be quick and thread-safe (hand the record to the owner's loop).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        on_record: Callable[[RegistryRecord], None],
+        *,
+        poll_timeout: float = 0.2,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topics.models
+        self.on_record = on_record
+        self.poll_timeout = poll_timeout
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
+
+    def start(self) -> RegistryFollower:
+        """Start following; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        """Whether the thread is still following."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(_reader_config(self.kafka))
+        try:
+            partitions = _partitions(consumer, self.topic, 15.0)
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, self.poll_timeout):
+                    if msg.error() is not None:
+                        logger.debug("registry follower: %s", msg.error())
+                        continue
+                    where = f"{self.topic}/{msg.partition()}/{msg.offset()}"
+                    record = _decode_or_skip(msg.value(), where)
+                    if record is not None:
+                        self.on_record(record)
+        except BaseException as exc:
+            self.error = exc
+            logger.exception("registry follower stopped")
+        finally:
+            consumer.close()

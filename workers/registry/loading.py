@@ -1,0 +1,132 @@
+"""Trusting artifact bytes: seal them on the way out, check them before a byte is unpickled.
+
+`open_artifact` checks, in order, the size, the HMAC signature and the sha256, and only then
+unpickles, with an `Unpickler` whose `find_class` admits River classes, the NumPy names an array
+needs, a few `collections` types, `functools.partial`, `copyreg._reconstructor`, `random.Random`
+and plain builtins. A pickle naming anything else (`os.system`, `builtins.eval`, a river
+function) is refused before it can be called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import pickle
+from typing import Any
+
+from schemas import ArtifactRef
+from workers.errors import RiverrunError
+from workers.registry.signing import Signer
+
+_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("builtins", name) for name in (
+        "set", "frozenset", "list", "dict", "tuple", "float", "int", "str", "bytes", "bytearray",
+        "bool", "complex", "slice", "object", "range",
+    )
+} | {
+    ("collections", name) for name in ("defaultdict", "OrderedDict", "Counter", "deque")
+} | {
+    ("functools", "partial"),
+    ("copyreg", "_reconstructor"),
+    ("random", "Random"),
+} | {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+} | {
+    ("numpy", f"dtypes.{kind}DType") for kind in ("Float64", "Float32", "Int64", "Int32", "Bool")
+} | {
+    ("numpy.random._pickle", name)
+    for name in ("__randomstate_ctor", "__generator_ctor", "__bit_generator_ctor")
+} | {
+    ("numpy.random.mtrand", "RandomState"), ("numpy.random._generator", "Generator"),
+    ("numpy.random._pcg64", "PCG64"), ("numpy.random._mt19937", "MT19937"),
+})  # fmt: skip
+
+
+class RefusedArtifact(RiverrunError):
+    """Artifact bytes that must not be loaded. Disposition: keep serving the current snapshot.
+
+    `error_class` is one of `Oversized`, `BadSignature`, `BadDigest`, `Truncated`,
+    `ForbiddenGlobal`, `NotAPickle`; `reason` says what was found.
+    """
+
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason
+
+
+def seal(data: bytes, signer: Signer, location: str) -> ArtifactRef:
+    """The reference a snapshot record carries: location, size, sha256 and signature."""
+    return ArtifactRef(
+        location=location,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        signature=signer.sign(data),
+    )
+
+
+def is_allowed_global(module: str, name: str) -> bool:
+    """Whether a pickle may name `module.name`: River classes and the fixed list above."""
+    if (module, name) in _ALLOWED_GLOBALS:
+        return True
+    if module != "river" and not module.startswith("river."):
+        return False
+    if "." in name or name.startswith("_"):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type) and obj.__module__.startswith("river")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if not is_allowed_global(module, name):
+            raise RefusedArtifact(
+                "ForbiddenGlobal",
+                f"the pickle names {module}.{name}, which is not a River class nor on the "
+                "allow-list of workers.registry.loading; refusing to load it",
+            )
+        return super().find_class(module, name)
+
+
+def open_artifact(data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int) -> Any:
+    """Check size, signature and digest, then unpickle with the restricted allow-list.
+
+    Raises:
+        RefusedArtifact: any check fails; nothing of the pickle has run by then, or the pickle
+            names a global outside the allow-list (refused before that global is called).
+
+    """
+    if len(data) > max_bytes or ref.size > max_bytes:
+        raise RefusedArtifact(
+            "Oversized",
+            f"{ref.location} is {max(len(data), ref.size)} bytes, over the limit of {max_bytes} "
+            "(RIVERRUN_REGISTRY__MAX_ARTIFACT_BYTES)",
+        )
+    if len(data) != ref.size:
+        raise RefusedArtifact(
+            "Truncated", f"{ref.location} has {len(data)} bytes, the record says {ref.size}"
+        )
+    if not signer.verify(data, ref.signature):
+        raise RefusedArtifact(
+            "BadSignature",
+            f"{ref.location} is not signed with this signing key: check that "
+            "RIVERRUN_REGISTRY__SIGNING_KEY is the key the publisher used",
+        )
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data)).load()
+    except RefusedArtifact:
+        raise
+    except Exception as exc:
+        raise RefusedArtifact(
+            "NotAPickle", f"{ref.location} could not be unpickled: {type(exc).__name__}: {exc}"
+        ) from exc
