@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from schemas import KafkaSettings, TopicSettings
 from workers.errors import ConfigurationError, RetryableError
+from workers.registry.loading import restricted_loads
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,20 @@ class ArtifactUnavailable(RetryableError):
 
 
 def dump_model(estimator: Any) -> bytes:
-    """Pickle an estimator (protocol 5): the same state gives the same bytes."""
-    return pickle.dumps(estimator, protocol=5)
+    """Pickle an estimator (protocol 5) in canonical form: the same state gives the same bytes.
+
+    A first pickle shares strings that a loaded copy no longer shares (a step name and its
+    class's `__name__`), so the loaded copy would pickle differently. Pickling the copy that the
+    restricted loader makes of the first pickle is a fixed point: a scorer that loads an
+    artifact and dumps it gets the very bytes that were published. Going through the restricted
+    loader also means a model no scorer could load is refused here, at the publisher.
+
+    Raises:
+        RefusedArtifact: the model pickles a global outside the loader's allow-list.
+
+    """
+    first = pickle.dumps(estimator, protocol=5)
+    return pickle.dumps(restricted_loads(first), protocol=5)
 
 
 class ArtifactStore(Protocol):

@@ -30,6 +30,8 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("functools", "partial"),
     ("copyreg", "_reconstructor"),
     ("random", "Random"),
+    # River's one static-method default factory (GaussianNB's per-feature Gaussians).
+    ("river.naive_bayes.gaussian", "GaussianNB._make_gaussian"),
 } | {
     (module, name)
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -96,6 +98,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
+    """Unpickle with the allow-list only; no size, signature or digest check (see `open_artifact`).
+
+    Raises:
+        RefusedArtifact: a forbidden global, or bytes that are not a pickle.
+
+    """
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data)).load()
+    except RefusedArtifact:
+        raise
+    except Exception as exc:
+        raise RefusedArtifact(
+            "NotAPickle", f"{where} could not be unpickled: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def open_artifact(data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int) -> Any:
     """Check size, signature and digest, then unpickle with the restricted allow-list.
 
@@ -122,11 +141,4 @@ def open_artifact(data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int)
         )
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except RefusedArtifact:
-        raise
-    except Exception as exc:
-        raise RefusedArtifact(
-            "NotAPickle", f"{ref.location} could not be unpickled: {type(exc).__name__}: {exc}"
-        ) from exc
+    return restricted_loads(data, ref.location)

@@ -1,0 +1,117 @@
+"""RegistryView folds registry records; record keys sort; records decode by kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import (
+    ArtifactRef,
+    DecodeError,
+    ModelVersionReleased,
+    PolicyAssignment,
+    PolicyChanged,
+    SnapshotPublished,
+    encode,
+)
+from workers.registry import (
+    RegistryView,
+    decode_registry_record,
+    policy_key,
+    snapshot_key,
+    version_key,
+)
+
+REF = ArtifactRef(location="kafka://a/0/0?chunks=1", size=1, sha256="0" * 64, signature="00")
+
+
+def release(model: str, version: int) -> ModelVersionReleased:
+    return ModelVersionReleased(model=model, version=version, spec={"pipeline": "GaussianNB"},
+                                task="binary")
+
+
+def snap(model: str, version: int, snapshot: int, seen: int = 0) -> SnapshotPublished:
+    return SnapshotPublished(model=model, version=version, snapshot=snapshot, artifact=REF,
+                             examples_seen=seen)
+
+
+def policy(model: str, sequence: int, version: int) -> PolicyChanged:
+    return PolicyChanged(model=model, sequence=sequence, strategy="single",
+                         assignments=[PolicyAssignment(version=version, role="champion")])
+
+
+def test_empty_view() -> None:
+    view = RegistryView()
+    assert view.models() == []
+    assert view.latest_version("fraud") is None
+    assert view.latest_snapshot("fraud") is None
+    assert view.policy("fraud") is None
+    assert view.history("fraud") == []
+
+
+def test_versions_snapshots_and_policy() -> None:
+    view = RegistryView([
+        release("fraud", 1), snap("fraud", 1, 0), snap("fraud", 1, 1),
+        release("fraud", 2), snap("fraud", 2, 0), release("churn", 1), policy("fraud", 1, 2),
+    ])  # fmt: skip
+    assert view.models() == ["churn", "fraud"]
+    assert [v.version for v in view.versions("fraud")] == [1, 2]
+    assert view.latest_version("fraud") == 2
+    assert [s.snapshot for s in view.snapshots("fraud", 1)] == [0, 1]
+    latest = view.latest_snapshot("fraud")
+    assert latest is not None and (latest.version, latest.snapshot) == (2, 0)
+    latest_v1 = view.latest_snapshot("fraud", 1)
+    assert latest_v1 is not None and latest_v1.snapshot == 1
+    assert view.latest_snapshot("churn") is None
+    current = view.policy("fraud")
+    assert current is not None and current.assignments[0].version == 2
+    assert len(view.history("fraud")) == 6
+
+
+def test_older_or_duplicate_snapshots_never_replace_newer() -> None:
+    view = RegistryView()
+    assert view.apply(snap("fraud", 1, 5, seen=500))
+    assert not view.apply(snap("fraud", 1, 5, seen=1))  # a duplicate keeps the first
+    assert view.apply(snap("fraud", 1, 3, seen=300))  # late, kept in the list, not the latest
+    latest = view.latest_snapshot("fraud", 1)
+    assert latest is not None and latest.snapshot == 5 and latest.examples_seen == 500
+    assert [s.snapshot for s in view.snapshots("fraud", 1)] == [3, 5]
+
+
+def test_policies_only_move_forward() -> None:
+    view = RegistryView([policy("fraud", 2, 2)])
+    assert not view.apply(policy("fraud", 1, 1))
+    assert not view.apply(policy("fraud", 2, 1))
+    current = view.policy("fraud")
+    assert current is not None and current.sequence == 2
+    assert view.apply(policy("fraud", 3, 1))
+
+
+def test_duplicate_release_keeps_the_first() -> None:
+    view = RegistryView([release("fraud", 1)])
+    assert not view.apply(release("fraud", 1))
+    assert len(view.versions("fraud")) == 1
+
+
+def test_keys_sort_in_order_of_the_facts() -> None:
+    assert version_key("fraud", 2) < version_key("fraud", 10)
+    assert snapshot_key("fraud", 1, 9) < snapshot_key("fraud", 1, 10) < snapshot_key("fraud", 2, 0)
+    assert policy_key("fraud") == b"fraud/p"
+    assert isinstance(version_key("fraud", 1), bytes)
+
+
+@pytest.mark.parametrize(
+    "record", [release("fraud", 1), snap("fraud", 1, 2), policy("fraud", 1, 1)]
+)
+def test_decode_by_kind(record: ModelVersionReleased | SnapshotPublished | PolicyChanged) -> None:
+    assert decode_registry_record(encode(record)) == record
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_class"),
+    [(b'{"kind": "weather"}', "UnknownKind"), (b"[1]", "InvalidEvent"), (b"{", "NotJson"),
+     (b'{"kind": "version", "model": "fraud"}', "InvalidEvent")],
+)
+def test_decode_refuses(raw: bytes, error_class: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_registry_record(raw)
+    assert caught.value.error_class == error_class
