@@ -50,4 +50,11 @@ def _train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(subparsers)
 
 
-REGISTRARS: list[Registrar] = [_broker, _topics, _train, _score, _bench, _schemas, _demo]
+def _models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # One `models` parser; each part that administers models adds its own actions to it.
+    from workers.registry.command import register
+
+    register(subparsers)
+
+
+REGISTRARS: list[Registrar] = [_broker, _topics, _train, _score, _bench, _schemas, _demo, _models]

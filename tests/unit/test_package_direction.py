@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OURS = {"schemas", "producers", "workers"}
 # Command-line composition roots: they drive the client side for demos and training data.
-WORKERS_MAY_IMPORT_PRODUCERS = {"demo.py", "train.py"}
+WORKERS_MAY_IMPORT_PRODUCERS = {"command.py", "demo.py", "train.py"}
 
 
 def ours_imported(path: Path) -> set[str]:

@@ -1,0 +1,241 @@
+"""`riverrun models ...`: release a model from a spec, list models, show a version, its history.
+
+A composition root: the warm start reads a dataset through `producers.dataset`, the one place
+the registry touches the client package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import (
+    KafkaSettings,
+    ModelVersionReleased,
+    SnapshotPublished,
+    TopicSettings,
+    add_section_flags,
+    collect_section_flags,
+)
+from workers.errors import ConfigurationError, RiverrunError
+from workers.registry.client import Registry, RegistrySettings
+from workers.registry.records import RegistryRecord
+from workers.registry.spec import ModelSpec, WarmStart, build_estimator, load_spec
+from workers.registry.view import RegistryView
+from workers.settings_errors import explain
+
+logger = logging.getLogger(__name__)
+
+_LABEL_TYPES: dict[str, type] = {"bool": bool, "int": int, "str": str, "float": float}
+
+
+class ModelsSettings(BaseSettings):
+    """Settings of `riverrun models`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add `riverrun models` with the registry's actions; return its actions for other parts."""
+    parser = subparsers.add_parser(
+        "models", help="Administer models: release, list, show, history, verify."
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_registry_commands(actions)
+    return actions
+
+
+def add_registry_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `release`, `list`, `show` and `history` under `riverrun models`."""
+    release = actions.add_parser("release", help="Release the next version of a model from a spec.")
+    release.add_argument("name", help="Model name, e.g. fraud.")
+    release.add_argument("--spec", type=Path, required=True, help="Spec file (YAML or JSON).")
+    release.add_argument("--warm-start", metavar="DATASET", default=None,
+                         help="Learn this dataset first (overrides the spec's warm_start).")
+    release.add_argument("--limit", type=int, default=None,
+                         help="Records of the warm-start dataset to learn [spec's, else 1000].")
+    release.add_argument("--seed", type=int, default=None, help="Seed of a synthetic dataset.")
+    release.set_defaults(handler=_run_release)
+
+    listing = actions.add_parser("list", help="Every model, its latest version and snapshot.")
+    listing.set_defaults(handler=_run_list)
+
+    show = actions.add_parser("show", help="One version (the latest unless NAME@VERSION).")
+    show.add_argument("name", metavar="NAME[@VERSION]", help="e.g. fraud or fraud@2.")
+    show.set_defaults(handler=_run_show)
+
+    history = actions.add_parser("history", help="Every registry record of a model, in order.")
+    history.add_argument("name", help="Model name.")
+    history.set_defaults(handler=_run_history)
+
+    for sub in (release, listing, show, history):
+        sub.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+        add_section_flags(sub, "kafka", KafkaSettings)
+        add_section_flags(sub, "topics", TopicSettings)
+        add_section_flags(sub, "registry", RegistrySettings)
+
+
+def _settings(args: argparse.Namespace) -> ModelsSettings:
+    return ModelsSettings(**collect_section_flags(args))
+
+
+def _guarded(run: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            code: int = run(args)
+            return code
+        except ValidationError as exc:
+            logger.error("bad configuration: %s", explain(exc))
+            return 2
+        except RiverrunError as exc:
+            logger.error("%s", exc)
+            return 2 if isinstance(exc, ConfigurationError) else 1
+
+    handler.__doc__ = run.__doc__
+    return handler
+
+
+def warm_start(estimator: Any, spec: ModelSpec, plan: WarmStart) -> int:
+    """Learn the plan's dataset prefix; return how many records were learned."""
+    from producers.dataset import load
+
+    cast = _LABEL_TYPES[spec.label_type]
+    seen = 0
+    for x, y in load(plan.dataset, seed=plan.seed, limit=plan.limit):
+        estimator.learn_one(x, cast(y))
+        seen += 1
+    return seen
+
+
+def _plan(args: argparse.Namespace, spec: ModelSpec) -> WarmStart | None:
+    base = spec.warm_start
+    if args.warm_start is None and base is None:
+        return None
+    return WarmStart(
+        dataset=args.warm_start or (base.dataset if base else ""),
+        limit=args.limit if args.limit is not None else (base.limit if base else 1000),
+        seed=args.seed if args.seed is not None else (base.seed if base else 1),
+    )
+
+
+def _release(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    spec = load_spec(args.spec)
+    estimator = build_estimator(spec)
+    settings.registry.signer()  # refuse a missing key before learning anything
+    plan = _plan(args, spec)
+    seen = 0
+    if plan is not None:
+        try:
+            seen = warm_start(estimator, spec, plan)
+        except ValueError as exc:
+            logger.error("warm start: %s", exc)
+            return 2
+    with Registry(settings.kafka, settings.topics, settings.registry) as registry:
+        released, snapshot = registry.release(args.name, spec, estimator, examples_seen=seen)
+    if args.json:
+        print(json.dumps({"version": released.model_dump(mode="json"),
+                          "snapshot": snapshot.model_dump(mode="json")}, indent=2))
+    else:
+        print(f"released {released.model}@{released.version} ({spec.pipeline}; "
+              f"warm start: {seen} records; artifact {snapshot.artifact.size} bytes at "
+              f"{snapshot.artifact.location})")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> RegistryView:
+    settings = _settings(args)
+    return Registry(settings.kafka, settings.topics, settings.registry).refresh()
+
+
+def _list(args: argparse.Namespace) -> int:
+    view = _view(args)
+    rows = []
+    for model in view.models():
+        latest = view.latest_snapshot(model)
+        policy = view.policy(model)
+        rows.append({
+            "model": model,
+            "latest_version": view.latest_version(model),
+            "versions": len(view.versions(model)),
+            "latest_snapshot": latest.snapshot if latest else None,
+            "policy": policy.strategy if policy else None,
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models released yet")
+    for row in rows:
+        version = row["latest_version"]
+        print(f"{row['model']}: latest version {version if version else '-'} "
+              f"({row['versions']} released), snapshot #{row['latest_snapshot']}, "
+              f"policy {row['policy'] or '-'}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    name, _, wanted = args.name.partition("@")
+    view = _view(args)
+    version = int(wanted) if wanted.isdigit() else view.latest_version(name)
+    released = view.version(name, version) if version is not None else None
+    if released is None:
+        logger.error("no release %s in the registry: `riverrun models list` shows what is there",
+                     args.name)
+        return 1
+    snapshots = view.snapshots(name, released.version)
+    if args.json:
+        print(json.dumps({"version": released.model_dump(mode="json"),
+                          "snapshots": [s.model_dump(mode="json") for s in snapshots]}, indent=2))
+        return 0
+    print(f"{name}@{released.version}  task {released.task}  released {released.released_at:%Y-%m-%d %H:%M:%S}")
+    print(f"  pipeline: {released.spec.get('pipeline')}")
+    if released.description:
+        print(f"  description: {released.description}")
+    for snap in snapshots:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(snap.metrics.items())) or "-"
+        print(f"  #{snap.snapshot}: {snap.examples_seen} examples, {snap.artifact.size} bytes, "
+              f"metrics {metrics}, at {snap.artifact.location}")
+    return 0
+
+
+def _describe(record: RegistryRecord) -> str:
+    if isinstance(record, ModelVersionReleased):
+        return f"version  {record.model}@{record.version} released ({record.task})"
+    if isinstance(record, SnapshotPublished):
+        return (f"snapshot {record.model}@{record.version}#{record.snapshot} "
+                f"({record.examples_seen} examples, {record.artifact.size} bytes)")
+    parts = ", ".join(f"v{a.version} {a.role} {a.weight:g}" for a in record.assignments)
+    return f"policy   {record.model} #{record.sequence} {record.strategy}: {parts}"
+
+
+def _history(args: argparse.Namespace) -> int:
+    records = _view(args).history(args.name)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return 0
+    if not records:
+        logger.error("no records of %s in the registry", args.name)
+        return 1
+    for record in records:
+        print(_describe(record))
+    return 0
+
+
+_run_release = _guarded(_release)
+_run_list = _guarded(_list)
+_run_show = _guarded(_show)
+_run_history = _guarded(_history)
