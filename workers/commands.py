@@ -50,11 +50,33 @@ def _train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(subparsers)
 
 
-def _models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    # One `models` parser; each part that administers models adds its own actions to it.
-    from workers.registry.command import register
+def _learn(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.learner.command import register
 
     register(subparsers)
 
 
-REGISTRARS: list[Registrar] = [_broker, _topics, _train, _score, _bench, _schemas, _demo, _models]
+def _models_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `riverrun models` belongs to the registry; the learner adds its `verify` action to it.
+    from workers.learner.command import add_verify_command
+
+    add_verify_command(_actions_of(subparsers, "models", "Administer models."))
+
+
+def _actions_of(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The actions of command `name`, creating the command when no registrar has yet."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise TypeError(f"command {name!r} has no actions to add to")
+
+
+REGISTRARS: list[Registrar] = [
+    _broker, _topics, _train, _score, _learn, _models_verify, _bench, _schemas, _demo,
+]

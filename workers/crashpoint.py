@@ -21,6 +21,15 @@ SCORER_POINTS = frozenset(
     }
 )
 
+LEARNER_POINTS = frozenset(
+    {
+        "after-join-before-commit",  # examples and outcomes produced, join transaction open
+        "after-learn-before-snapshot",  # examples learned in memory, no snapshot published
+        "after-snapshot-before-commit",  # snapshot published, join transaction still open
+        "after-commit",  # join transaction committed, next batch not started
+    }
+)
+
 
 class CrashPoints:
     """Counts hits of the configured point and kills the process at the n-th."""

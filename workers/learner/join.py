@@ -1,0 +1,197 @@
+"""The join of labels with features: a bounded window of predictions and the decision per label.
+
+Pure: the loop feeds it decoded predictions and labels with their Kafka timestamps and acts on
+the decisions. Time is event time (the records' timestamps), so the same records in the same
+order give the same decisions, whatever the wall clock says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas import ExampleJoined, LabelObserved, OutcomeRecorded, PredictionMade
+
+Task = Literal["binary", "multiclass", "regression"]
+
+UNKNOWN_REQUEST = "UnknownRequest"
+WINDOW_EXPIRED = "WindowExpired"
+DUPLICATE_LABEL = "DuplicateLabel"
+UNJOINED_REASONS = (DUPLICATE_LABEL, UNKNOWN_REQUEST, WINDOW_EXPIRED)
+
+# Log loss of a probability of zero is infinite; clip as river.metrics.LogLoss does.
+_EPSILON = 1e-15
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A label that found its features: what to learn, and the outcome when one was predicted."""
+
+    example: ExampleJoined
+    outcome: OutcomeRecorded | None
+
+
+@dataclass(frozen=True)
+class Unjoined:
+    """A label that cannot be learned; `reason` is one of `UNJOINED_REASONS`."""
+
+    reason: str
+    detail: str
+
+
+class _Bounded:
+    """Request ids in arrival order, dropped oldest first beyond `max_count` or `max_age_ms`."""
+
+    def __init__(self, max_count: int) -> None:
+        self.max_count = max_count
+        self.items: OrderedDict[str, tuple[int, object]] = OrderedDict()
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, request_id: str, timestamp_ms: int, value: object = None) -> list[str]:
+        self.items[request_id] = (timestamp_ms, value)
+        dropped = []
+        while len(self.items) > self.max_count:
+            dropped.append(self.items.popitem(last=False)[0])
+        return dropped
+
+    def expire(self, before_ms: int) -> list[str]:
+        dropped = []
+        items = self.items
+        while items:
+            request_id, (timestamp_ms, _) = next(iter(items.items()))
+            if timestamp_ms >= before_ms:
+                break
+            items.popitem(last=False)
+            dropped.append(request_id)
+        return dropped
+
+
+class JoinWindow:
+    """Predictions awaiting their label, and the ids already joined (to refuse duplicates).
+
+    Bounded by count and by age: a prediction older than `max_age_ms` before the label being
+    joined is dropped, and so is the oldest beyond `max_count`. Ids dropped are remembered (as
+    many again) so that a late label is dead-lettered as expired rather than unknown.
+    """
+
+    def __init__(self, model: str, max_count: int = 100_000, max_age_ms: int = 3_600_000) -> None:
+        if max_count < 1 or max_age_ms < 1:
+            raise ValueError(
+                f"join window bounds must be positive, got max_count={max_count}, "
+                f"max_age_ms={max_age_ms}"
+            )
+        self.model = model
+        self.max_age_ms = max_age_ms
+        self._pending = _Bounded(max_count)
+        self._expired = _Bounded(max_count)
+        self._joined = _Bounded(max_count)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add_prediction(self, prediction: PredictionMade, timestamp_ms: int) -> None:
+        """Remember a prediction of this model; the first per request id wins, others repeat it."""
+        if prediction.model != self.model:
+            return
+        request_id = prediction.request_id
+        if request_id in self._pending or request_id in self._joined:
+            return
+        for dropped in self._pending.add(request_id, timestamp_ms, prediction):
+            self._expired.add(dropped, timestamp_ms)
+
+    def mark_joined(self, request_id: str, timestamp_ms: int) -> None:
+        """Remember that a request's label was learned (rebuilding after a restart)."""
+        self._pending.items.pop(request_id, None)
+        self._joined.add(request_id, timestamp_ms)
+
+    def join_one(self, label: LabelObserved, timestamp_ms: int) -> Joined | Unjoined:
+        """Join one label of this model with its features, or say why it cannot be."""
+        for dropped in self._pending.expire(timestamp_ms - self.max_age_ms):
+            self._expired.add(dropped, timestamp_ms)
+        self._joined.expire(timestamp_ms - self.max_age_ms)
+        self._expired.expire(timestamp_ms - 2 * self.max_age_ms)
+        request_id = label.request_id
+        if request_id in self._joined:
+            return Unjoined(DUPLICATE_LABEL, f"request {request_id!r} already has a label learned")
+        entry = self._pending.items.pop(request_id, None)
+        prediction = entry[1] if entry is not None else None
+        assert prediction is None or isinstance(prediction, PredictionMade)  # noqa: S101  # by add
+        features = label.features if label.features is not None else None
+        if features is None and prediction is not None:
+            features = prediction.features
+        if features is None:
+            if request_id in self._expired:
+                return Unjoined(
+                    WINDOW_EXPIRED,
+                    f"the prediction of request {request_id!r} left the join window "
+                    f"({self.max_age_ms} ms / {self._pending.max_count} predictions) before its "
+                    "label came: widen the window or send features with the label",
+                )
+            return Unjoined(
+                UNKNOWN_REQUEST,
+                f"no prediction of model {self.model!r} for request {request_id!r} in the join "
+                "window, and the label carries no features",
+            )
+        self._joined.add(request_id, timestamp_ms)
+        return _joined(label, features, prediction)
+
+
+def _joined(
+    label: LabelObserved, features: dict[str, float | str], prediction: PredictionMade | None
+) -> Joined:
+    if prediction is None:
+        example = ExampleJoined(
+            request_id=label.request_id, model=label.model, features=features,
+            label=label.label, observed_at=label.observed_at,
+        )  # fmt: skip
+        return Joined(example, None)
+    example = ExampleJoined(
+        request_id=label.request_id, model=label.model, features=features, label=label.label,
+        version=prediction.version, snapshot=prediction.snapshot, route=prediction.route,
+        prediction=prediction.prediction, proba=prediction.proba, observed_at=label.observed_at,
+    )  # fmt: skip
+    outcome = OutcomeRecorded(
+        request_id=label.request_id, model=label.model, version=prediction.version,
+        snapshot=prediction.snapshot, route=prediction.route, prediction=prediction.prediction,
+        label=label.label, proba=prediction.proba, observed_at=label.observed_at,
+        loss=outcome_loss(prediction.prediction, prediction.proba, label.label),
+    )  # fmt: skip
+    return Joined(example, outcome)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def outcome_loss(
+    prediction: object, proba: dict[str, float] | None, label: object, task: Task | None = None
+) -> float:
+    """The loss of one prediction against its label.
+
+    Classifiers with probabilities: log loss of the true class. Classifiers without: 0/1 error.
+    Regressors: squared error. The task is inferred when not given: probabilities mean a
+    classifier, a numeric (non-boolean) prediction and label mean a regressor.
+    """
+    if task is None:
+        if proba:
+            task = "binary"
+        elif _is_number(prediction) and _is_number(label):
+            task = "regression"
+        else:
+            task = "multiclass"
+    if task == "regression":
+        if not (_is_number(prediction) and _is_number(label)):
+            return 0.0 if prediction == label else 1.0
+        error = float(prediction) - float(label)  # type: ignore[arg-type]  # numbers, checked
+        return error * error
+    if proba:
+        p = proba.get(str(label), 0.0)
+        return -math.log(min(max(p, _EPSILON), 1.0))
+    return 0.0 if prediction == label else 1.0

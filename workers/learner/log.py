@@ -1,0 +1,161 @@
+"""The examples log: how a record of it is read, and its replay into a model.
+
+The learner and `riverrun models verify` read the log through `read_example` and learn through
+`workers.learner.prequential.learn_example`, so both make the very same calls in the very same
+order, and a replay ends on the very same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from schemas import KafkaSettings
+from workers.errors import ConfigurationError, FatalError, RetryableError
+from workers.learner.prequential import Prequential, learn_example
+
+logger = logging.getLogger(__name__)
+
+
+def lineage_key(examples_topic: str) -> str:
+    """The lineage entry of a snapshot learned from the examples log: `<topic>:0`."""
+    return f"{examples_topic}:0"
+
+
+def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | None:
+    """The features and label of an example of `model`; None for another model's example.
+
+    Raises:
+        FatalError: the record is not an example; the log is written only by learners, so
+            this is corruption, and skipping it would make replays disagree.
+
+    """
+    try:
+        data = orjson.loads(raw or b"")
+        if data["model"] != model:
+            return None
+        return data["features"], data["label"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise FatalError(
+            f"the examples log holds a record that is not an ExampleJoined ({exc}); "
+            "it is written only by learners: find who else writes to it"
+        ) from exc
+
+
+def examples_consumer(kafka: KafkaSettings, client_id: str) -> Consumer:
+    """A group-less consumer of committed examples only (assigned, never subscribed)."""
+    return Consumer(kafka.client_config({
+        "group.id": f"{client_id}-unused",  # required by librdkafka; never joined or committed
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+    }))  # fmt: skip
+
+
+def check_single_partition(consumer: Consumer, topic: str, timeout: float = 15.0) -> None:
+    """Refuse an examples topic that is missing or has more than one partition."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise RetryableError(f"cannot read metadata of the examples topic {topic}: {exc}") from exc
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise ConfigurationError(
+            f"examples topic {topic} does not exist: run `riverrun topics create` or set "
+            "RIVERRUN_TOPICS__EXAMPLES"
+        )
+    if len(info.partitions) != 1:
+        raise ConfigurationError(
+            f"examples topic {topic} has {len(info.partitions)} partitions; its order is what "
+            "the model learns, so it must have exactly one: recreate it with one partition"
+        )
+
+
+def end_offset(consumer: Consumer, topic: str, timeout: float = 15.0) -> tuple[int, int]:
+    """Low and high watermarks of the examples log."""
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+    except KafkaException as exc:
+        raise RetryableError(f"cannot read the end of {topic}: {exc}") from exc
+    return int(low), int(high)
+
+
+def read_range(
+    consumer: Consumer,
+    topic: str,
+    start: int,
+    end: int,
+    on_record: Callable[[int, int, bytes | None], None],
+    timeout: float = 120.0,
+) -> int:
+    """Call `on_record(offset, timestamp_ms, value)` for committed records in [start, end).
+
+    Returns the next offset reached (`end` unless the deadline passed first). Offsets taken by
+    transaction markers and aborted records are skipped, as a read_committed reader must.
+    """
+    if end <= start:
+        return start
+    partition = TopicPartition(topic, 0, start)
+    consumer.assign([partition])
+    deadline = time.monotonic() + timeout
+    position = start
+    while position < end:
+        if time.monotonic() > deadline:
+            raise RetryableError(
+                f"reading {topic} [{start}, {end}) stopped at {position} after {timeout}s: is "
+                "a transaction still open on it, or the broker unreachable?"
+            )
+        batch = consumer.consume(1000, 0.2)
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("examples read error: %s", err)
+                continue
+            offset = msg.offset()
+            if offset >= end:
+                return end
+            on_record(offset, msg.timestamp()[1], msg.value())
+            position = offset + 1
+        if not batch:
+            # Markers at the end are invisible: the position says how far the reader got.
+            reached = consumer.position([TopicPartition(topic, 0)])[0].offset
+            if reached >= 0:
+                position = max(position, reached)
+    return end
+
+
+def replay(
+    kafka: KafkaSettings,
+    topic: str,
+    model: str,
+    estimator: Any,
+    start: int,
+    end: int,
+    prequential: Prequential | None = None,
+) -> int:
+    """Learn the examples of `model` in [start, end) of the log into `estimator`; return count."""
+    consumer = examples_consumer(kafka, "riverrun-replay")
+    learned = 0
+    try:
+        check_single_partition(consumer, topic)
+
+        def learn(_offset: int, _timestamp_ms: int, raw: bytes | None) -> None:
+            nonlocal learned
+            example = read_example(raw, model)
+            if example is not None:
+                learn_example(estimator, example[0], example[1], prequential)
+                learned += 1
+
+        read_range(consumer, topic, start, end, learn)
+    finally:
+        consumer.close()
+    return learned

@@ -1,0 +1,616 @@
+"""The learner's poll loop: join labels into the examples log, then learn the log in order.
+
+Join stage: a consumer in group `riverrun-learner-<model>` reads `feedback` and `predictions`.
+Predictions fill a bounded window; each label of this model is joined with its features (its
+own, else its prediction's) once the predictions read have caught up with it. Examples,
+outcomes and dead letters of a batch are produced in one transaction together with the
+feedback offsets, so the join is exactly-once. Prediction offsets are never committed: after a
+restart the window is rebuilt by reading predictions back over its age.
+
+Learn stage: a group-less consumer reads the committed examples log from the offset of the
+latest snapshot's lineage and learns each example once, in log order; snapshots go to the
+registry with the next offset as lineage, so a restart neither repeats nor skips an example.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from schemas import (
+    DeadLetter,
+    DecodeError,
+    LabelObserved,
+    PredictionMade,
+    decode,
+    encode,
+)
+from workers.crashpoint import LEARNER_POINTS, CrashPoints
+from workers.errors import ConfigurationError, FatalError
+from workers.learner.join import Joined, JoinWindow
+from workers.learner.log import (
+    check_single_partition,
+    end_offset,
+    examples_consumer,
+    lineage_key,
+    read_example,
+    read_range,
+)
+from workers.learner.metrics import LearnerMetrics
+from workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
+from workers.learner.settings import LearnerSettings
+from workers.registry import Registry
+
+logger = logging.getLogger(__name__)
+_librdkafka_logger = logging.getLogger("librdkafka")
+
+_TXN_TIMEOUT_S = 60.0
+# A label waits at most this long for the predictions read to catch up with its timestamp
+# (a broker whose watermarks cannot be trusted must not stall the join for ever).
+_CATCH_UP_WAIT_S = 10.0
+_LEARN_BUDGET_FACTOR = 10
+
+
+@dataclass
+class LearnSummary:
+    """What a bounded run did; `riverrun learn` logs it at exit."""
+
+    version: int = 0
+    labels_joined: int = 0
+    labels_unjoined: int = 0
+    examples_learned: int = 0
+    snapshots_published: int = 0
+    next_offset: int = 0
+    last_snapshot: int = 0
+    metrics: dict[str, float] | None = None
+    learn_seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """A consumed feedback record awaiting its turn (its label, or None to pass it by)."""
+
+    record: Message
+    label: LabelObserved | None
+    arrived: float
+    dead_letter: DecodeError | None = None
+
+
+class Learner:
+    """One model's learner: the join stage and the learn stage in one synchronous loop."""
+
+    def __init__(
+        self, settings: LearnerSettings, registry: Registry, metrics: LearnerMetrics | None = None
+    ) -> None:
+        if not settings.learner.model:
+            raise ConfigurationError(
+                "RIVERRUN_LEARNER__MODEL is not set: pass --model NAME of the model to learn"
+            )
+        self._settings = settings
+        self._options = settings.learner
+        self._topics = settings.topics
+        self._model = settings.learner.model
+        self._registry = registry
+        self.metrics = metrics if metrics is not None else LearnerMetrics()
+        self._stop = threading.Event()
+        self._crash = CrashPoints(settings.learner.crash_at, LEARNER_POINTS)
+        self._window = JoinWindow(
+            self._model, settings.learner.window_max_count,
+            int(settings.learner.window_max_age_s * 1000),
+        )  # fmt: skip
+        self._pending: deque[_Pending] = deque()
+        self._paused = False
+        self._assigned = False
+        self._predictions_read: dict[int, int] = {}  # partition -> last timestamp read (ms)
+        self._consumer: Consumer | None = None
+        self._examples: Consumer | None = None
+        self._producer: Producer | None = None
+        self._lineage_key = lineage_key(self._topics.examples)
+        self._last_broker_error = 0.0
+        # Set by _load_model.
+        self._estimator: Any = None
+        self._version = 0
+        self._snapshot = 0
+        self._examples_seen = 0
+        self._next_offset = 0
+        self._prequential: Prequential | None = None
+        self._cadence = SnapshotCadence(
+            settings.learner.snapshot_every, settings.learner.snapshot_interval, time.monotonic()
+        )
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def _client_id(self) -> str:
+        return f"{self._settings.kafka.client_id}-learner-{self._model}"
+
+    def _join_consumer_config(self) -> dict[str, Any]:
+        return self._settings.kafka.client_config({
+            "group.id": self._options.group_id,
+            "client.id": self._client_id,
+            "auto.offset.reset": "earliest",
+            # Feedback offsets are committed only inside the join transaction.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 100,
+            "error_cb": self._on_error,
+            "logger": _librdkafka_logger,
+        })  # fmt: skip
+
+    def _producer_config(self) -> dict[str, Any]:
+        return self._settings.kafka.client_config({
+            "client.id": self._client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "transactional.id": self._options.transactional_id,
+            "transaction.timeout.ms": int(_TXN_TIMEOUT_S * 1000),
+            "error_cb": self._on_error,
+            "logger": _librdkafka_logger,
+        })  # fmt: skip
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            logger.error("fatal Kafka client error: %s", err)
+            return
+        now = time.monotonic()
+        if now - self._last_broker_error > 10:
+            self._last_broker_error = now
+            logger.warning(
+                "Kafka not reachable or unhappy (%s); still trying %s",
+                err, self._settings.kafka.bootstrap_servers,
+            )  # fmt: skip
+
+    # -- health --------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        """Has a model loaded and owns its feedback partitions."""
+        return self._assigned and self._estimator is not None and not self._stop.is_set()
+
+    def stop(self) -> None:
+        """Finish the batch, commit, publish a last snapshot and leave (signal-handler safe)."""
+        self._stop.set()
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        view = self._registry.refresh()
+        version = view.latest_version(self._model)
+        if version is None:
+            raise ConfigurationError(
+                f"model {self._model!r} has no released version: release one "
+                "(`riverrun models release`) before starting its learner"
+            )
+        snapshot = view.latest_snapshot(self._model, version)
+        if snapshot is None:
+            raise ConfigurationError(
+                f"{self._model}@{version} has no snapshot to start from: release it again"
+            )
+        released = view.version(self._model, version)
+        self._estimator = self._registry.load(snapshot)
+        self._version = version
+        self._snapshot = snapshot.snapshot
+        self._examples_seen = snapshot.examples_seen
+        self._next_offset = snapshot.lineage.get(self._lineage_key, 0)
+        self._prequential = Prequential(
+            task_of(self._estimator, released.task if released else None)
+        )
+        logger.info(
+            "learning %s@%d from snapshot %d, examples log %s from offset %d",
+            self._model, version, snapshot.snapshot, self._topics.examples, self._next_offset,
+        )  # fmt: skip
+
+    def _rebuild_joined(self, examples: Consumer) -> None:
+        """Remember the requests whose labels the log already holds, to refuse duplicates."""
+        low, high = end_offset(examples, self._topics.examples)
+        start = max(low, high - self._options.window_max_count)
+        model = self._model
+        window = self._window
+        count = 0
+
+        def remember(_offset: int, timestamp_ms: int, raw: bytes | None) -> None:
+            nonlocal count
+            data = orjson.loads(raw or b"{}")
+            if data.get("model") == model and "request_id" in data:
+                window.mark_joined(data["request_id"], timestamp_ms)
+                count += 1
+
+        read_range(examples, self._topics.examples, start, high, remember)
+        logger.info("join window: %d labels already learned, from offsets [%d, %d)",
+                    count, start, high)
+
+    # -- rebalance callbacks -------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Predictions are re-read over the window's age: their offsets are never committed.
+        since_ms = int((time.time() - self._options.window_max_age_s) * 1000)
+        predictions = [p for p in partitions if p.topic == self._topics.predictions]
+        if predictions:
+            wanted = [TopicPartition(p.topic, p.partition, since_ms) for p in predictions]
+            found = consumer.offsets_for_times(wanted, timeout=15)
+            starts = {tp.partition: tp.offset for tp in found}
+            for p in predictions:
+                offset = starts.get(p.partition, OFFSET_END)
+                p.offset = offset if offset >= 0 else OFFSET_END
+                self._predictions_read[p.partition] = -1
+        consumer.assign(partitions)
+        self._assigned = True
+        logger.info("assigned %s", sorted((p.topic, p.partition) for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Held labels are not committed; the next owner reads them again.
+        self._pending.clear()
+        self._paused = False
+        self._assigned = False
+        for p in partitions:
+            if p.topic == self._topics.predictions:
+                self._predictions_read.pop(p.partition, None)
+        consumer.unassign()
+        logger.info("revoked %s", sorted((p.topic, p.partition) for p in partitions))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, max_examples: int | None = None, idle_timeout: float | None = None) -> LearnSummary:
+        """Learn until stopped, or `max_examples` learned, or `idle_timeout` s of quiet."""
+        summary = LearnSummary()
+        self._load_model()
+        summary.version = self._version
+        self._producer = Producer(self._producer_config())
+        # Fences a previous learner of this model and aborts its open transaction.
+        self._producer.init_transactions(_TXN_TIMEOUT_S)
+        examples = examples_consumer(self._settings.kafka, f"{self._client_id}-examples")
+        self._examples = examples
+        consumer = Consumer(self._join_consumer_config())
+        self._consumer = consumer
+        clean = False
+        try:
+            check_single_partition(examples, self._topics.examples)
+            self._rebuild_joined(examples)
+            examples.assign([TopicPartition(self._topics.examples, 0, self._next_offset)])
+            consumer.subscribe(
+                [self._topics.feedback, self._topics.predictions],
+                on_assign=self._on_assign, on_revoke=self._on_revoke,
+            )  # fmt: skip
+            self.metrics.ready.set(0)
+            last_activity = time.monotonic()
+            timeout = self._options.batch_timeout_ms / 1000.0
+            while not self._stop.is_set():
+                if max_examples is not None and summary.examples_learned >= max_examples:
+                    break
+                records = consumer.consume(self._options.batch_size, timeout)
+                self.metrics.ready.set(1 if self.is_ready() else 0)
+                active = self._step(records, summary, max_examples)
+                now = time.monotonic()
+                if active or self._pending or not self._assigned:
+                    last_activity = now
+                elif idle_timeout is not None and now - last_activity > idle_timeout:
+                    break
+            clean = True
+        finally:
+            self._shutdown(clean, summary)
+        return summary
+
+    def _step(self, records: list[Message], summary: LearnSummary, max_examples: int | None) -> bool:
+        """One iteration: join what is ready, learn what is committed, maybe snapshot, commit."""
+        active = bool(records)
+        for record in self._drop_errors(records):
+            if record.topic() == self._topics.predictions:
+                self._add_prediction(record)
+            else:
+                self._pending.append(self._classify(record))
+        self._pause_if_full()
+        done, outputs, joined, unjoined = self._join_ready()
+        producer = self._producer
+        assert producer is not None  # noqa: S101  # set in run()
+        if done:
+            active = True
+            try:
+                producer.begin_transaction()
+                for topic, key, value, headers in outputs:
+                    self._produce(producer, topic, key, value, headers)
+                if self._crash.enabled:
+                    producer.flush(_TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
+                    self._crash.hit("after-join-before-commit")
+            except KafkaException as exc:
+                self._give_up_transaction(exc)
+        budget = self._options.batch_size * _LEARN_BUDGET_FACTOR
+        if max_examples is not None:
+            budget = min(budget, max_examples - summary.examples_learned)
+        learned = self._learn_available(budget, summary) if budget > 0 else 0
+        if learned:
+            active = True
+            if self._crash.enabled:
+                self._crash.hit("after-learn-before-snapshot")
+        if self._cadence.due(time.monotonic()):
+            self._publish_snapshot(summary)
+            if self._crash.enabled:
+                self._crash.hit("after-snapshot-before-commit")
+        if done:
+            consumer = self._consumer
+            assert consumer is not None  # noqa: S101  # set in run()
+            try:
+                producer.send_offsets_to_transaction(
+                    _next_offsets(done), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+                )
+                _commit_transaction(producer)
+            except KafkaException as exc:
+                self._give_up_transaction(exc)
+            self.metrics.transactions.labels("committed").inc()
+            self._count_join(joined, unjoined, summary)
+            if self._crash.enabled:
+                self._crash.hit("after-commit")
+        return active
+
+    def _give_up_transaction(self, exc: KafkaException) -> None:
+        # The window already counts this batch's labels as joined: rather than unpick that,
+        # stop; the restarted learner rebuilds the window from what was committed.
+        self.metrics.transactions.labels("failed").inc()
+        raise FatalError(
+            f"join transaction failed ({exc.args[0]}): stopping without committing; the "
+            "restarted learner resumes from the last committed batch"
+        ) from exc
+
+    @staticmethod
+    def _produce(
+        producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:  # fmt: skip
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+
+    def _drop_errors(self, records: list[Message]) -> list[Message]:
+        good = []
+        for record in records:
+            err = record.error()
+            if err is None:
+                good.append(record)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise FatalError(f"consumer failed for good: {err}")
+                logger.warning("consume error: %s", err)
+        return good
+
+    # -- join stage ----------------------------------------------------------------------
+
+    def _add_prediction(self, record: Message) -> None:
+        timestamp_ms = record.timestamp()[1]
+        partition = record.partition()
+        if timestamp_ms > self._predictions_read.get(partition, -1):
+            self._predictions_read[partition] = timestamp_ms
+        raw = record.value()
+        try:
+            data = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            return  # not ours to dead-letter: the scorer wrote it
+        if not isinstance(data, dict) or data.get("model") != self._model:
+            return
+        try:
+            prediction = decode(PredictionMade, raw)
+        except DecodeError as exc:
+            logger.debug("unreadable prediction at %s/%d: %s", record.topic(), record.offset(), exc)
+            return
+        self._window.add_prediction(prediction, timestamp_ms)
+        self.metrics.window_predictions.set(len(self._window))
+
+    def _classify(self, record: Message) -> _Pending:
+        now = time.monotonic()
+        raw = record.value()
+        try:
+            data = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("model") not in (None, self._model):
+            return _Pending(record, None, now)  # another model's learner takes it
+        try:
+            return _Pending(record, decode(LabelObserved, raw), now)
+        except DecodeError as exc:
+            return _Pending(record, None, now, dead_letter=exc)
+
+    def _pause_if_full(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        full = len(self._pending) >= self._options.max_pending_labels
+        if full != self._paused:
+            feedback = [tp for tp in consumer.assignment() if tp.topic == self._topics.feedback]
+            (consumer.pause if full else consumer.resume)(feedback)
+            self._paused = full
+
+    def _caught_up(self, timestamp_ms: int) -> bool:
+        """Whether every prediction up to `timestamp_ms` has been read (or all there is)."""
+        consumer = self._consumer
+        assert consumer is not None  # noqa: S101  # set in run()
+        behind = [p for p, ts in self._predictions_read.items() if ts < timestamp_ms]
+        if not behind:
+            return True
+        topic = self._topics.predictions
+        positions = consumer.position([TopicPartition(topic, p) for p in behind])
+        for tp in positions:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            except KafkaException:
+                return False
+            if high > low and (tp.offset < 0 or tp.offset < high):
+                return False
+        return True
+
+    def _join_ready(
+        self,
+    ) -> tuple[list[Message], list[tuple[str, bytes | None, bytes | None, Any]], list[Joined], list[str]]:
+        """Join the held labels, in order, as far as the predictions read allow."""
+        done: list[Message] = []
+        outputs: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        joined: list[Joined] = []
+        unjoined: list[str] = []
+        pending = self._pending
+        now = time.monotonic()
+        caught_up_to = -1
+        while pending:
+            item = pending[0]
+            record = item.record
+            if item.label is None:
+                if item.dead_letter is not None:
+                    exc = item.dead_letter
+                    outputs.append(self._dead_letter(record, exc.error_class, exc.reason))
+                    unjoined.append(exc.error_class)
+                done.append(pending.popleft().record)
+                continue
+            timestamp_ms = record.timestamp()[1]
+            if timestamp_ms > caught_up_to:
+                if not self._caught_up(timestamp_ms) and now - item.arrived < _CATCH_UP_WAIT_S:
+                    break
+                caught_up_to = timestamp_ms
+            pending.popleft()
+            decision = self._window.join_one(item.label, timestamp_ms)
+            if isinstance(decision, Joined):
+                example = decision.example
+                outputs.append((self._topics.examples, example.request_id.encode(),
+                                encode(example), None))
+                if decision.outcome is not None:
+                    outputs.append((self._topics.outcomes, record.key(),
+                                    encode(decision.outcome), None))
+                joined.append(decision)
+            else:
+                outputs.append(self._dead_letter(record, decision.reason, decision.detail))
+                unjoined.append(decision.reason)
+            done.append(record)
+        self.metrics.window_predictions.set(len(self._window))
+        return done, outputs, joined, unjoined
+
+    def _dead_letter(
+        self, record: Message, error_class: str, reason: str
+    ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        letter = DeadLetter(
+            error_class=error_class, reason=reason, source_topic=record.topic() or "",
+            source_partition=record.partition() or 0, source_offset=record.offset() or 0,
+            worker=self._options.worker_id,
+        )  # fmt: skip
+        return (self._topics.dead_letters, record.key(), record.value(), letter.to_headers())
+
+    def _count_join(self, joined: list[Joined], unjoined: list[str], summary: LearnSummary) -> None:
+        model = self._model
+        for decision in joined:
+            source = "prediction" if decision.outcome is not None else "feedback"
+            self.metrics.labels_joined.labels(model, source).inc()
+        for reason in unjoined:
+            self.metrics.labels_unjoined.labels(model, reason).inc()
+        summary.labels_joined += len(joined)
+        summary.labels_unjoined += len(unjoined)
+
+    # -- learn stage ---------------------------------------------------------------------
+
+    def _learn_available(self, budget: int, summary: LearnSummary) -> int:
+        examples = self._examples
+        assert examples is not None  # noqa: S101  # set in run()
+        records = examples.consume(min(budget, 10_000), 0)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        estimator, model, prequential = self._estimator, self._model, self._prequential
+        learned = 0
+        for record in records:
+            err = record.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("examples read error: %s", err)
+                continue
+            example = read_example(record.value(), model)
+            if example is not None:
+                learn_example(estimator, example[0], example[1], prequential)
+                learned += 1
+            self._next_offset = record.offset() + 1
+        summary.learn_seconds += time.perf_counter() - started
+        if learned:
+            self._examples_seen += learned
+            summary.examples_learned += learned
+            self._cadence.learned(learned)
+            version = str(self._version)
+            self.metrics.examples_learned.labels(model, version).inc(learned)
+            assert prequential is not None  # noqa: S101  # set by _load_model
+            for name, value in prequential.values().items():
+                self.metrics.prequential.labels(model, version, name).set(value)
+        self.metrics.examples_offset.labels(model).set(self._next_offset)
+        summary.next_offset = self._next_offset
+        return learned
+
+    def _publish_snapshot(self, summary: LearnSummary) -> None:
+        assert self._prequential is not None  # noqa: S101  # set by _load_model
+        snapshot = self._snapshot + 1
+        record = self._registry.publish_snapshot(
+            self._model, self._version, snapshot, self._estimator,
+            metrics=self._prequential.values(), examples_seen=self._examples_seen,
+            lineage={self._lineage_key: self._next_offset},
+        )  # fmt: skip
+        self._snapshot = snapshot
+        self._cadence.published(time.monotonic())
+        summary.snapshots_published += 1
+        summary.last_snapshot = snapshot
+        self.metrics.snapshots_published.labels(self._model, str(self._version)).inc()
+        logger.info(
+            "published %s@%d#%d at examples offset %d (%d examples seen, sha256 %s)",
+            self._model, self._version, snapshot, self._next_offset, self._examples_seen,
+            record.artifact.sha256[:12],
+        )  # fmt: skip
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def _shutdown(self, clean: bool, summary: LearnSummary) -> None:
+        consumer, examples, producer = self._consumer, self._examples, self._producer
+        try:
+            if clean and self._cadence.changed > 0:
+                self._publish_snapshot(summary)
+        finally:
+            summary.next_offset = self._next_offset
+            summary.metrics = self._prequential.values() if self._prequential else None
+            for client in (consumer, examples):
+                if client is not None:
+                    client.close()
+            if producer is not None and clean:
+                producer.flush(self._options.shutdown_timeout_s)
+            self._consumer = self._examples = None
+            self._producer = None
+            self.metrics.ready.set(0)
+            logger.info("learner stopped (%s)", "clean" if clean else "after a failure")
+
+
+def _next_offsets(records: list[Message]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for record in records:
+        highest[(record.topic(), record.partition())] = record.offset()
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def _commit_transaction(producer: Producer) -> None:
+    for attempt in range(3):
+        try:
+            producer.commit_transaction(_TXN_TIMEOUT_S)
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.retriable() and attempt < 2:
+                continue
+            raise

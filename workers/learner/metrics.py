@@ -1,0 +1,64 @@
+"""The learner's metrics, built on an injected registry so that tests read fresh ones."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class LearnerMetrics:
+    """Every metric of a learner process, named `riverrun_learner_<what>_<unit>`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.labels_joined = Counter(
+            "riverrun_learner_labels_joined",
+            "Labels joined with their features and written to the examples log.",
+            ["model", "source"],
+            registry=r,
+        )
+        self.labels_unjoined = Counter(
+            "riverrun_learner_labels_unjoined",
+            "Labels dead-lettered because they could not be joined, by reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.examples_learned = Counter(
+            "riverrun_learner_examples_learned",
+            "Examples learned (test-then-train), in log order.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.snapshots_published = Counter(
+            "riverrun_learner_snapshots_published",
+            "Snapshots published to the registry.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.prequential = Gauge(
+            "riverrun_learner_prequential",
+            "Prequential (test-then-train) metric of a version since the learner started.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.transactions = Counter(
+            "riverrun_learner_transactions",
+            "Join transactions by how they ended.",
+            ["outcome"],
+            registry=r,
+        )
+        self.window_predictions = Gauge(
+            "riverrun_learner_window_predictions",
+            "Predictions held in the join window.",
+            registry=r,
+        )
+        self.examples_offset = Gauge(
+            "riverrun_learner_examples_offset",
+            "Next offset of the examples log to learn.",
+            ["model"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "riverrun_learner_ready", "1 when the learner has a model and its partitions.",
+            registry=r,
+        )  # fmt: skip

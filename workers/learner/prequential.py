@@ -1,0 +1,123 @@
+"""Test-then-train learning of one example, its metrics, and when to publish a snapshot.
+
+`learn_example` is the only way riverrun teaches a model: predict, score, then `learn_one`, one
+example at a time in log order. The learner and `riverrun models verify` both call it, so a
+replay of the examples log reproduces a snapshot's bytes exactly (`learn_many` is not a
+sequence of `learn_one`: river #651).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import base
+from river import metrics as river_metrics
+
+from workers.learner.join import Task
+
+# Names in snapshot records and metric labels; the River class behind each, by task.
+_METRICS: dict[str, dict[str, type[river_metrics.base.Metric]]] = {
+    "binary": {
+        "accuracy": river_metrics.Accuracy,
+        "log_loss": river_metrics.LogLoss,
+        "roc_auc": river_metrics.ROCAUC,
+        "f1": river_metrics.F1,
+    },
+    "multiclass": {
+        "accuracy": river_metrics.Accuracy,
+        "cross_entropy": river_metrics.CrossEntropy,
+        "macro_f1": river_metrics.MacroF1,
+    },
+    "regression": {
+        "mae": river_metrics.MAE,
+        "rmse": river_metrics.RMSE,
+        "r2": river_metrics.R2,
+    },
+}
+
+
+def is_classifier(estimator: Any) -> bool:
+    """Whether a River estimator (or pipeline, judged by its final step) is a classifier."""
+    return isinstance(estimator, base.Classifier) or (
+        not isinstance(estimator, base.Regressor) and hasattr(estimator, "predict_proba_one")
+    )
+
+
+def task_of(estimator: Any, declared: str | None = None) -> Task:
+    """The task a model is learned for: as released when known, else from the estimator."""
+    if declared in ("binary", "multiclass", "regression"):
+        return declared  # type: ignore[return-value]  # narrowed by the membership test
+    return "binary" if is_classifier(estimator) else "regression"
+
+
+class Prequential:
+    """Prequential (test-then-train) metrics of one version, suited to its task."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.metrics = {name: cls() for name, cls in _METRICS[task].items()}
+        self.count = 0
+
+    def update(self, label: Any, prediction: Any, proba: dict[Any, float] | None) -> None:
+        """Score one prediction made before learning its label."""
+        self.count += 1
+        for metric in self.metrics.values():
+            if proba is None or getattr(metric, "requires_labels", True):
+                if prediction is not None:
+                    metric.update(label, prediction)
+            else:
+                metric.update(label, proba)
+
+    def values(self) -> dict[str, float]:
+        """Every metric's current value, plus the number of examples scored."""
+        out = {name: float(metric.get()) for name, metric in self.metrics.items()}
+        out["examples"] = float(self.count)
+        return out
+
+
+def learn_example(
+    estimator: Any, features: dict[str, Any], label: Any, prequential: Prequential | None
+) -> None:
+    """Predict, score the prediction (when metrics are kept), then learn: one example.
+
+    The prediction is made even when `prequential` is None, because predicting can change a
+    River model (unseen features get weights); replays must make the same calls to match.
+    """
+    if is_classifier(estimator):
+        proba = estimator.predict_proba_one(features)
+        # River's own `predict_one`: the most probable class, the first one on a tie.
+        prediction = max(proba, key=proba.get) if proba else None
+    else:
+        proba = None
+        prediction = estimator.predict_one(features)
+    if prequential is not None:
+        prequential.update(label, prediction, proba)
+    estimator.learn_one(features, label)
+
+
+@dataclass
+class SnapshotCadence:
+    """When to publish: every `every` examples or `interval_s` seconds, only if the model changed."""
+
+    every: int | None = 1000
+    interval_s: float | None = 60.0
+    last_at: float = 0.0
+    changed: int = field(default=0)
+
+    def learned(self, count: int = 1) -> None:
+        """Count examples learned since the last snapshot."""
+        self.changed += count
+
+    def due(self, now: float) -> bool:
+        """Whether a snapshot should be published now (`now` on a monotonic clock)."""
+        if self.changed <= 0:
+            return False
+        if self.every is not None and self.changed >= self.every:
+            return True
+        return self.interval_s is not None and now - self.last_at >= self.interval_s
+
+    def published(self, now: float) -> None:
+        """A snapshot went out: start counting again."""
+        self.changed = 0
+        self.last_at = now

@@ -1,0 +1,91 @@
+"""Settings of the learner: Kafka, topics, the registry and the learner's own section."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import KafkaSettings, TopicSettings
+from workers.crashpoint import LEARNER_POINTS, CrashPoints
+from workers.registry import RegistrySettings
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LearnerOptions(BaseModel):
+    """The learner's own knobs (`RIVERRUN_LEARNER__<FIELD>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(
+        default="", description="Name of the model to learn; its latest version learns."
+    )
+    snapshot_every: int | None = Field(
+        default=1000, ge=1, description="Publish a snapshot after this many examples learned."
+    )
+    snapshot_interval: float | None = Field(
+        default=60.0, gt=0, description="Publish a snapshot after this many seconds (if changed)."
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="Max records per batch.")
+    batch_timeout_ms: int = Field(
+        default=100, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
+    )
+    window_max_count: int = Field(
+        default=100_000, ge=1, description="Predictions kept for the label join, at most."
+    )
+    window_max_age_s: float = Field(
+        default=3600.0, gt=0, description="Predictions older than this (before a label) expire."
+    )
+    max_pending_labels: int = Field(
+        default=10_000, ge=1,
+        description="Labels held while predictions catch up; feedback pauses beyond this.",
+    )  # fmt: skip
+    worker_id: str = Field(
+        default_factory=_default_worker_id,
+        description="Stable id of this learner; part of its transactional id. Use the pod name.",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /metrics, /livez and /readyz; off if unset."
+    )
+    crash_at: str | None = Field(
+        default=None,
+        description="Fault injection for tests: `POINT:N` SIGKILLs the learner at the N-th pass "
+        f"of POINT ({', '.join(sorted(LEARNER_POINTS))}).",
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="Time allowed to finish, flush and commit on SIGTERM."
+    )
+
+    @field_validator("crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        CrashPoints(value, LEARNER_POINTS)  # raises with the list of known points
+        return value
+
+    @property
+    def group_id(self) -> str:
+        """One consumer group per model: one writer per model's latest version."""
+        return f"riverrun-learner-{self.model}"
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per model, so a restarted learner fences its zombie whatever its worker id."""
+        return f"riverrun-learner-{self.model}"
+
+
+class LearnerSettings(BaseSettings):
+    """Everything the `riverrun learn` process reads, from flags and `RIVERRUN_*`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    learner: LearnerOptions = Field(default_factory=LearnerOptions)
