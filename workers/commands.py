@@ -56,6 +56,12 @@ def _learn(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(subparsers)
 
 
+def _models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.registry.command import register
+
+    register(subparsers)
+
+
 def _models_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # `riverrun models` belongs to the registry; the learner adds its `verify` action to it.
     from workers.learner.command import add_verify_command
@@ -78,5 +84,5 @@ def _actions_of(
 
 
 REGISTRARS: list[Registrar] = [
-    _broker, _topics, _train, _score, _learn, _models_verify, _bench, _schemas, _demo,
+    _broker, _topics, _train, _score, _learn, _models, _models_verify, _bench, _schemas, _demo,
 ]
