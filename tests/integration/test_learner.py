@@ -1,0 +1,247 @@
+"""The learner on a real broker: River's own prequential numbers, unjoined labels dead-lettered
+with their reason, and exactly-once learning through SIGKILLs, checked byte for byte."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas import (
+    DeadLetter,
+    ExampleJoined,
+    KafkaSettings,
+    OutcomeRecorded,
+    SnapshotPublished,
+    TopicSettings,
+    decode,
+)
+from workers.learner import Learner, LearnerOptions, LearnerSettings, verify_snapshot
+from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+
+from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
+
+SIGNING_KEY = "learner-test-key"
+SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
+RIVER_PHISHING_ACCURACY = 0.8928  # river.evaluate.progressive_val_score, same pipeline and data
+
+
+def registry_settings() -> RegistrySettings:
+    return RegistrySettings(signing_key=SIGNING_KEY)  # type: ignore[arg-type]  # str -> SecretStr
+
+
+def release(kafka: KafkaSettings, topics: TopicSettings, name: str) -> SnapshotPublished:
+    """Version 1 of `name`, untrained (no warm start), with its snapshot 0."""
+    with Registry(kafka, topics, registry_settings()) as registry:
+        _, snapshot = registry.release(name, SPEC, build_estimator(SPEC))
+    return snapshot
+
+
+def one_partition_feedback(
+    kafka: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str]
+) -> TopicSettings:
+    """The same topics with a one-partition feedback topic, so label order is total."""
+    name = unique("feedback-1p")
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(name, num_partitions=1)]).values():
+        future.result(timeout=30)
+    return topics.model_copy(update={"feedback": name})
+
+
+def label_payload(request_id: str, model: str, label: Any, features: dict[str, Any] | None) -> bytes:
+    event: dict[str, Any] = {"request_id": request_id, "model": model, "label": label,
+                             "observed_at": "2026-01-01T00:00:00+00:00"}
+    if features is not None:
+        event["features"] = features
+    return orjson.dumps(event)
+
+
+def labels_of(data: list[tuple[dict[str, float], bool]], model: str) -> list[tuple[bytes, bytes]]:
+    return [(f"req-{i}".encode(), label_payload(f"req-{i}", model, y, x))
+            for i, (x, y) in enumerate(data)]
+
+
+def learner_settings(
+    kafka: KafkaSettings, topics: TopicSettings, model: str, **options: Any
+) -> LearnerSettings:
+    return LearnerSettings(
+        kafka=kafka, topics=topics, registry=registry_settings(),
+        learner=LearnerOptions(model=model, worker_id="in-process", **options),
+    )  # fmt: skip
+
+
+def latest(kafka: KafkaSettings, topics: TopicSettings, model: str) -> SnapshotPublished:
+    with Registry(kafka, topics, registry_settings()) as registry:
+        snapshot = registry.refresh().latest_snapshot(model)
+    assert snapshot is not None
+    return snapshot
+
+
+def test_prequential_accuracy_on_phishing_equals_rivers_progressive_validation(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "phish")
+    produce(kafka_settings, topics.feedback, labels_of(phishing, "phish"))  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "phish", snapshot_every=500)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        summary = Learner(settings, registry).run(max_examples=len(phishing), idle_timeout=60)
+        assert summary.examples_learned == len(phishing)
+        assert summary.labels_joined == len(phishing) and summary.labels_unjoined == 0
+        assert summary.metrics is not None
+        assert summary.metrics["accuracy"] * 100 == pytest.approx(
+            RIVER_PHISHING_ACCURACY * 100, abs=0.01
+        )
+        assert summary.snapshots_published == 3  # at 500, 1000, and the last 250 at exit
+        final = latest(kafka_settings, topics, "phish")
+        assert final.metrics["accuracy"] == summary.metrics["accuracy"]
+        assert final.examples_seen == len(phishing)
+        assert final.lineage == {f"{topics.examples}:0": summary.next_offset}
+        verdict = verify_snapshot(registry, kafka_settings, topics, f"phish@1#{final.snapshot}")
+        assert verdict.matches, verdict
+        assert verdict.examples == len(phishing)
+    examples = read_all(kafka_settings, topics.examples, at_least=len(phishing))
+    learned = [decode(ExampleJoined, r.value) for r in examples]
+    assert [e.request_id for e in learned] == [f"req-{i}" for i in range(len(phishing))]
+
+
+def prediction_payload(i: int, model: str, features: dict[str, float]) -> bytes:
+    return orjson.dumps({
+        "request_id": f"req-{i}", "model": model, "version": 1, "snapshot": 0,
+        "route": "champion", "prediction": True, "proba": {"True": 0.7, "False": 0.3},
+        "features": features, "scored_at": datetime.now(UTC).isoformat(), "latency_ms": 1.0,
+    })  # fmt: skip
+
+
+def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_reason(
+    kafka_settings: KafkaSettings, topics: TopicSettings,
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    release(kafka_settings, topics, "joiner")
+    produce(kafka_settings, topics.predictions, [
+        (f"req-{i}".encode(), prediction_payload(i, "joiner", phishing[i][0])) for i in range(20)
+    ] + [(b"req-x", prediction_payload(99, "someone-else", phishing[0][0]))])  # fmt: skip
+    feedback: list[tuple[bytes | None, bytes | None]] = [
+        (f"req-{i}".encode(), label_payload(f"req-{i}", "joiner", phishing[i][1], None))
+        for i in range(20)
+    ]
+    feedback += [
+        (b"req-404", label_payload("req-404", "joiner", True, None)),  # never predicted
+        (b"req-3", label_payload("req-3", "joiner", False, None)),  # a second label
+        (b"req-99", label_payload("req-99", "joiner", True, None)),  # another model's request
+        (b"req-5", label_payload("req-5", "someone-else", True, None)),  # not this learner's
+        (b"junk", b"{not json"),
+    ]
+    where = produce(kafka_settings, topics.feedback, feedback)
+
+    settings = learner_settings(kafka_settings, topics, "joiner")
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        summary = Learner(settings, registry).run(idle_timeout=5)
+    assert summary.labels_joined == 20 and summary.examples_learned == 20
+    assert summary.labels_unjoined == 4
+
+    examples = [decode(ExampleJoined, r.value) for r in
+                read_all(kafka_settings, topics.examples, at_least=20)]
+    assert sorted(e.request_id for e in examples) == sorted(f"req-{i}" for i in range(20))
+    assert all(e.features == phishing[int(e.request_id[4:])][0] for e in examples)
+    outcomes = [decode(OutcomeRecorded, r.value) for r in
+                read_all(kafka_settings, topics.outcomes, at_least=20)]
+    assert len(outcomes) == 20
+    assert all(o.version == 1 and o.route == "champion" for o in outcomes)
+
+    letters = read_all(kafka_settings, topics.dead_letters, at_least=4)
+    reasons = Counter(DeadLetter.from_headers(list(r.headers.items())).error_class for r in letters)
+    assert reasons == {"UnknownRequest": 2, "DuplicateLabel": 1, "NotJson": 1}
+    by_offset = {DeadLetter.from_headers(list(r.headers.items())).source_offset: r for r in letters}
+    for index in (20, 21, 22, 24):
+        partition, offset = where[index]
+        letter = by_offset[offset]
+        assert letter.value == feedback[index][1]  # the original bytes
+        assert DeadLetter.from_headers(list(letter.headers.items())).source_partition == partition
+
+
+@pytest.mark.requires("read_committed")
+def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]], tmp_path: Path,
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "killed")
+    release(kafka_settings, topics, "calm")
+    labels = labels_of(phishing, "killed")
+    chunks = [labels[i:i + 250] for i in range(0, len(labels), 250)]
+
+    def start(crash_at: str | None, *extra: str) -> ScorerProcess:
+        argv = [
+            RIVERRUN, "--log-format", "text", "learn",
+            "--bootstrap-servers", kafka_settings.bootstrap_servers,
+            "--topic-feedback", topics.feedback, "--topic-predictions", topics.predictions,
+            "--topic-examples", topics.examples, "--topic-outcomes", topics.outcomes,
+            "--topic-dead-letters", topics.dead_letters, "--topic-models", topics.models,
+            "--topic-artifacts", topics.artifacts, "--signing-key", SIGNING_KEY,
+            "--model", "killed", "--snapshot-every", "60", "--batch-size", "40", *extra,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        if crash_at:
+            env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
+        return ScorerProcess(argv, env, tmp_path / f"learner-{len(runs)}.log")
+
+    runs: list[ScorerProcess] = []
+    crashes = ["after-learn-before-snapshot:3", "after-snapshot-before-commit:2",
+               "after-join-before-commit:4"]
+    try:
+        for crash_at, chunk in zip(crashes, chunks, strict=False):
+            produce(kafka_settings, topics.feedback, chunk)  # type: ignore[arg-type]
+            runs.append(start(crash_at))
+            assert runs[-1].wait(120) == -signal.SIGKILL, runs[-1].output()
+            assert f"crash point {crash_at.split(':')[0]} reached" in runs[-1].output()
+        # A SIGKILL from outside, at no chosen point, while feedback flows.
+        runs.append(start(None))
+        produce(kafka_settings, topics.feedback, chunks[3])  # type: ignore[arg-type]
+        before = latest(kafka_settings, topics, "killed").snapshot
+        wait_for(lambda: latest(kafka_settings, topics, "killed").snapshot > before + 1, 120,
+                 "two more snapshots before the SIGKILL")
+        runs[-1].signal(signal.SIGKILL)
+        assert runs[-1].wait(30) == -signal.SIGKILL
+        produce(kafka_settings, topics.feedback, chunks[4])  # type: ignore[arg-type]
+        runs.append(start(None, "--idle-timeout", "5"))
+        assert runs[-1].wait(180) == 0, runs[-1].output()
+    finally:
+        for run in runs:
+            run.close()
+
+    # The same feedback, learned by a learner nobody interrupted.
+    produce(kafka_settings, topics.feedback, labels_of(phishing, "calm"))  # type: ignore[arg-type]
+    settings = learner_settings(kafka_settings, topics, "calm", snapshot_every=60)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        summary = Learner(settings, registry).run(idle_timeout=5)
+    assert summary.examples_learned == len(phishing)
+
+    killed, calm = latest(kafka_settings, topics, "killed"), latest(kafka_settings, topics, "calm")
+    assert killed.examples_seen == calm.examples_seen == len(phishing)
+    assert killed.artifact.sha256 == calm.artifact.sha256
+    examples = [orjson.loads(r.value) for r in read_all(kafka_settings, topics.examples,
+                                                           at_least=2 * len(phishing))]
+    assert Counter(e["model"] for e in examples) == {"killed": len(phishing), "calm": len(phishing)}
+
+    verify = subprocess.run(
+        [RIVERRUN, "models", "verify", f"killed@1#{killed.snapshot}",
+         "--bootstrap-servers", kafka_settings.bootstrap_servers,
+         "--topic-models", topics.models, "--topic-artifacts", topics.artifacts,
+         "--topic-examples", topics.examples, "--signing-key", SIGNING_KEY],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith(f"OK killed@1#{killed.snapshot}")
+    assert killed.artifact.sha256 in verify.stdout
