@@ -122,26 +122,53 @@ def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
         return None
 
 
+def _watermarks(consumer: Any, partition: Any, deadline: float) -> tuple[int, int]:
+    """A partition's (low, high) offsets, retrying while a new topic's leader is elected."""
+    from confluent_kafka import KafkaException
+
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                partition, timeout=max(0.5, deadline - time.monotonic())
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if time.monotonic() >= deadline or not _transient(error):
+                raise RetryableError(
+                    f"cannot read the end of {partition.topic}[{partition.partition}]: {exc}"
+                ) from exc
+            time.sleep(0.1)  # back off before asking again; the leader is being elected
+
+
+def _transient(error: Any) -> bool:
+    from confluent_kafka import KafkaError
+
+    return bool(error.retriable()) or error.code() in {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+
+
 def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> list[RegistryRecord]:
     """Every registry record from the beginning to the end of the topic at the time of the call.
 
     The end is each partition's high watermark when the call starts; because some brokers
     (Tansu) report watermarks wrongly, reading also stops after a short quiet period.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(_reader_config(kafka))
     records: list[RegistryRecord] = []
     try:
         partitions = _partitions(consumer, topic, timeout)
         ends: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
         for partition in partitions:
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout
-                )
-            except KafkaException as exc:
-                raise RetryableError(f"cannot read the end of {topic}: {exc}") from exc
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
         if not ends:
