@@ -1,4 +1,4 @@
-"""Artifacts are checked (size, signature, digest) before unpickling, then unpickled restrictively."""
+"""Artifacts are checked (size, signature, digest) before unpickling, then restrictively."""
 
 from __future__ import annotations
 

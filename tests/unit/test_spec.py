@@ -31,7 +31,9 @@ def test_constants_lists_and_negative_numbers() -> None:
     model = build_estimator(spec("ARFClassifier(n_models=3, seed=-1, max_features='sqrt')"))
     assert isinstance(model, forest.ARFClassifier)
     assert model.n_models == 3 and model.seed == -1 and model.max_features == "sqrt"
-    hashed = build_estimator(spec("OneHotEncoder | LinearRegression(l2=0.1)", "regression", "float"))
+    hashed = build_estimator(
+        spec("OneHotEncoder | LinearRegression(l2=0.1)", "regression", "float")
+    )
     assert isinstance(hashed, compose.Pipeline)
 
 

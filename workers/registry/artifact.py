@@ -158,7 +158,7 @@ class KafkaArtifactStore:
         for index in range(count):
             chunk = data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
             key = f"{model}/{version:010d}/{snapshot:012d}/{artifact_id}/{index:06d}".encode()
-            headers = [
+            headers: list[tuple[str, str | bytes | None]] = [
                 (_HEADER_ID, artifact_id.encode()),
                 (_HEADER_CHUNK, str(index).encode()),
                 (_HEADER_COUNT, str(count).encode()),
@@ -210,12 +210,13 @@ class KafkaArtifactStore:
             deadline = time.monotonic() + self.timeout
             while len(chunks) < count and time.monotonic() < deadline:
                 for msg in consumer.consume(min(count, 100), 0.5):
-                    if msg.error() is not None:
-                        raise ArtifactUnavailable(f"reading {location}: {msg.error().str()}")
+                    error = msg.error()
+                    if error is not None:
+                        raise ArtifactUnavailable(f"reading {location}: {error.str()}")
                     headers = dict(msg.headers() or [])
-                    if artifact_id and headers.get(_HEADER_ID, b"").decode() != artifact_id:
+                    if artifact_id and _header(headers, _HEADER_ID) != artifact_id:
                         continue
-                    index = int(headers.get(_HEADER_CHUNK, b"-1"))
+                    index = int(_header(headers, _HEADER_CHUNK) or "-1")
                     if index < 0 or index >= count or index in chunks:
                         continue
                     value = msg.value() or b""
@@ -233,6 +234,13 @@ class KafkaArtifactStore:
                 f"{self.timeout}s; was the topic compacted or truncated?"
             )
         return b"".join(chunks[i] for i in range(count))
+
+
+def _header(headers: dict[str, Any], name: str) -> str:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
 
 
 def parse_kafka_location(location: str) -> tuple[str, int, int, int, str | None]:

@@ -185,13 +185,14 @@ def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> li
             elif now - quiet_since > _QUIET_SECONDS:
                 break
             for msg in batch:
-                if msg.error() is not None:
+                part, offset = msg.partition(), msg.offset()
+                if msg.error() is not None or part is None or offset is None:
                     continue
-                record = _decode_or_skip(msg.value(), f"{topic}/{msg.partition()}/{msg.offset()}")
+                record = _decode_or_skip(msg.value(), f"{topic}/{part}/{offset}")
                 if record is not None:
                     records.append(record)
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    done.add(msg.partition())
+                if offset + 1 >= ends.get(part, 0):
+                    done.add(part)
         return records
     finally:
         consumer.close()
@@ -277,7 +278,7 @@ class Registry:
         examples_seen: int = 0,
         lineage: dict[str, int] | None = None,
     ) -> SnapshotPublished:
-        """Write a snapshot's artifact and its record; bytes are taken as an already-dumped model."""
+        """Write a snapshot's artifact and its record; `bytes` are taken as a dumped model."""
         signer = self.signer
         data = (
             bytes(estimator_or_bytes)
@@ -303,7 +304,7 @@ class Registry:
         self._produce([policy])
 
     def load(self, snapshot: SnapshotPublished) -> Any:
-        """Fetch a snapshot's artifact and open it (size, signature, digest, restricted unpickle)."""
+        """Fetch a snapshot's artifact and open it: size, signature, digest, restricted unpickle."""
         ref = snapshot.artifact
         store = store_for_location(ref.location, self.kafka)
         data = store.get(ref.location, ref.size, self.settings.max_artifact_bytes)

@@ -201,7 +201,8 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps({"version": released.model_dump(mode="json"),
                           "snapshots": [s.model_dump(mode="json") for s in snapshots]}, indent=2))
         return 0
-    print(f"{name}@{released.version}  task {released.task}  released {released.released_at:%Y-%m-%d %H:%M:%S}")
+    print(f"{name}@{released.version}  task {released.task}  "
+          f"released {released.released_at:%Y-%m-%d %H:%M:%S}")
     print(f"  pipeline: {released.spec.get('pipeline')}")
     if released.description:
         print(f"  description: {released.description}")

@@ -75,7 +75,8 @@ class ModelSpec(BaseModel):
     pipeline: str = Field(
         min_length=1,
         max_length=_MAX_SPEC_CHARS,
-        description="River pipeline, e.g. `StandardScaler | LogisticRegression(optimizer=SGD(0.05))`.",
+        description="River pipeline, e.g. "
+        "`StandardScaler | LogisticRegression(optimizer=SGD(0.05))`.",
     )
     task: Literal["binary", "multiclass", "regression"] = Field(description="What is predicted.")
     label_type: Literal["bool", "int", "str", "float"] = Field(description="Type of the label.")
@@ -99,7 +100,8 @@ def allowed_classes() -> dict[str, type]:
 
 
 def _refuse(what: str, node: ast.AST | None = None) -> SpecError:
-    where = f" at column {node.col_offset + 1}" if node is not None and hasattr(node, "col_offset") else ""
+    column = getattr(node, "col_offset", None)
+    where = f" at column {column + 1}" if column is not None else ""
     return SpecError(
         f"spec pipeline: {what}{where}. A pipeline is `A | B(...)` of allowed River classes "
         f"called with constants; allowed classes: {', '.join(sorted(allowed_classes()))}"
@@ -135,7 +137,9 @@ def _value(node: ast.AST) -> Any:
         try:
             return cls(*args, **kwargs)
         except (TypeError, ValueError) as exc:
-            raise SpecError(f"spec pipeline: {cls.__name__}(...) refused its arguments: {exc}") from exc
+            raise SpecError(
+                f"spec pipeline: {cls.__name__}(...) refused its arguments: {exc}"
+            ) from exc
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _value(node.left) | _value(node.right)
     raise _refuse(f"`{ast.unparse(node)}` ({type(node).__name__}) is not allowed", node)
@@ -167,7 +171,9 @@ def build_estimator(spec: ModelSpec) -> Any:
     try:
         tree = ast.parse(spec.pipeline.strip(), mode="eval")
     except SyntaxError as exc:
-        raise SpecError(f"spec pipeline is not a valid expression: {exc.msg} (column {exc.offset})") from exc
+        raise SpecError(
+            f"spec pipeline is not a valid expression: {exc.msg} (column {exc.offset})"
+        ) from exc
     estimator = _value(tree.body)
     if isinstance(estimator, int | float | str | list | tuple) or estimator is None:
         raise _refuse("the pipeline must build an estimator, not a constant")
@@ -212,14 +218,13 @@ def load_spec(path: Path) -> ModelSpec:
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from exc
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise SpecError(f"spec file {path} is not valid YAML or JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise SpecError(f"spec file {path} must hold a mapping with `pipeline`, `task`, `label_type`")
+        raise SpecError(
+            f"spec file {path} must hold a mapping with `pipeline`, `task` and `label_type`"
+        )
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:
