@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 _COMPACTED = {"cleanup.policy": "compact"}
 _REGISTRY_ROLES = {"models", "artifacts"}
 # Logs whose order is the contract: one partition each (the learner's examples).
-_SINGLE_PARTITION = frozenset({"models", "examples"})
+# The artifacts topic too: a snapshot's chunks are found by one partition and a first offset.
+_SINGLE_PARTITION = frozenset({"models", "examples", "artifacts"})
 
 
 class TopicAdminSettings(BaseSettings):
@@ -44,7 +45,7 @@ def create_topics(
     admin = AdminClient(kafka.client_config())
     wanted = []
     for role, name in topics.all().items():
-        config = dict(_COMPACTED) if role == "models" else {}
+        config = dict(_COMPACTED) if role in _REGISTRY_ROLES else {}
         count = 1 if role in _SINGLE_PARTITION else partitions
         wanted.append(NewTopic(name, num_partitions=count, replication_factor=replication_factor,
                                config=config))

@@ -167,3 +167,23 @@ def test_models_cli(kafka_settings: KafkaSettings, topics: TopicSettings, tmp_pa
     assert sorted(kinds) == ["snapshot", "snapshot", "version", "version"]
     text = _cli(kafka_settings, topics, "history", "phish").stdout
     assert "version  phish@2" in text and "snapshot phish@1#0" in text
+
+
+def test_topics_create_makes_the_artifacts_topic_compacted_with_one_partition(
+    kafka_settings: KafkaSettings, unique: Any
+) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from workers.topics import create_topics
+
+    suffix = unique("reg")
+    names = TopicSettings(
+        **{role: f"{name}-{suffix}" for role, name in TopicSettings().all().items()}
+    )
+    assert create_topics(kafka_settings, names, partitions=2)[names.artifacts] == "created"
+    admin = AdminClient(kafka_settings.client_config())
+    metadata = admin.list_topics(names.artifacts, timeout=15)
+    assert len(metadata.topics[names.artifacts].partitions) == 1
+    resource = ConfigResource(ConfigResource.Type.TOPIC, names.artifacts)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert config["cleanup.policy"].value == "compact"
