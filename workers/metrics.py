@@ -77,6 +77,25 @@ class ScorerMetrics:
             ["model", "version", "snapshot"],
             registry=r,
         )
+        self.refused_snapshots = Counter(
+            "riverrun_scorer_refused_snapshots",
+            "Snapshots refused at loading (bad size, signature, digest or class), by reason.",
+            ["model", "error_class"],
+            registry=r,
+        )
+        self.snapshot_load_seconds = Histogram(
+            "riverrun_scorer_snapshot_load_seconds",
+            "Time to fetch, verify and unpickle a snapshot.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_swaps = Counter(
+            "riverrun_scorer_snapshot_swaps",
+            "Snapshots swapped in between batches.",
+            ["model"],
+            registry=r,
+        )
         self.ready = Gauge(
             "riverrun_scorer_ready", "1 when assigned partitions and a model are loaded.", registry=r
         )

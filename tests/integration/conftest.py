@@ -179,14 +179,17 @@ def start_scorer(
     started: list[ScorerProcess] = []
 
     def start(*extra: str, group: str = "scorers", worker: str | None = None,
-              env: dict[str, str] | None = None) -> ScorerProcess:
+              env: dict[str, str] | None = None, registry: bool = False) -> ScorerProcess:
+        """`registry=True` follows the models topic instead of serving the model file."""
         worker = worker or f"w{len(started)}"
+        source = (["--topic-models", topics.models, "--topic-artifacts", topics.artifacts]
+                  if registry else ["--model-file", str(model_file), "--model-name", MODEL_NAME])
         argv = [
             RIVERRUN, "--log-format", "text", "score",
             "--bootstrap-servers", kafka_settings.bootstrap_servers,
             "--topic-requests", topics.requests, "--topic-predictions", topics.predictions,
             "--topic-dead-letters", topics.dead_letters,
-            "--model-file", str(model_file), "--model-name", MODEL_NAME,
+            *source,
             "--group-id", f"{group}-{topics.requests}", "--worker-id", worker,
             "--batch-size", "200", *extra,
         ]  # fmt: skip

@@ -79,6 +79,10 @@ class FileModelSource:
     def refresh(self) -> None:
         """A file does not change while it is served."""
 
+    def unavailable_reason(self, name: str) -> str:
+        """Only the file's model is served."""
+        return f"model {name!r} is not served by this scorer (it serves {self._model.name!r})"
+
     def served(self) -> list[ServedModel]:
         """Every model this source serves."""
         return [self._model]

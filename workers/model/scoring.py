@@ -72,6 +72,10 @@ class ModelSource(Protocol):
         """Take in new snapshots; called between batches, never inside one."""
         ...
 
+    def unavailable_reason(self, name: str) -> str:
+        """Why `get(name)` gave None, for the request's dead letter."""
+        ...
+
 
 def build_scorer(estimator: Any, *, fast_path: bool = True) -> BatchScorer:
     """The fastest scorer that reproduces River's own answers for this estimator."""

@@ -97,7 +97,7 @@ def score_batch(
             model = resolved[name] = models.get(name)
             if model is None:
                 _reject(result, outputs, i, record, "UnknownModel",
-                        f"model {name!r} is not served by this scorer", options)
+                        models.unavailable_reason(name), options)
                 continue
             group = groups[name] = ([], [])
         expected = resolved[name].expected_features  # type: ignore[union-attr]  # resolved above

@@ -15,6 +15,8 @@ from workers.errors import ConfigurationError, FatalError
 from workers.health import HealthServer
 from workers.metrics import ScorerMetrics
 from workers.model import FileModelSource, ModelSource, load_model_file
+from workers.model.registry_source import RegistryModelSource
+from workers.registry import Registry, RegistrySettings
 from workers.model.model_file import ModelFileError
 from workers.scorer.loop import Scorer
 from workers.scorer.settings import ScorerOptions, ScorerSettings
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_section_flags(parser, "kafka", KafkaSettings)
     add_section_flags(parser, "topics", TopicSettings)
     add_section_flags(parser, "scorer", ScorerOptions)
+    add_section_flags(parser, "registry", RegistrySettings)
     parser.add_argument(
         "--max-messages", type=int, default=None, help="Stop after this many records (tests)."
     )
@@ -40,14 +43,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run_score)
 
 
-def model_source_for(settings: ScorerSettings) -> ModelSource:
-    """The model source the settings ask for; the file is the only one so far."""
+def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = None) -> ModelSource:
+    """A model file when one is given, else the registry on the models topic."""
     options = settings.scorer
     if options.model_file is None:
-        raise ConfigurationError(
-            "RIVERRUN_SCORER__MODEL_FILE is not set: pass --model-file PATH of a pickled "
-            "River model"
-        )
+        registry = Registry(settings.kafka, settings.topics, settings.registry)
+        registry.signer  # noqa: B018  # refuse to start without a signing key, naming it
+        return RegistryModelSource(
+            registry, metrics, cache_size=options.model_cache_size, fast_path=options.fast_path
+        ).start()
     path = Path(options.model_file)
     model = load_model_file(
         path,
@@ -61,9 +65,10 @@ def model_source_for(settings: ScorerSettings) -> ModelSource:
 
 def run_score(args: argparse.Namespace) -> int:
     """Build the settings, start the worker, stop it cleanly on a signal."""
+    metrics = ScorerMetrics()
     try:
         settings = ScorerSettings(**collect_section_flags(args))
-        models = model_source_for(settings)
+        models = model_source_for(settings, metrics)
     except ValidationError as exc:
         logger.error("bad configuration: %s", explain(exc))
         return 2
@@ -74,7 +79,6 @@ def run_score(args: argparse.Namespace) -> int:
         "effective settings",
         extra={"settings": settings.model_dump(mode="json")},
     )
-    metrics = ScorerMetrics()
     scorer = Scorer(settings, models, metrics)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -95,6 +99,9 @@ def run_score(args: argparse.Namespace) -> int:
     finally:
         if health is not None:
             health.stop()
+        stop = getattr(models, "stop", None)
+        if stop is not None:
+            stop()
     logger.info(
         "scored %d records in %d batches: %d outputs, %d dead letters",
         summary.consumed,

@@ -245,6 +245,8 @@ class Scorer:
                         break
                 records = consumer.consume(want, batch_timeout)
                 self.metrics.ready.set(1 if self.is_ready() else 0)
+                # New snapshots are swapped in here, between batches, never inside one.
+                self._models.refresh()
                 if records:
                     records = self._drop_errors(records)
                 if not records:
@@ -261,7 +263,6 @@ class Scorer:
                     self._crash.hit("after-consume")
                 if summary.first_record_at is None:
                     summary.first_record_at = last_record
-                self._models.refresh()
                 self._process(records, summary)
             clean = True
         finally:

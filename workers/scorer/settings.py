@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import KafkaSettings, TopicSettings
 from workers.crashpoint import CrashPoints
+from workers.registry.client import RegistrySettings
 
 
 def _default_worker_id() -> str:
@@ -24,7 +25,8 @@ class ScorerOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_file: Path | None = Field(
-        default=None, description="Pickled River model to serve (until the registry serves it)."
+        default=None,
+        description="Serve this pickled River model instead of following the registry.",
     )
     model_name: str | None = Field(
         default=None, description="Name the model file is served under; the file's stem if unset."
@@ -52,6 +54,9 @@ class ScorerOptions(BaseModel):
     )
     max_in_flight_batches: int = Field(
         default=4, ge=1, le=64, description="Batches produced but not yet acknowledged, at most."
+    )
+    model_cache_size: int = Field(
+        default=8, ge=1, le=1024, description="Models kept loaded at once (least recently used out)."
     )
     fast_path: bool = Field(
         default=True, description="Score linear pipelines with the vectorised NumPy path."
@@ -90,3 +95,4 @@ class ScorerSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     scorer: ScorerOptions = Field(default_factory=ScorerOptions)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
