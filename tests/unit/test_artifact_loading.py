@@ -190,3 +190,20 @@ def test_file_store_round_trip(tmp_path: Path) -> None:
 def test_dump_model_refuses_what_no_scorer_could_load() -> None:
     with pytest.raises(RefusedArtifact, match="posix.system"):
         dump_model(_RunsCode(os.system, "true"))
+
+
+def test_registry_settings_need_a_key_or_insecure_dev(caplog: pytest.LogCaptureFixture) -> None:
+    from pydantic import SecretStr
+
+    from workers.errors import ConfigurationError
+    from workers.registry import RegistrySettings
+
+    with pytest.raises(ConfigurationError, match="RIVERRUN_REGISTRY__SIGNING_KEY is not set"):
+        RegistrySettings().signer()
+    keyed = RegistrySettings(signing_key=SecretStr("k")).signer()
+    assert keyed.verify(b"x", Signer(b"k").sign(b"x"))
+    assert "s3cr3t" not in repr(RegistrySettings(signing_key=SecretStr("s3cr3t")))
+    with caplog.at_level("WARNING"):
+        dev = RegistrySettings(insecure_dev=True).signer()
+    assert "INSECURE" in caplog.text
+    assert not dev.verify(b"x", keyed.sign(b"x"))

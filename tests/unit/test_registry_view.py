@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from schemas import (
@@ -29,9 +31,12 @@ def release(model: str, version: int) -> ModelVersionReleased:
                                 task="binary")
 
 
-def snap(model: str, version: int, snapshot: int, seen: int = 0) -> SnapshotPublished:
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def snap(model: str, version: int, snapshot: int, seen: int = 0, at: int = 0) -> SnapshotPublished:
     return SnapshotPublished(model=model, version=version, snapshot=snapshot, artifact=REF,
-                             examples_seen=seen)
+                             examples_seen=seen, published_at=T0 + timedelta(seconds=at))
 
 
 def policy(model: str, sequence: int, version: int) -> PolicyChanged:
@@ -69,12 +74,20 @@ def test_versions_snapshots_and_policy() -> None:
 
 def test_older_or_duplicate_snapshots_never_replace_newer() -> None:
     view = RegistryView()
-    assert view.apply(snap("fraud", 1, 5, seen=500))
-    assert not view.apply(snap("fraud", 1, 5, seen=1))  # a duplicate keeps the first
-    assert view.apply(snap("fraud", 1, 3, seen=300))  # late, kept in the list, not the latest
+    assert view.apply(snap("fraud", 1, 5, seen=500, at=50))
+    assert not view.apply(snap("fraud", 1, 5, seen=500, at=50))  # a replayed duplicate
+    assert not view.apply(snap("fraud", 1, 5, seen=1, at=10))  # an older copy of the same id
+    assert view.apply(snap("fraud", 1, 3, seen=300, at=30))  # late: listed, not the latest
     latest = view.latest_snapshot("fraud", 1)
     assert latest is not None and latest.snapshot == 5 and latest.examples_seen == 500
     assert [s.snapshot for s in view.snapshots("fraud", 1)] == [3, 5]
+
+
+def test_a_republished_snapshot_replaces_its_older_copy() -> None:
+    view = RegistryView([snap("fraud", 1, 5, seen=500, at=50)])
+    assert view.apply(snap("fraud", 1, 5, seen=501, at=60))
+    latest = view.latest_snapshot("fraud", 1)
+    assert latest is not None and latest.examples_seen == 501
 
 
 def test_policies_only_move_forward() -> None:

@@ -1,8 +1,10 @@
 """`RegistryView`: what the `models` topic says, folded in memory from its records (no I/O).
 
-Monotonic by construction: a snapshot record that is older than (or the same as) one already
-seen for its version never replaces it, and a policy with a lower or equal sequence never
-replaces the current one, so replays, duplicates and out-of-order delivery are harmless.
+Monotonic by construction: the latest snapshot of a version is the highest snapshot id seen, so
+a late record of a lower id never replaces it; a record of an id already seen replaces it only
+when it was published later (a republished snapshot, which compaction also keeps), never when
+it is a replayed duplicate or an older copy. A policy replaces the current one only with a higher
+sequence. Replays, duplicates and out-of-order delivery are therefore harmless.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class RegistryView:
             return True
         if isinstance(record, SnapshotPublished):
             snapshots = self._snapshots.setdefault((record.model, record.version), {})
-            if record.snapshot in snapshots:
+            seen = snapshots.get(record.snapshot)
+            if seen is not None and record.published_at <= seen.published_at:
                 return False
             snapshots[record.snapshot] = record
             return True
