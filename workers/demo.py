@@ -1,9 +1,11 @@
-"""`riverrun demo`: the whole pipe on the embedded broker, from a trained model to live scoring.
+"""`riverrun demo`: the whole pipe on the embedded broker, learning while it serves.
 
-Starts Tansu, creates the topics, trains `StandardScaler | LogisticRegression` on a prefix of a
-drifting stream, starts a scorer as its own process, replays the stream (with a few malformed
-requests mixed in), shows live progress and ends with a summary. This is a composition root:
-it is the one place in `workers/` that drives the client side (`producers/`) too.
+Starts Tansu, creates the topics, releases `StandardScaler | LogisticRegression` warm-started
+on a prefix of a drifting stream, starts a scorer and a learner as their own processes, replays
+the stream with delayed labels (and a few malformed requests), shows live progress, and ends
+with a summary: the accuracy dips at the drift and recovers as snapshots roll out to the
+scorer. This is a composition root: with `train`, the one place in `workers/` that drives the
+client side (`producers/`) too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import contextlib
 import logging
 import os
-import pickle
+import secrets
 import signal
 import socket
 import statistics
@@ -35,10 +37,14 @@ from rich.table import Table
 from producers.dataset import DATASETS, describe, load
 from producers.replay import ReplaySettings, replay, request_id_for
 from schemas import KafkaSettings, TopicSettings
+from workers.registry import ModelSpec, Registry, RegistrySettings
 from workers.topics import create_topics
 from workers.train import train_linear
 
 logger = logging.getLogger(__name__)
+
+WINDOW = 500
+SPEC = "StandardScaler | LogisticRegression(optimizer=SGD(0.05))"
 
 MALFORMED_SAMPLES = [
     b"{not json",
@@ -61,6 +67,10 @@ class Tally:
     hits_before_drift: list[int] = field(default_factory=lambda: [0, 0])
     hits_after_drift: list[int] = field(default_factory=lambda: [0, 0])
     rate_window: deque[tuple[float, int]] = field(default_factory=deque)
+    served: set[tuple[int, int]] = field(default_factory=set)
+    latest_served: tuple[int, int] = (0, 0)
+    # Hits and counts per 500 records of the stream, to draw accuracy over the stream.
+    windows: dict[int, list[int]] = field(default_factory=dict)
 
     def scored_per_second(self) -> float:
         """Predictions per second over the last few seconds."""
@@ -116,12 +126,18 @@ def _read_outputs(
                 made = orjson.loads(record.value())
                 tally.predictions += 1
                 tally.latencies_ms.append(made["latency_ms"])
+                served = (made["version"], made["snapshot"])
+                tally.served.add(served)
+                tally.latest_served = max(tally.latest_served, served)
                 truth = labels.get(made["request_id"])
                 if truth is None:
                     continue
                 index, label = truth
                 hit = made["prediction"] == label
                 tally.recent_hits.append(hit)
+                window = tally.windows.setdefault(index // WINDOW, [0, 0])
+                window[0] += hit
+                window[1] += 1
                 bucket = tally.hits_after_drift if drift_at and index >= drift_at else (
                     tally.hits_before_drift)
                 bucket[0] += hit
@@ -140,6 +156,8 @@ def _view(tally: Tally, sent: int, total: int, elapsed: float, duration: float) 
     table.add_row("dead letters", f"{tally.dead_letters}")
     table.add_row("latency p50 / p99", f"{_percentile(latencies, .5):.1f} / {_percentile(latencies, .99):.1f} ms")
     table.add_row("accuracy (last 500)", f"{sum(recent) / len(recent):.1%}" if recent else "-")
+    version, snapshot = tally.latest_served
+    table.add_row("serving", f"v{version} snapshot {snapshot} ({len(tally.served)} seen)")
     table.add_row("elapsed", f"{elapsed:.0f} s of at most {duration:.0f} s")
     return table
 
@@ -161,24 +179,28 @@ def run_demo(args: argparse.Namespace) -> int:
         create_topics(kafka, topics, partitions=4)
         console.print(f"  topics     {', '.join(topics.all().values())}")
 
-        model = train_linear(args.dataset, args.train, args.seed)
-        model_file = out / f"{args.dataset}.pkl"
-        model_file.write_bytes(pickle.dumps(model))
-        console.print(f"  model      StandardScaler | LogisticRegression, trained on the first "
-                      f"{args.train:,} records of a separate seed ({model_file})")
+        # A signing key for this run only: the processes trust each other's artifacts.
+        env = {**os.environ, "RIVERRUN_REGISTRY__SIGNING_KEY": secrets.token_hex(32),
+               "RIVERRUN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        registry = Registry(kafka, topics, RegistrySettings(
+            signing_key=env["RIVERRUN_REGISTRY__SIGNING_KEY"]))
+        cleanup.callback(registry.close)
+        model = train_linear(args.dataset, args.train, args.seed, learning_rate=0.05)
+        registry.release(args.dataset, ModelSpec(pipeline=SPEC, task="binary", label_type="bool",
+                                                 description="riverrun demo"), model)
+        console.print(f"  released   {args.dataset}@1: {SPEC}, warm-started on {args.train:,} "
+                      "records of another seed")
 
         metrics_port = _free_port()
-        scorer_log = (out / "scorer.log").open("wb")
-        cleanup.callback(scorer_log.close)
-        scorer = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "--log-format", "text", "score",
-             "--bootstrap-servers", broker.bootstrap_servers, "--model-file", str(model_file),
-             "--model-name", args.dataset, "--metrics-port", str(metrics_port),
-             "--worker-id", "demo-1"],
-            stdout=scorer_log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )  # fmt: skip
-        cleanup.callback(_stop_process, scorer)
-        console.print(f"  scorer     pid {scorer.pid}, metrics on http://127.0.0.1:{metrics_port}/metrics")
+        scorer = _start(out / "scorer.log", env, cleanup,
+                        ["score", "--metrics-port", str(metrics_port), "--worker-id", "demo-1"])
+        console.print(f"  scorer     pid {scorer.pid}, follows the registry; metrics on "
+                      f"http://127.0.0.1:{metrics_port}/metrics")
+        learner = _start(out / "learner.log", env, cleanup,
+                         ["learn", "--model", args.dataset, "--snapshot-interval",
+                          str(args.snapshot_interval), "--worker-id", "demo-learner"])
+        console.print(f"  learner    pid {learner.pid}, a snapshot every {args.snapshot_interval:g} s "
+                      "while labels arrive")
         _wait_ready(metrics_port, scorer, timeout=60)
 
         labels = {
@@ -235,12 +257,41 @@ def run_demo(args: argparse.Namespace) -> int:
         stop_replay.set()
         replayer.join(30)
         elapsed = time.monotonic() - started
-        scorer.send_signal(signal.SIGTERM)
-        scorer_exit = scorer.wait(60)
+        exits = {}
+        for name, process in (("scorer", scorer), ("learner", learner)):
+            process.send_signal(signal.SIGTERM)
+            exits[name] = process.wait(60)
         stop_reader.set()
         reader.join(10)
-        _summary(console, tally, sent[0], elapsed, info.drift_at, scorer_exit, interrupted)
-    return 0 if scorer_exit == 0 else 1
+        _summary(console, tally, sent[0], elapsed, info.drift_at, exits, interrupted)
+        _print_curve(console, tally, info.drift_at)
+    return 0 if not any(exits.values()) else 1
+
+
+def _start(
+    log_path: Path, env: dict[str, str], cleanup: contextlib.ExitStack, argv: list[str]
+) -> subprocess.Popen[bytes]:
+    log = log_path.open("wb")
+    cleanup.callback(log.close)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "--log-format", "text", *argv],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    cleanup.callback(_stop_process, process)
+    return process
+
+
+def _print_curve(console: Console, tally: Tally, drift_at: int | None) -> None:
+    """Accuracy per 500 records of the stream, as a bar per window."""
+    console.print("accuracy over the stream (per 500 records):")
+    for window in sorted(tally.windows):
+        hits, count = tally.windows[window]
+        if not count:
+            continue
+        share = hits / count
+        start = window * WINDOW
+        marker = " <- drift" if drift_at is not None and start <= drift_at < start + WINDOW else ""
+        console.print(f"  {start:>6,} {'#' * round(share * 40):<40} {share:6.1%}{marker}")
 
 
 def _wait_ready(port: int, scorer: subprocess.Popen[bytes], timeout: float) -> None:
@@ -279,7 +330,7 @@ def _summary(
     sent: int,
     elapsed: float,
     drift_at: int | None,
-    scorer_exit: int,
+    exits: dict[str, int],
     interrupted: bool,
 ) -> None:
     latencies = list(tally.latencies_ms)
@@ -295,11 +346,12 @@ def _summary(
         table.add_row("accuracy before drift", f"{before_hits / before_n:.1%} of {before_n:,}")
     if after_n:
         table.add_row(f"accuracy after drift (record {drift_at:,})", f"{after_hits / after_n:.1%} of {after_n:,}")
-    table.add_row("scorer exit", "clean (SIGTERM: batch finished, flushed, committed)"
-                  if scorer_exit == 0 else f"code {scorer_exit}")
+    versions = sorted(tally.served)
+    table.add_row("snapshots served", f"{len(versions)} (from v{versions[0][0]}#{versions[0][1]} "
+                  f"to v{versions[-1][0]}#{versions[-1][1]})" if versions else "none")
+    for name, code in exits.items():
+        table.add_row(f"{name} exit", "clean (SIGTERM)" if code == 0 else f"code {code}")
     console.print(table)
-    if after_n and before_n and after_hits / after_n < before_hits / before_n:
-        console.print("A static model loses accuracy at the drift; `riverrun learn` keeps it learning.")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -314,6 +366,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--duration", type=float, default=90.0,
                         help="Stop after this many seconds at most [90].")
     parser.add_argument("--seed", type=int, default=1, help="Seed of the training stream [1].")
+    parser.add_argument("--snapshot-interval", type=float, default=1.0,
+                        help="Seconds between the learner's snapshots [1].")
     parser.add_argument("--replay-seed", type=int, default=42, help="Seed of the replay [42].")
     parser.add_argument("--out", default="demo-output", help="Directory for the model and logs.")
     parser.set_defaults(handler=run_demo)
