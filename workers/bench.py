@@ -373,6 +373,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--batch-size", type=int, default=1_000, help="Consume batch size [1000].")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    parser.add_argument(
+        "--freshness",
+        action="store_true",
+        help="Measure label-to-served-snapshot freshness and the learner's speed instead.",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="Freshness: seconds of labelled traffic [20]."
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=20_000, help="Freshness: labels for the learner's speed."
+    )
     add_section_flags(parser, "kafka", KafkaSettings, only=["bootstrap_servers"])
     parser.set_defaults(handler=_run)
 
@@ -380,10 +391,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run(args: argparse.Namespace) -> int:
     overrides = collect_section_flags(args).get("kafka")
     kafka = KafkaSettings(**overrides) if overrides else None
+    if args.freshness:
+        from workers.freshness import measure_freshness
+
+        rate = args.rate if args.rate != 2_000.0 else 200.0
+        with tempfile.TemporaryDirectory() as tmp, _broker(kafka) as (settings, name):
+            fresh = measure_freshness(settings, name, rate, args.seconds, args.backlog, Path(tmp))
+        _print(fresh, args.json)
+        return 0
     result = run_bench(args.messages, args.rate, args.latency_messages, args.batch_size, kafka)
-    if args.json:
+    _print(result, args.json)
+    return 0
+
+
+def _print(result: BaseModel, as_json: bool) -> None:
+    if as_json:
         print(result.model_dump_json())
     else:
         for key, value in result.model_dump().items():
-            print(f"{key:>22}: {value}")
-    return 0
+            print(f"{key:>24}: {value}")

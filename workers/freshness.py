@@ -1,0 +1,245 @@
+"""`riverrun bench --freshness`: from a label produced to the first prediction that learned it.
+
+A real scorer and a real learner run as their own processes at their default cadence. Requests
+and labelled feedback (features included) flow at a fixed rate; a reader notes when each
+snapshot first answers. A label's freshness is the time from its feedback being produced to
+the first prediction served by the first snapshot whose lineage covers its example. Beside it,
+the learner's own speed: examples per second through the whole learner (join, log, learn)
+against River's bare `learn_one` loop on the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import BaseModel, Field
+from river import linear_model, preprocessing
+
+from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, encode
+from workers.registry import ModelSpec, Registry, RegistrySettings
+from workers.topics import create_topics
+
+MODEL = "fresh"
+SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
+
+
+class FreshnessResult(BaseModel):
+    """What `riverrun bench --freshness --json` prints."""
+
+    broker: str
+    rate_per_s: float
+    labels: int = Field(description="Labels sent.")
+    labels_measured: int = Field(description="Labels whose learning reached a served snapshot.")
+    snapshots_served: int
+    freshness_p50_s: float
+    freshness_p99_s: float
+    learner_examples_per_s: float = Field(description="Whole learner: join, log, learn.")
+    river_learn_one_per_s: float = Field(description="River's learn_one loop on the same rows.")
+    learner_to_river_ratio: float
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _riverrun(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "--log-format", "text", *argv],
+                            stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  # loopback only
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _rows(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
+    from river.datasets import synth
+
+    return [({k: float(v) for k, v in x.items()}, bool(y))
+            for x, y in synth.Agrawal(seed=seed).take(n)]
+
+
+def _river_rate(rows: list[tuple[dict[str, float], bool]]) -> float:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    started = time.perf_counter()
+    for x, y in rows:
+        model.learn_one(x, y)
+    return len(rows) / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterator[dict[str, Any]]:
+    key = secrets.token_hex(16)
+    env = {**os.environ, "RIVERRUN_REGISTRY__SIGNING_KEY": key,
+           "RIVERRUN_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           **{f"RIVERRUN_TOPICS__{role.upper()}": name for role, name in topics.all().items()}}
+    registry = Registry(kafka, topics, RegistrySettings(signing_key=key))
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in _rows(500, seed=3):
+        model.learn_one(x, y)
+    registry.release(MODEL, SPEC, model)
+    scorer_port, learner_port = _free_port(), _free_port()
+    scorer = _riverrun(["score", "--metrics-port", str(scorer_port), "--worker-id", "fresh-s",
+                        "--group-id", f"fresh-{uuid.uuid4().hex[:6]}"], env, workdir / "scorer.log")
+    learner = _riverrun(["learn", "--model", MODEL, "--metrics-port", str(learner_port),
+                         "--worker-id", "fresh-l"], env, workdir / "learner.log")
+    try:
+        _wait(lambda: _get(f"http://127.0.0.1:{scorer_port}/readyz").startswith("ready"), 90,
+              "the scorer")
+        _wait(lambda: _get(f"http://127.0.0.1:{learner_port}/readyz").startswith("ready"), 90,
+              "the learner")
+        yield {"registry": registry, "learner_port": learner_port}
+    finally:
+        _stop(scorer)
+        _stop(learner)
+        registry.close()
+
+
+def _learned_total(port: int) -> float:
+    for line in _get(f"http://127.0.0.1:{port}/metrics").splitlines():
+        if line.startswith("riverrun_learner_examples_learned_total"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def measure_freshness(
+    kafka: KafkaSettings, broker: str, rate: float, seconds: float, backlog: int, workdir: Path
+) -> FreshnessResult:
+    """Run the stack, stream labels at `rate` for `seconds`, then a backlog for the speed."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicSettings(**{r: f"fresh-{n}-{suffix}" for r, n in TopicSettings().all().items()})
+    create_topics(kafka, topics, partitions=4)
+    n = int(rate * seconds)
+    rows = _rows(n + backlog, seed=5)
+    sent_at: dict[str, float] = {}
+    first_served: dict[int, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        consumer = Consumer(kafka.client_config({"group.id": "fresh-reader",
+                                                 "enable.auto.commit": False}))
+        parts = consumer.list_topics(topics.predictions, timeout=10).topics[topics.predictions]
+        consumer.assign([TopicPartition(topics.predictions, p, 0) for p in parts.partitions])
+        while not done.is_set():
+            record = consumer.poll(0.1)
+            if record is None or record.error() is not None:
+                continue
+            made = orjson.loads(record.value())
+            first_served.setdefault(made["snapshot"], time.time())
+        consumer.close()
+
+    with _stack(kafka, topics, workdir) as stack:
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        producer = Producer(kafka.client_config({"enable.idempotence": True, "linger.ms": 1,
+                                                 "partitioner": "murmur2_random"}))
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        for i, (x, y) in enumerate(rows[:n]):
+            now = time.perf_counter()
+            if now < next_at:
+                time.sleep(next_at - now)
+            next_at += interval
+            request_id = f"f-{i}"
+            key = request_id.encode()
+            producer.produce(topics.requests, encode(PredictionRequested(
+                request_id=request_id, model=MODEL, features=x)), key)
+            sent_at[request_id] = time.time()
+            producer.produce(topics.feedback, encode(LabelObserved(
+                request_id=request_id, model=MODEL, label=y, features=x)), key)
+            producer.poll(0)
+        producer.flush(30)
+        time.sleep(3.0)  # the last labels' snapshot reaches the scorer
+        # The learner's own speed: a backlog of labels, counted from its metrics.
+        before = _learned_total(stack["learner_port"])
+        started = time.perf_counter()
+        for i, (x, y) in enumerate(rows[n:]):
+            producer.produce(topics.feedback, encode(LabelObserved(
+                request_id=f"b-{i}", model=MODEL, label=y, features=x)), f"b-{i}".encode())
+            producer.poll(0)
+        producer.flush(30)
+        _wait(lambda: _learned_total(stack["learner_port"]) - before >= backlog, 300,
+              "the learner to learn the backlog")
+        learner_rate = backlog / (time.perf_counter() - started)
+        done.set()
+        reader.join(5)
+        snapshots = stack["registry"].refresh().snapshots(MODEL, 1)
+
+    offsets = _example_offsets(kafka, topics.examples)
+    lineage = f"{topics.examples}:0"
+    covered = sorted((s.lineage.get(lineage, 0), s.snapshot) for s in snapshots if s.snapshot > 0)
+    freshness: list[float] = []
+    for request_id, produced in sent_at.items():
+        offset = offsets.get(request_id)
+        if offset is None:
+            continue
+        first = next((snap for upto, snap in covered if upto > offset), None)
+        if first is not None and first in first_served:
+            freshness.append(first_served[first] - produced)
+    freshness.sort()
+    river_rate = _river_rate(rows[n:])
+
+    def q(p: float) -> float:
+        return round(freshness[min(len(freshness) - 1, int(p * len(freshness)))], 3) if freshness else 0.0
+
+    return FreshnessResult(
+        broker=broker, rate_per_s=rate, labels=n, labels_measured=len(freshness),
+        snapshots_served=len([s for s in first_served if s > 0]),
+        freshness_p50_s=q(0.5), freshness_p99_s=q(0.99),
+        learner_examples_per_s=round(learner_rate, 1), river_learn_one_per_s=round(river_rate, 1),
+        learner_to_river_ratio=round(learner_rate / river_rate, 3),
+    )
+
+
+def _example_offsets(kafka: KafkaSettings, topic: str) -> dict[str, int]:
+    consumer = Consumer(kafka.client_config({"group.id": "fresh-examples",
+                                             "enable.auto.commit": False,
+                                             "isolation.level": "read_committed"}))
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out: dict[str, int] = {}
+    quiet = time.monotonic()
+    while time.monotonic() - quiet < 2.0:
+        for record in consumer.consume(1000, 0.5):
+            if record.error() is None:
+                out[orjson.loads(record.value())["request_id"]] = record.offset()
+                quiet = time.monotonic()
+    consumer.close()
+    return out
