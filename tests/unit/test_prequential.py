@@ -72,3 +72,14 @@ def test_cadence_by_time_only_when_changed() -> None:
     assert cadence.due(110.0)
     cadence.published(110.0)
     assert not cadence.due(500.0)
+
+
+def test_count_cadence_is_checked_per_example_whatever_the_batch() -> None:
+    cadence = SnapshotCadence(every=60, interval_s=None)
+    published_at = []
+    for n in range(1, 251):
+        cadence.learned()
+        if cadence.count_due():
+            published_at.append(n)
+            cadence.published(0.0)
+    assert published_at == [60, 120, 180, 240]

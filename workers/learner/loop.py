@@ -63,6 +63,7 @@ _TXN_TIMEOUT_S = 60.0
 # A label waits at most this long for the predictions read to catch up with its timestamp
 # (a broker whose watermarks cannot be trusted must not stall the join for ever).
 _CATCH_UP_WAIT_S = 10.0
+_SETTLE_MS = 1000
 _LEARN_BUDGET_FACTOR = 10
 
 
@@ -335,15 +336,10 @@ class Learner:
         budget = self._options.batch_size * _LEARN_BUDGET_FACTOR
         if max_examples is not None:
             budget = min(budget, max_examples - summary.examples_learned)
-        learned = self._learn_available(budget, summary) if budget > 0 else 0
-        if learned:
+        if budget > 0 and self._learn_available(budget, summary):
             active = True
-            if self._crash.enabled:
-                self._crash.hit("after-learn-before-snapshot")
         if self._cadence.due(time.monotonic()):
-            self._publish_snapshot(summary)
-            if self._crash.enabled:
-                self._crash.hit("after-snapshot-before-commit")
+            self._snapshot_now(summary)
         if done:
             consumer = self._consumer
             assert consumer is not None  # noqa: S101  # set in run()
@@ -441,20 +437,26 @@ class Learner:
             self._paused = full
 
     def _caught_up(self, timestamp_ms: int) -> bool:
-        """Whether every prediction up to `timestamp_ms` has been read (or all there is)."""
+        """Whether every prediction up to `timestamp_ms` has been read (or all there is).
+
+        A partition read up to its high watermark (as the last fetch reported it) counts as
+        caught up for labels older than `_SETTLE_MS`: a prediction made before such a label
+        has had time to reach the broker.
+        """
         consumer = self._consumer
         assert consumer is not None  # noqa: S101  # set in run()
         behind = [p for p, ts in self._predictions_read.items() if ts < timestamp_ms]
         if not behind:
             return True
+        if timestamp_ms > time.time() * 1000 - _SETTLE_MS:
+            return False
         topic = self._topics.predictions
-        positions = consumer.position([TopicPartition(topic, p) for p in behind])
-        for tp in positions:
+        for tp in consumer.position([TopicPartition(topic, p) for p in behind]):
             try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 return False
-            if high > low and (tp.offset < 0 or tp.offset < high):
+            if high < 0 or (high > low and tp.offset < high):
                 return False
         return True
 
@@ -531,6 +533,7 @@ class Learner:
             return 0
         started = time.perf_counter()
         estimator, model, prequential = self._estimator, self._model, self._prequential
+        cadence = self._cadence
         learned = 0
         for record in records:
             err = record.error()
@@ -539,15 +542,18 @@ class Learner:
                     logger.warning("examples read error: %s", err)
                 continue
             example = read_example(record.value(), model)
-            if example is not None:
-                learn_example(estimator, example[0], example[1], prequential)
-                learned += 1
             self._next_offset = record.offset() + 1
+            if example is None:
+                continue
+            learn_example(estimator, example[0], example[1], prequential)
+            learned += 1
+            self._examples_seen += 1
+            cadence.learned()
+            if cadence.count_due():
+                self._snapshot_now(summary)
         summary.learn_seconds += time.perf_counter() - started
         if learned:
-            self._examples_seen += learned
             summary.examples_learned += learned
-            self._cadence.learned(learned)
             version = str(self._version)
             self.metrics.examples_learned.labels(model, version).inc(learned)
             assert prequential is not None  # noqa: S101  # set by _load_model
@@ -556,6 +562,13 @@ class Learner:
         self.metrics.examples_offset.labels(model).set(self._next_offset)
         summary.next_offset = self._next_offset
         return learned
+
+    def _snapshot_now(self, summary: LearnSummary) -> None:
+        if self._crash.enabled:
+            self._crash.hit("after-learn-before-snapshot")
+        self._publish_snapshot(summary)
+        if self._crash.enabled:
+            self._crash.hit("after-snapshot-before-commit")
 
     def _publish_snapshot(self, summary: LearnSummary) -> None:
         assert self._prequential is not None  # noqa: S101  # set by _load_model

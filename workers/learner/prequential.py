@@ -109,11 +109,19 @@ class SnapshotCadence:
         """Count examples learned since the last snapshot."""
         self.changed += count
 
+    def count_due(self) -> bool:
+        """Whether `every` examples were learned since the last snapshot.
+
+        Checked after each example, so count-based snapshots fall on exact multiples of
+        `every` whatever the batching: a restarted learner publishes at the same offsets.
+        """
+        return self.every is not None and self.changed >= self.every
+
     def due(self, now: float) -> bool:
         """Whether a snapshot should be published now (`now` on a monotonic clock)."""
         if self.changed <= 0:
             return False
-        if self.every is not None and self.changed >= self.every:
+        if self.count_due():
             return True
         return self.interval_s is not None and now - self.last_at >= self.interval_s
 
