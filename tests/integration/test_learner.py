@@ -102,7 +102,18 @@ def test_prequential_accuracy_on_phishing_equals_rivers_progressive_validation(
 
     settings = learner_settings(kafka_settings, topics, "phish", snapshot_every=500)
     with Registry(kafka_settings, topics, settings.registry) as registry:
-        summary = Learner(settings, registry).run(max_examples=len(phishing), idle_timeout=60)
+        learner = Learner(settings, registry)
+        summary = learner.run(max_examples=len(phishing), idle_timeout=60)
+        sample = learner.metrics.registry.get_sample_value
+        assert sample("riverrun_learner_examples_learned_total",
+                      {"model": "phish", "version": "1"}) == len(phishing)
+        assert sample("riverrun_learner_labels_joined_total",
+                      {"model": "phish", "source": "feedback"}) == len(phishing)
+        assert sample("riverrun_learner_snapshots_published_total",
+                      {"model": "phish", "version": "1"}) == 3
+        assert sample("riverrun_learner_prequential",
+                      {"model": "phish", "version": "1", "metric": "accuracy"}) == pytest.approx(
+            RIVER_PHISHING_ACCURACY, abs=1e-4)
         assert summary.examples_learned == len(phishing)
         assert summary.labels_joined == len(phishing) and summary.labels_unjoined == 0
         assert summary.metrics is not None
@@ -238,6 +249,14 @@ def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
     killed, calm = latest(kafka_settings, topics, "killed"), latest(kafka_settings, topics, "calm")
     assert killed.examples_seen == calm.examples_seen == len(phishing)
     assert killed.artifact.sha256 == calm.artifact.sha256
+    # Every 60 examples, the interrupted learner's state was the uninterrupted one's.
+    with Registry(kafka_settings, topics, registry_settings()) as registry:
+        view = registry.refresh()
+    by_count = {name: {s.examples_seen: s.artifact.sha256 for s in view.snapshots(name, 1)}
+                for name in ("killed", "calm")}
+    assert set(range(0, len(phishing), 60)) <= set(by_count["killed"]) & set(by_count["calm"])
+    for count, digest in by_count["killed"].items():
+        assert by_count["calm"].get(count, digest) == digest, f"differs after {count} examples"
     examples = [orjson.loads(r.value) for r in read_all(kafka_settings, topics.examples,
                                                            at_least=2 * len(phishing))]
     assert Counter(e["model"] for e in examples) == {"killed": len(phishing), "calm": len(phishing)}

@@ -118,6 +118,8 @@ class Learner:
         self._paused = False
         self._assigned = False
         self._predictions_read: dict[int, int] = {}  # partition -> last timestamp read (ms)
+        self._predictions_start: dict[int, int] = {}  # partition -> offset assigned at
+        self._watermarks: dict[int, tuple[float, int]] = {}  # partition -> (checked at, high)
         self._consumer: Consumer | None = None
         self._examples: Consumer | None = None
         self._producer: Producer | None = None
@@ -143,6 +145,9 @@ class Learner:
     def _join_consumer_config(self) -> dict[str, Any]:
         return self._settings.kafka.client_config({
             "group.id": self._options.group_id,
+            # Static membership: a restarted learner takes its partitions back at once instead
+            # of waiting out the dead one's session (one learner per model).
+            "group.instance.id": self._options.transactional_id,
             "client.id": self._client_id,
             "auto.offset.reset": "earliest",
             # Feedback offsets are committed only inside the join transaction.
@@ -251,7 +256,10 @@ class Learner:
             starts = {tp.partition: tp.offset for tp in found}
             for p in predictions:
                 offset = starts.get(p.partition, OFFSET_END)
-                p.offset = offset if offset >= 0 else OFFSET_END
+                if offset < 0:  # nothing that recent: start at the end, as a concrete offset
+                    offset = consumer.get_watermark_offsets(p, timeout=15)[1]
+                p.offset = offset
+                self._predictions_start[p.partition] = offset
                 self._predictions_read[p.partition] = -1
         consumer.assign(partitions)
         self._assigned = True
@@ -265,6 +273,7 @@ class Learner:
         for p in partitions:
             if p.topic == self._topics.predictions:
                 self._predictions_read.pop(p.partition, None)
+                self._predictions_start.pop(p.partition, None)
         consumer.unassign()
         logger.info("revoked %s", sorted((p.topic, p.partition) for p in partitions))
 
@@ -452,13 +461,27 @@ class Learner:
             return False
         topic = self._topics.predictions
         for tp in consumer.position([TopicPartition(topic, p) for p in behind]):
+            # Nothing consumed yet since the assignment: the position is where it started.
+            position = tp.offset if tp.offset >= 0 else self._predictions_start.get(tp.partition, -1)
             try:
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                high = self._high_watermark(consumer, tp)
             except KafkaException:
                 return False
-            if high < 0 or (high > low and tp.offset < high):
+            if position < high:
                 return False
         return True
+
+    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
+        """The last fetch's high watermark; asked of the broker (at most every 0.5 s) if none."""
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0:
+            return int(high)
+        now = time.monotonic()
+        checked = self._watermarks.get(tp.partition)
+        if checked is None or now - checked[0] > 0.5:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=5)
+            checked = self._watermarks[tp.partition] = (now, int(high))
+        return checked[1]
 
     def _join_ready(
         self,
@@ -483,8 +506,13 @@ class Learner:
                 continue
             timestamp_ms = record.timestamp()[1]
             if timestamp_ms > caught_up_to:
-                if not self._caught_up(timestamp_ms) and now - item.arrived < _CATCH_UP_WAIT_S:
-                    break
+                if not self._caught_up(timestamp_ms):
+                    if now - item.arrived < _CATCH_UP_WAIT_S:
+                        break
+                    logger.warning(
+                        "predictions read have not caught up with a label after %.0f s: "
+                        "joining it with what the window holds", _CATCH_UP_WAIT_S,
+                    )
                 caught_up_to = timestamp_ms
             pending.popleft()
             decision = self._window.join_one(item.label, timestamp_ms)
