@@ -72,7 +72,7 @@ def _models_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 def _actions_of(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The actions of command `name`, creating the command when no registrar has yet."""
+    """Return the actions of command `name`, creating it when no registrar has yet."""
     parser = subparsers.choices.get(name)
     if parser is None:
         parser = subparsers.add_parser(name, help=help_text)

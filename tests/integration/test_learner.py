@@ -63,7 +63,9 @@ def one_partition_feedback(
     return topics.model_copy(update={"feedback": name})
 
 
-def label_payload(request_id: str, model: str, label: Any, features: dict[str, Any] | None) -> bytes:
+def label_payload(
+    request_id: str, model: str, label: Any, features: dict[str, Any] | None
+) -> bytes:
     event: dict[str, Any] = {"request_id": request_id, "model": model, "label": label,
                              "observed_at": "2026-01-01T00:00:00+00:00"}
     if features is not None:

@@ -66,7 +66,9 @@ def run_learn(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     health = None
     if settings.learner.metrics_port is not None:
-        health = HealthServer(metrics.registry, learner.is_ready, port=settings.learner.metrics_port)
+        health = HealthServer(
+            metrics.registry, learner.is_ready, port=settings.learner.metrics_port
+        )
         health.start()
     try:
         summary = learner.run(max_examples=args.max_examples, idle_timeout=args.idle_timeout)

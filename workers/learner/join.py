@@ -173,7 +173,7 @@ def _is_number(value: object) -> bool:
 def outcome_loss(
     prediction: object, proba: dict[str, float] | None, label: object, task: Task | None = None
 ) -> float:
-    """The loss of one prediction against its label.
+    """Return the loss of one prediction against its label.
 
     Classifiers with probabilities: log loss of the true class. Classifiers without: 0/1 error.
     Regressors: squared error. The task is inferred when not given: probabilities mean a

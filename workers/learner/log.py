@@ -23,12 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def lineage_key(examples_topic: str) -> str:
-    """The lineage entry of a snapshot learned from the examples log: `<topic>:0`."""
+    """Return the lineage key of a snapshot learned from the examples log: `<topic>:0`."""
     return f"{examples_topic}:0"
 
 
 def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | None:
-    """The features and label of an example of `model`; None for another model's example.
+    """Return the features and label of an example of `model`; None for another model's.
 
     Raises:
         FatalError: the record is not an example; the log is written only by learners, so
@@ -48,7 +48,7 @@ def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | 
 
 
 def examples_consumer(kafka: KafkaSettings, client_id: str) -> Consumer:
-    """A group-less consumer of committed examples only (assigned, never subscribed)."""
+    """Build a group-less consumer of committed examples (assigned, never subscribed)."""
     return Consumer(kafka.client_config({
         "group.id": f"{client_id}-unused",  # required by librdkafka; never joined or committed
         "client.id": client_id,
@@ -80,7 +80,7 @@ def check_single_partition(consumer: Consumer, topic: str, timeout: float = 15.0
 
 
 def end_offset(consumer: Consumer, topic: str, timeout: float = 15.0) -> tuple[int, int]:
-    """Low and high watermarks of the examples log."""
+    """Return the low and high watermarks of the examples log."""
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
     except KafkaException as exc:
@@ -120,7 +120,7 @@ def read_range(
                 if err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("examples read error: %s", err)
                 continue
-            offset = msg.offset()
+            offset = msg.offset() or 0  # always set on a consumed record
             if offset >= end:
                 return end
             on_record(offset, msg.timestamp()[1], msg.value())

@@ -66,6 +66,9 @@ _CATCH_UP_WAIT_S = 10.0
 _SETTLE_MS = 1000
 _LEARN_BUDGET_FACTOR = 10
 
+# topic, key, value, headers
+_Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+
 
 @dataclass
 class LearnSummary:
@@ -79,7 +82,8 @@ class LearnSummary:
     next_offset: int = 0
     last_snapshot: int = 0
     metrics: dict[str, float] | None = None
-    learn_seconds: float = 0.0
+    learn_seconds: float = 0.0  # reading and learning examples, snapshots not included
+    snapshot_seconds: float = 0.0  # publishing snapshots (dump, sign, store, record)
 
 
 @dataclass
@@ -279,7 +283,9 @@ class Learner:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self, max_examples: int | None = None, idle_timeout: float | None = None) -> LearnSummary:
+    def run(
+        self, max_examples: int | None = None, idle_timeout: float | None = None
+    ) -> LearnSummary:
         """Learn until stopped, or `max_examples` learned, or `idle_timeout` s of quiet."""
         summary = LearnSummary()
         self._load_model()
@@ -319,7 +325,9 @@ class Learner:
             self._shutdown(clean, summary)
         return summary
 
-    def _step(self, records: list[Message], summary: LearnSummary, max_examples: int | None) -> bool:
+    def _step(
+        self, records: list[Message], summary: LearnSummary, max_examples: int | None
+    ) -> bool:
         """One iteration: join what is ready, learn what is committed, maybe snapshot, commit."""
         active = bool(records)
         for record in self._drop_errors(records):
@@ -381,7 +389,7 @@ class Learner:
     ) -> None:  # fmt: skip
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]  # bytes values are fine
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -403,7 +411,7 @@ class Learner:
 
     def _add_prediction(self, record: Message) -> None:
         timestamp_ms = record.timestamp()[1]
-        partition = record.partition()
+        partition = record.partition() or 0  # always set on a consumed record
         if timestamp_ms > self._predictions_read.get(partition, -1):
             self._predictions_read[partition] = timestamp_ms
         raw = record.value()
@@ -462,7 +470,9 @@ class Learner:
         topic = self._topics.predictions
         for tp in consumer.position([TopicPartition(topic, p) for p in behind]):
             # Nothing consumed yet since the assignment: the position is where it started.
-            position = tp.offset if tp.offset >= 0 else self._predictions_start.get(tp.partition, -1)
+            position = tp.offset
+            if position < 0:
+                position = self._predictions_start.get(tp.partition, -1)
             try:
                 high = self._high_watermark(consumer, tp)
             except KafkaException:
@@ -472,7 +482,7 @@ class Learner:
         return True
 
     def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
-        """The last fetch's high watermark; asked of the broker (at most every 0.5 s) if none."""
+        """Return the last fetch's high watermark, or ask the broker (at most every 0.5 s)."""
         _low, high = consumer.get_watermark_offsets(tp, cached=True)
         if high >= 0:
             return int(high)
@@ -483,12 +493,10 @@ class Learner:
             checked = self._watermarks[tp.partition] = (now, int(high))
         return checked[1]
 
-    def _join_ready(
-        self,
-    ) -> tuple[list[Message], list[tuple[str, bytes | None, bytes | None, Any]], list[Joined], list[str]]:
+    def _join_ready(self) -> tuple[list[Message], list[_Output], list[Joined], list[str]]:
         """Join the held labels, in order, as far as the predictions read allow."""
         done: list[Message] = []
-        outputs: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        outputs: list[_Output] = []
         joined: list[Joined] = []
         unjoined: list[str] = []
         pending = self._pending
@@ -533,7 +541,7 @@ class Learner:
 
     def _dead_letter(
         self, record: Message, error_class: str, reason: str
-    ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    ) -> _Output:
         letter = DeadLetter(
             error_class=error_class, reason=reason, source_topic=record.topic() or "",
             source_partition=record.partition() or 0, source_offset=record.offset() or 0,
@@ -563,6 +571,7 @@ class Learner:
         estimator, model, prequential = self._estimator, self._model, self._prequential
         cadence = self._cadence
         learned = 0
+        snapshot_seconds = summary.snapshot_seconds
         for record in records:
             err = record.error()
             if err is not None:
@@ -570,7 +579,7 @@ class Learner:
                     logger.warning("examples read error: %s", err)
                 continue
             example = read_example(record.value(), model)
-            self._next_offset = record.offset() + 1
+            self._next_offset = (record.offset() or 0) + 1
             if example is None:
                 continue
             learn_example(estimator, example[0], example[1], prequential)
@@ -579,7 +588,8 @@ class Learner:
             cadence.learned()
             if cadence.count_due():
                 self._snapshot_now(summary)
-        summary.learn_seconds += time.perf_counter() - started
+        snapshot_seconds = summary.snapshot_seconds - snapshot_seconds
+        summary.learn_seconds += time.perf_counter() - started - snapshot_seconds
         if learned:
             summary.examples_learned += learned
             version = str(self._version)
@@ -601,11 +611,13 @@ class Learner:
     def _publish_snapshot(self, summary: LearnSummary) -> None:
         assert self._prequential is not None  # noqa: S101  # set by _load_model
         snapshot = self._snapshot + 1
+        started = time.perf_counter()
         record = self._registry.publish_snapshot(
             self._model, self._version, snapshot, self._estimator,
             metrics=self._prequential.values(), examples_seen=self._examples_seen,
             lineage={self._lineage_key: self._next_offset},
         )  # fmt: skip
+        summary.snapshot_seconds += time.perf_counter() - started
         self._snapshot = snapshot
         self._cadence.published(time.monotonic())
         summary.snapshots_published += 1
@@ -640,8 +652,8 @@ class Learner:
 
 def _next_offsets(records: list[Message]) -> list[TopicPartition]:
     highest: dict[tuple[str, int], int] = {}
-    for record in records:
-        highest[(record.topic(), record.partition())] = record.offset()
+    for record in records:  # topic, partition and offset are always set on consumed records
+        highest[(record.topic() or "", record.partition() or 0)] = record.offset() or 0
     return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
 
 

@@ -45,7 +45,7 @@ def is_classifier(estimator: Any) -> bool:
 
 
 def task_of(estimator: Any, declared: str | None = None) -> Task:
-    """The task a model is learned for: as released when known, else from the estimator."""
+    """Return the task a model learns: as released when known, else from the estimator."""
     if declared in ("binary", "multiclass", "regression"):
         return declared  # type: ignore[return-value]  # narrowed by the membership test
     return "binary" if is_classifier(estimator) else "regression"
@@ -98,7 +98,7 @@ def learn_example(
 
 @dataclass
 class SnapshotCadence:
-    """When to publish: every `every` examples or `interval_s` seconds, only if the model changed."""
+    """Decide when to publish: every `every` examples or `interval_s` s, if the model changed."""
 
     every: int | None = 1000
     interval_s: float | None = 60.0
@@ -126,6 +126,6 @@ class SnapshotCadence:
         return self.interval_s is not None and now - self.last_at >= self.interval_s
 
     def published(self, now: float) -> None:
-        """A snapshot went out: start counting again."""
+        """Start counting again: a snapshot went out."""
         self.changed = 0
         self.last_at = now

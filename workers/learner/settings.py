@@ -50,7 +50,8 @@ class LearnerOptions(BaseModel):
         description="Stable id of this learner; part of its transactional id. Use the pod name.",
     )
     metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Port of /metrics, /livez and /readyz; off if unset."
+        default=None, ge=0, le=65535,
+        description="Port of /metrics, /livez and /readyz; off if unset.",
     )
     crash_at: str | None = Field(
         default=None,

@@ -16,7 +16,9 @@ from workers.errors import ConfigurationError
 from workers.learner.log import lineage_key, replay
 from workers.registry import Registry, dump_model
 
-_REFERENCE = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>\d+)#(?P<snapshot>\d+)$")
+_REFERENCE = re.compile(
+    r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>\d+)#(?P<snapshot>\d+)$"
+)
 
 
 @dataclass(frozen=True)
