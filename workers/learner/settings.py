@@ -29,7 +29,9 @@ class LearnerOptions(BaseModel):
         default=1000, ge=1, description="Publish a snapshot after this many examples learned."
     )
     snapshot_interval: float | None = Field(
-        default=60.0, gt=0, description="Publish a snapshot after this many seconds (if changed)."
+        default=0.5, gt=0,
+        description="Publish a snapshot after this many seconds (if changed): the freshness "
+        "of what scorers serve.",
     )
     batch_size: int = Field(default=500, ge=1, le=100_000, description="Max records per batch.")
     batch_timeout_ms: int = Field(

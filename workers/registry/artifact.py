@@ -137,6 +137,7 @@ class KafkaArtifactStore:
         self.topic = topic
         self.chunk_bytes = chunk_bytes
         self.timeout = timeout
+        self._producer: Any = None
 
     def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
         """Produce the chunks to partition 0, idempotently and flushed; return the location."""
@@ -144,14 +145,18 @@ class KafkaArtifactStore:
 
         artifact_id = uuid.uuid4().hex
         count = max(1, -(-len(data) // self.chunk_bytes))
-        producer = Producer(self.kafka.client_config({
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            # A chunk plus headers must fit one request; chunks stay well under the default 1 MB.
-            "message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
-            "compression.type": "none",
-        }))  # fmt: skip
+        # One producer for the store's life: a new idempotent producer costs a round of
+        # metadata and producer-id requests, which dominated every snapshot's publish time.
+        if self._producer is None:
+            self._producer = Producer(self.kafka.client_config({
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                # A chunk plus headers must fit one request; chunks stay under the default 1 MB.
+                "message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
+                "compression.type": "none",
+            }))  # fmt: skip
+        producer = self._producer
         offsets: dict[int, int] = {}
         errors: list[KafkaError] = []
 

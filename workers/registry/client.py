@@ -366,7 +366,7 @@ class RegistryFollower:
         topics: TopicSettings,
         on_record: Callable[[RegistryRecord], None],
         *,
-        poll_timeout: float = 0.2,
+        poll_timeout: float = 0.05,
     ) -> None:
         self.kafka = kafka
         self.topic = topics.models
