@@ -342,7 +342,12 @@ def run_bench(
         logger.info("measuring the scorer")
         scorer_rate = measure_scorer(settings, topics, model_file, messages, batch)
         logger.info("measuring latency at %g requests/s", rate)
-        latencies = measure_latency(settings, topics, model_file, rate, latency_messages, batch)
+        # Fresh topics: the throughput runs' backlog must not queue ahead of these requests.
+        latency_topics = TopicSettings(**{r: f"{n}-latency" for r, n in topics.all().items()})
+        create_topics(settings, latency_topics, partitions=partitions)
+        latencies = measure_latency(
+            settings, latency_topics, model_file, rate, latency_messages, batch
+        )
     return BenchResult(
         messages=messages,
         broker=broker_name,

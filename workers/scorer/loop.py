@@ -306,9 +306,7 @@ class Scorer:
             metrics.scored.labels(model, str(version), route).inc(count)
         for error_class, count in result.dead_letters.items():
             metrics.dead_letters.labels(error_class).inc(count)
-        observe = metrics.end_to_end.observe
-        for latency in result.latencies_s:
-            observe(latency)
+        metrics.end_to_end.observe_many(result.latencies_s)
         for model in result.models_used.values():
             metrics.model_info.labels(model.name, str(model.version), str(model.snapshot)).set(1)
         summary.consumed += n
