@@ -239,6 +239,7 @@ def replay(
     mask = feedback_mask(opts.seed, opts.label_fraction)
     requests = feedback = 0
     failures_before_flush = 0
+    undelivered = 0
 
     client = RiverrunClient(settings.kafka, settings.topics)
 
@@ -291,7 +292,12 @@ def replay(
         try:
             remaining = client.flush(opts.flush_timeout)
             if remaining:
-                logger.warning("%d record(s) still queued after %gs", remaining, opts.flush_timeout)
+                # Still queued after the flush timeout: the broker never took them.
+                undelivered = remaining
+                logger.error(
+                    "%d record(s) not delivered after %gs: is Kafka reachable at %s?",
+                    remaining, opts.flush_timeout, settings.kafka.bootstrap_servers,
+                )
         except DeliveryError as exc:
             failures_before_flush = exc.total
             logger.error("%s", exc)
@@ -310,7 +316,7 @@ def replay(
         elapsed_s=round(elapsed, 3),
         rate=round((requests - 1) / max(last_sent - first_sent, 1e-9), 1) if requests > 1 else 0.0,
         delivered=client.delivered,
-        delivery_failures=max(client.delivery_failures, failures_before_flush),
+        delivery_failures=max(client.delivery_failures, failures_before_flush) + undelivered,
         stopped_early=stop.is_set(),
     )
     logger.info("replay done: %s", summary.model_dump(mode="json"))

@@ -111,7 +111,7 @@ def test_check_cli_measures_read_committed(broker: Any) -> None:
 
 def test_tansu_cli_prints_bootstrap_and_exits_zero_on_sigterm() -> None:
     lines: queue.Queue[str] = queue.Queue()
-    with subprocess.Popen([*RIVERRUN, "broker"], stdout=subprocess.PIPE,
+    with subprocess.Popen([*RIVERRUN, "broker", "--port", "0"], stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True) as process:
         assert process.stdout is not None
         stdout = process.stdout

@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "Apache Kafka KRaft from Maven Central, needs java and mvn.")
     parser.add_argument("--nodes", type=int, default=1,
                         help="Apache Kafka nodes (broker+controller each) [default 1].")
-    parser.add_argument("--port", type=int, default=None,
-                        help="Broker port of the first node; node i uses port+i [default: free].")
+    parser.add_argument("--port", type=int, default=9092,
+                        help="Broker port of the first node; node i uses port+i; 0 picks free "
+                        "ports [default 9092, Kafka's own].")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="Apache Kafka data dir, kept across runs [default: temp, removed].")
     parser.add_argument("--config", action="append", default=None, metavar="KEY=VALUE",
@@ -138,8 +139,8 @@ def _start(args: argparse.Namespace) -> Any:
             )
         from workers.broker.tansu import start_tansu
 
-        return start_tansu(port=args.port)
+        return start_tansu(port=args.port or None)
     from workers.broker.kafka import start_kafka
 
-    return start_kafka(nodes=args.nodes, port=args.port, data_dir=args.data_dir,
+    return start_kafka(nodes=args.nodes, port=args.port or None, data_dir=args.data_dir,
                        config=parse_config_pairs(args.config))
