@@ -197,6 +197,12 @@ class KafkaArtifactStore:
                      self.topic, first)
         return f"kafka://{self.topic}/0/{first}?chunks={count}&id={artifact_id}"
 
+    def close(self) -> None:
+        """Flush and drop the producer, so nothing of it outlives the store's user."""
+        if self._producer is not None:
+            self._producer.flush(self.timeout)
+            self._producer = None
+
     def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
         """Read exactly the location's chunks by assignment; refuse over `max_bytes`."""
         from confluent_kafka import Consumer, KafkaException, TopicPartition

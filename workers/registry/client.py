@@ -311,10 +311,13 @@ class Registry:
         return open_artifact(data, ref, self.signer, self.settings.max_artifact_bytes)
 
     def close(self) -> None:
-        """Flush and drop the producer."""
+        """Flush and drop the producers (records and artifact chunks)."""
         if self._producer is not None:
             self._producer.flush(30)
             self._producer = None
+        close_store = getattr(self._store, "close", None)
+        if close_store is not None:
+            close_store()
 
     def __enter__(self) -> Registry:
         return self
