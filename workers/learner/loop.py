@@ -40,6 +40,7 @@ from schemas import (
     decode,
     encode,
 )
+from workers.client_errors import ClientErrorLog
 from workers.crashpoint import LEARNER_POINTS, CrashPoints
 from workers.errors import ConfigurationError, FatalError
 from workers.learner.join import Joined, JoinWindow
@@ -128,7 +129,7 @@ class Learner:
         self._examples: Consumer | None = None
         self._producer: Producer | None = None
         self._lineage_key = lineage_key(self._topics.examples)
-        self._last_broker_error = 0.0
+        self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         # Set by _load_model.
         self._estimator: Any = None
         self._version = 0
@@ -177,18 +178,6 @@ class Learner:
             "error_cb": self._on_error,
             "logger": _librdkafka_logger,
         })  # fmt: skip
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            logger.error("fatal Kafka client error: %s", err)
-            return
-        now = time.monotonic()
-        if now - self._last_broker_error > 10:
-            self._last_broker_error = now
-            logger.warning(
-                "Kafka not reachable or unhappy (%s); still trying %s",
-                err, self._settings.kafka.bootstrap_servers,
-            )  # fmt: skip
 
     # -- health --------------------------------------------------------------------------
 

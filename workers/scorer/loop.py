@@ -24,6 +24,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from workers.client_errors import ClientErrorLog
 from workers.crashpoint import CrashPoints
 from workers.errors import FatalError
 from workers.metrics import ScorerMetrics
@@ -114,7 +115,7 @@ class Scorer:
         self._in_flight: deque[_InFlight] = deque()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._last_broker_error = 0.0
+        self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._crash = CrashPoints(settings.scorer.crash_at)
 
     # -- configuration -------------------------------------------------------------------
@@ -158,19 +159,6 @@ class Scorer:
             defaults["transactional.id"] = self._options.transactional_id
             defaults["transaction.timeout.ms"] = int(_TXN_TIMEOUT_S * 1000)
         return self._settings.kafka.client_config(defaults)
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            logger.error("fatal Kafka client error: %s", err)
-            return
-        now = time.monotonic()
-        if now - self._last_broker_error > 10:
-            self._last_broker_error = now
-            logger.warning(
-                "Kafka not reachable or unhappy (%s); still trying %s",
-                err,
-                self._settings.kafka.bootstrap_servers,
-            )
 
     # -- rebalance callbacks -------------------------------------------------------------
 
