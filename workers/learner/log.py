@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from schemas import KafkaSettings
 from workers.errors import ConfigurationError, FatalError, RetryableError
 from workers.learner.prequential import Prequential, learn_example
+from workers.partitions import topic_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +63,10 @@ def examples_consumer(kafka: KafkaSettings, client_id: str) -> Consumer:
 
 def check_single_partition(consumer: Consumer, topic: str, timeout: float = 15.0) -> None:
     """Refuse an examples topic that is missing or has more than one partition."""
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        raise RetryableError(f"cannot read metadata of the examples topic {topic}: {exc}") from exc
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
+    partitions = topic_partitions(consumer, topic, "examples", timeout)
+    if len(partitions) != 1:
         raise ConfigurationError(
-            f"examples topic {topic} does not exist: run `riverrun topics create` or set "
-            "RIVERRUN_TOPICS__EXAMPLES"
-        )
-    if len(info.partitions) != 1:
-        raise ConfigurationError(
-            f"examples topic {topic} has {len(info.partitions)} partitions; its order is what "
+            f"examples topic {topic} has {len(partitions)} partitions; its order is what "
             "the model learns, so it must have exactly one: recreate it with one partition"
         )
 

@@ -55,6 +55,7 @@ from workers.learner.log import (
 from workers.learner.metrics import LearnerMetrics
 from workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
 from workers.learner.settings import LearnerSettings
+from workers.partitions import next_offsets
 from workers.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ class Learner:
             assert consumer is not None  # noqa: S101  # set in run()
             try:
                 producer.send_offsets_to_transaction(
-                    _next_offsets(done), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+                    next_offsets(done), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
                 )
                 _commit_transaction(producer)
             except KafkaException as exc:
@@ -637,13 +638,6 @@ class Learner:
             self._producer = None
             self.metrics.ready.set(0)
             logger.info("learner stopped (%s)", "clean" if clean else "after a failure")
-
-
-def _next_offsets(records: list[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for record in records:  # topic, partition and offset are always set on consumed records
-        highest[(record.topic() or "", record.partition() or 0)] = record.offset() or 0
-    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
 
 
 def _commit_transaction(producer: Producer) -> None:

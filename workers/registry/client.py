@@ -27,6 +27,7 @@ from schemas import (
     encode,
 )
 from workers.errors import ConfigurationError, FatalError, RetryableError
+from workers.partitions import topic_partitions
 from workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
 from workers.registry.loading import open_artifact, seal
 from workers.registry.records import RegistryRecord, decode_registry_record, key_of
@@ -96,22 +97,6 @@ def _reader_config(kafka: KafkaSettings) -> dict[str, Any]:
     })  # fmt: skip
 
 
-def _partitions(consumer: Any, topic: str, timeout: float) -> list[int]:
-    from confluent_kafka import KafkaException
-
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        raise RetryableError(f"cannot read metadata of registry topic {topic}: {exc}") from exc
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        raise ConfigurationError(
-            f"registry topic {topic} does not exist: run `riverrun topics create` or set "
-            "RIVERRUN_TOPICS__MODELS"
-        )
-    return sorted(info.partitions)
-
-
 def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
     if raw is None:  # a tombstone: compaction deletes the key, nothing to fold
         return None
@@ -164,7 +149,7 @@ def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> li
     consumer = Consumer(_reader_config(kafka))
     records: list[RegistryRecord] = []
     try:
-        partitions = _partitions(consumer, topic, timeout)
+        partitions = topic_partitions(consumer, topic, "registry", timeout)
         ends: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         for partition in partitions:
@@ -399,7 +384,7 @@ class RegistryFollower:
 
         consumer = Consumer(_reader_config(self.kafka))
         try:
-            partitions = _partitions(consumer, self.topic, 15.0)
+            partitions = topic_partitions(consumer, self.topic, "registry", 15.0)
             consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
             while not self._stop.is_set():
                 for msg in consumer.consume(500, self.poll_timeout):

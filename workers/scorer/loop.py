@@ -29,6 +29,7 @@ from workers.crashpoint import CrashPoints
 from workers.errors import FatalError
 from workers.metrics import ScorerMetrics
 from workers.model import ModelSource
+from workers.partitions import first_offsets, next_offsets
 from workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from workers.scorer.settings import ScorerSettings
 
@@ -73,20 +74,6 @@ class _InFlight:
         self.remaining -= 1
         if err is not None:
             self.errors.append(str(err))
-
-
-def _next_offsets(records: list[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for record in records:
-        highest[(record.topic(), record.partition())] = record.offset()
-    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
-
-
-def _first_offsets(records: list[Message]) -> list[TopicPartition]:
-    first: dict[tuple[str, int], int] = {}
-    for record in records:
-        first.setdefault((record.topic(), record.partition()), record.offset())
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 class Scorer:
@@ -307,7 +294,7 @@ class Scorer:
     def _produce_pipelined(self, records: list[Message], result: BatchResult) -> None:
         producer = self._producer
         assert producer is not None  # noqa: S101  # set in run()
-        pending = _InFlight(_next_offsets(records), len(result.outputs))
+        pending = _InFlight(next_offsets(records), len(result.outputs))
         self._in_flight.append(pending)
         ack = pending.ack
         produce = producer.produce
@@ -395,7 +382,7 @@ class Scorer:
                 producer.flush(_TXN_TIMEOUT_S)  # outputs really on the broker, uncommitted
                 self._crash.hit("after-produce-before-commit")
             producer.send_offsets_to_transaction(
-                _next_offsets(records), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+                next_offsets(records), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
             )
             self._commit_transaction(producer)
             self.metrics.transactions.labels("committed").inc()
@@ -437,7 +424,7 @@ class Scorer:
         self._init_transactions()
 
     def _rewind(self, consumer: Consumer, records: list[Message]) -> None:
-        for tp in _first_offsets(records):
+        for tp in first_offsets(records):
             if (tp.topic, tp.partition) in self._assigned:
                 try:
                     consumer.seek(tp)
