@@ -16,7 +16,7 @@ import numpy as np
 from river import compose, linear_model, preprocessing
 
 from workers.model.generic import RiverScorer
-from workers.model.scoring import Features, Label, ScoredBatch
+from workers.model.scoring import Features, ScoredBatch
 
 _PROBA_TOLERANCE = 1e-12
 _PROBE_ROWS = 64

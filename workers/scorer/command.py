@@ -15,9 +15,9 @@ from workers.errors import ConfigurationError, FatalError
 from workers.health import HealthServer
 from workers.metrics import ScorerMetrics
 from workers.model import FileModelSource, ModelSource, load_model_file
+from workers.model.model_file import ModelFileError
 from workers.model.registry_source import RegistryModelSource
 from workers.registry import Registry, RegistrySettings
-from workers.model.model_file import ModelFileError
 from workers.scorer.loop import Scorer
 from workers.scorer.settings import ScorerOptions, ScorerSettings
 from workers.settings_errors import explain
