@@ -105,10 +105,17 @@ class DeadLetter(Event):
     source_offset: int
     failed_at: datetime = Field(default_factory=utc_now)
     worker: str = Field(default="", description="Client id of the worker that gave up.")
+    model: str | None = Field(
+        default=None, description="Model whose version failed on the record, when one did."
+    )
+    version: int | None = Field(
+        default=None, ge=0, description="Version that failed (the judge's error rate)."
+    )
+    route: str | None = Field(default=None, description="Why that version was asked.")
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Render as Kafka headers, `riverrun.<field>`, values UTF-8."""
-        return [
+        headers = [
             ("riverrun.error.class", self.error_class.encode()),
             ("riverrun.error.reason", self.reason.encode()),
             ("riverrun.source.topic", self.source_topic.encode()),
@@ -118,6 +125,11 @@ class DeadLetter(Event):
             ("riverrun.worker", self.worker.encode()),
             ("riverrun.schema_version", str(self.schema_version).encode()),
         ]
+        if self.model is not None and self.version is not None:
+            headers.append(("riverrun.model", self.model.encode()))
+            headers.append(("riverrun.model.version", str(self.version).encode()))
+            headers.append(("riverrun.route", (self.route or "").encode()))
+        return headers
 
     @classmethod
     def from_headers(cls, headers: list[tuple[str, bytes]] | None) -> DeadLetter:
@@ -131,6 +143,11 @@ class DeadLetter(Event):
             source_offset=int(values["riverrun.source.offset"]),
             failed_at=datetime.fromisoformat(values["riverrun.failed_at"]),
             worker=values.get("riverrun.worker", ""),
+            model=values.get("riverrun.model"),
+            version=int(values["riverrun.model.version"])
+            if "riverrun.model.version" in values
+            else None,
+            route=values.get("riverrun.route"),
         )
 
 
@@ -185,6 +202,17 @@ class PolicyAssignment(BaseModel):
     weight: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class CanaryStep(BaseModel):
+    """One step of a canary's schedule: from `after_s` seconds on, the canary takes `weight`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    weight: float = Field(ge=0.0, le=1.0, description="The canary's share of traffic.")
+    after_s: float = Field(
+        ge=0.0, description="Seconds after the policy was decided (`decided_at`)."
+    )
+
+
 class PolicyChanged(Event):
     """How a model's traffic is split among its versions (topic `models`, compacted)."""
 
@@ -197,6 +225,56 @@ class PolicyChanged(Event):
     numbers: dict[str, float] = Field(default_factory=dict)
     decided_by: str = "operator"
     decided_at: datetime = Field(default_factory=utc_now)
+    action: str = Field(
+        default="deploy",
+        description="What this record did: deploy, promote, rollback, reweight, switch.",
+    )
+    experiment: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequence of the policy whose experiment this one continues (a bandit's "
+        "re-weighting keeps its evidence); None starts a new one at this sequence.",
+    )
+    hypothesis: str = Field(default="", description="What an A/B test or canary sets out to show.")
+    metric: Literal["accuracy", "log_loss", "loss"] = Field(
+        default="accuracy",
+        description="What the judge compares: accuracy (higher is better, two-proportion test) "
+        "or the outcome's loss (log_loss/loss; lower is better, Welch's t-test).",
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Non-inferiority margin in the metric's units: a challenger no worse than "
+        "the champion by more than this is promoted; worse by more is rolled back.",
+    )
+    alpha: float = Field(
+        default=0.05, gt=0.0, lt=0.5, description="False-decision rate the judge holds to."
+    )
+    min_samples: int = Field(
+        default=200, ge=1, description="Outcomes each version needs before the judge decides."
+    )
+    max_error_rate: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="A canary whose error and dead-letter rate exceeds the champion's by more "
+        "than this is rolled back.",
+    )
+    exploration: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=0.5,
+        description="Bandit: the smallest share any version keeps, so evidence keeps coming.",
+    )
+    schedule: list[CanaryStep] = Field(
+        default_factory=list,
+        description="Canary: later weights of the canary, stepping up with time.",
+    )
+
+    @property
+    def experiment_id(self) -> int:
+        """The sequence that started the experiment this policy belongs to."""
+        return self.experiment if self.experiment is not None else self.sequence
 
 
 class OutcomeRecorded(Event):
