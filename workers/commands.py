@@ -69,6 +69,13 @@ def _models_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     add_verify_command(_actions_of(subparsers, "models", "Administer models."))
 
 
+def _models_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Policies (deploy, promote, rollback, status) are routing's actions under `riverrun models`.
+    from workers.routing.command import add_policy_commands
+
+    add_policy_commands(_actions_of(subparsers, "models", "Administer models."))
+
+
 def _actions_of(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -84,5 +91,6 @@ def _actions_of(
 
 
 REGISTRARS: list[Registrar] = [
-    _broker, _topics, _train, _score, _learn, _models, _models_verify, _bench, _schemas, _demo,
+    _broker, _topics, _train, _score, _learn, _models, _models_verify, _models_policy, _bench,
+    _schemas, _demo,
 ]
