@@ -1,14 +1,24 @@
-"""The scorer's metrics, built on an injected registry so that tests read fresh ones."""
+"""The scorer's metrics, built on an injected registry so that tests read fresh ones.
+
+Besides plain counters and histograms: a histogram observed a batch at a time, consumer lag
+per partition read from librdkafka's statistics, and model staleness computed at scrape time.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -55,6 +65,120 @@ class BulkHistogram(Collector):
         yield HistogramMetricFamily(
             self._name, self._documentation, buckets=buckets, sum_value=total
         )
+
+
+def consumer_lag_from_stats(stats_json: str | bytes) -> dict[tuple[str, int], int]:
+    """Count the records behind the committed offset of each (topic, partition) owned.
+
+    Reads librdkafka's statistics JSON (`topics -> partitions -> consumer_lag`). Left out: the
+    internal `-1` partition, partitions no longer wanted (revoked ones linger in the statistics),
+    and lags librdkafka cannot know yet (-1, e.g. before the group's first commit).
+
+    Raises:
+        ValueError: the text is not JSON.
+
+    """
+    stats = orjson.loads(stats_json)
+    lags: dict[tuple[str, int], int] = {}
+    topics = stats.get("topics") if isinstance(stats, dict) else None
+    if not isinstance(topics, dict):
+        return lags
+    for topic, entry in topics.items():
+        partitions = entry.get("partitions") if isinstance(entry, dict) else None
+        if not isinstance(partitions, dict):
+            continue
+        for key, partition in partitions.items():
+            if key == "-1" or not isinstance(partition, dict) or not partition.get("desired"):
+                continue
+            lag = partition.get("consumer_lag")
+            if isinstance(lag, int) and lag >= 0:
+                lags[(str(topic), int(key))] = lag
+    return lags
+
+
+class ConsumerLag(Collector):
+    """A gauge per owned partition, replaced whole by each librdkafka statistics report.
+
+    `update_from_stats` is the consumer's `stats_cb`: librdkafka calls it from `consume()` on
+    its own interval (`statistics.interval.ms`), so nothing runs per message.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._lags: dict[tuple[str, int], int] = {}
+        registry.register(self)
+
+    def update_from_stats(self, stats_json: str) -> None:
+        """Take in one statistics report; a malformed one is logged, never raised into the loop."""
+        try:
+            lags = consumer_lag_from_stats(stats_json)
+        except ValueError as exc:
+            logger.warning("unreadable librdkafka statistics, consumer lag not updated: %s", exc)
+            return
+        self._lags = lags  # one reference swap: a scrape sees a whole report, never half
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the last report's lags."""
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["topic", "partition"])
+        for (topic, partition), lag in sorted(self._lags.items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class PublishedSnapshot(Protocol):
+    """What staleness needs of a served snapshot."""
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """The version served."""
+        ...
+
+    @property
+    def published_at(self) -> float | None:
+        """Unix time the snapshot was published; None when unknown."""
+        ...
+
+
+class ModelStaleness(Collector):
+    """Age of each served snapshot, computed at scrape time so it grows between batches too."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._clock = clock
+        self._served: Callable[[], Iterable[PublishedSnapshot]] = tuple
+        registry.register(self)
+
+    def watch(self, served: Callable[[], Iterable[PublishedSnapshot]]) -> None:
+        """Read the served snapshots from `served` at each scrape."""
+        self._served = served
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Now minus the publication time, per served model and version."""
+        now = self._clock()
+        ages: dict[tuple[str, str], float] = {}
+        for model in self._served():
+            if model.published_at is None:
+                continue
+            key = (model.name, str(model.version))
+            age = max(0.0, now - model.published_at)
+            ages[key] = min(age, ages.get(key, age))
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["model", "version"])
+        for (model_name, version), age in sorted(ages.items()):
+            family.add_metric([model_name, version], age)
+        yield family
 
 
 class ScorerMetrics:
@@ -145,4 +269,14 @@ class ScorerMetrics:
         )
         self.ready = Gauge(
             "riverrun_scorer_ready", "1 when assigned partitions and a model are loaded.", registry=r
+        )
+        self.consumer_lag = ConsumerLag(
+            "riverrun_scorer_consumer_lag_records",
+            "Records of an owned requests partition not yet committed, from librdkafka statistics.",
+            r,
+        )
+        self.model_staleness = ModelStaleness(
+            "riverrun_scorer_model_staleness_seconds",
+            "Age of the snapshot served: now minus its publication time.",
+            r,
         )

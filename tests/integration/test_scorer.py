@@ -207,7 +207,7 @@ def test_metrics_and_probes_follow_the_worker(
     phishing: list[tuple[dict[str, float], bool]], unused_tcp_port: int,
 ) -> None:
     base = f"http://127.0.0.1:{unused_tcp_port}"
-    scorer = start_scorer("--metrics-port", str(unused_tcp_port))
+    scorer = start_scorer("--metrics-port", str(unused_tcp_port), "--statistics-interval-ms", "500")
 
     def get(path: str) -> tuple[int, str]:
         try:
@@ -230,5 +230,24 @@ def test_metrics_and_probes_follow_the_worker(
     assert f'riverrun_scorer_scored_total{{model="{MODEL_NAME}",route="champion",version="1"}} 300.0' in body
     assert "riverrun_scorer_end_to_end_latency_seconds_count 300.0" in body
     assert f'riverrun_scorer_model_info{{model="{MODEL_NAME}",snapshot="0",version="1"}} 1.0' in body
+
+    def lags() -> dict[str, float]:
+        prefix = 'riverrun_scorer_consumer_lag_records{partition="'
+        return {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                for line in get("/metrics")[1].splitlines()
+                if line.startswith(prefix) and f'topic="{topics.requests}"' in line}
+
+    # From librdkafka's statistics: every partition's lag, down to 0 once all is committed.
+    wait_for(lambda: len(lags()) == 4 and sum(lags().values()) == 0, 60,
+             "the consumer lag of all 4 partitions to reach 0")
+
+    def staleness() -> float:
+        name = f'riverrun_scorer_model_staleness_seconds{{model="{MODEL_NAME}",version="1"}}'
+        line = next(line for line in get("/metrics")[1].splitlines() if line.startswith(name))
+        return float(line.rsplit(" ", 1)[1])
+
+    # The model file's age, growing between scrapes with no batch in between.
+    first = staleness()
+    wait_for(lambda: staleness() > first, 10, "the model's staleness to grow")
     scorer.signal(signal.SIGTERM)
     assert scorer.wait(60) == 0

@@ -184,6 +184,10 @@ def test_tampered_snapshots_are_refused_and_the_last_good_keeps_serving(
     refused = [line for line in body.splitlines()
                if line.startswith("riverrun_scorer_refused_snapshots_total{")]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in refused) == len(variants)
+    # Staleness counts from the served snapshot's publication (#0), not from the refused ones.
+    staleness = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(
+        f'riverrun_scorer_model_staleness_seconds{{model="{MODEL_NAME}",version="1"}}')]
+    assert len(staleness) == 1 and staleness[0] > 0
 
     # A good snapshot after the bad ones is taken.
     registry.publish_snapshot(MODEL_NAME, 1, 9, fresh_model(phishing[:500]))

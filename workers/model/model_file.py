@@ -63,6 +63,8 @@ def load_model_file(
         scorer=scorer,
         estimator=estimator,
         expected_features=expected_features_of(estimator),
+        # The file's modification time stands for its publication.
+        published_at=path.stat().st_mtime,
     )
 
 

@@ -193,6 +193,7 @@ class RegistryModelSource:
             scorer=build_scorer(estimator, fast_path=self._fast_path),
             estimator=estimator,
             expected_features=expected_features_of(estimator),
+            published_at=target.published_at.timestamp(),
         )
         elapsed = time.perf_counter() - started
         if self._metrics is not None:

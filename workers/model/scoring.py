@@ -54,6 +54,8 @@ class ServedModel:
     scorer: BatchScorer
     estimator: Any
     expected_features: frozenset[str] | None = None
+    # Unix time the snapshot was published; the scorer reports its age as staleness.
+    published_at: float | None = None
 
     @property
     def label(self) -> str:
@@ -74,6 +76,10 @@ class ModelSource(Protocol):
 
     def unavailable_reason(self, name: str) -> str:
         """Why `get(name)` gave None, for the request's dead letter."""
+        ...
+
+    def served(self) -> list[ServedModel]:
+        """The snapshots held for serving now; read by the metrics thread at each scrape."""
         ...
 
 

@@ -89,6 +89,7 @@ class Scorer:
         self._options = settings.scorer
         self._models = models
         self.metrics = metrics if metrics is not None else ScorerMetrics()
+        self.metrics.model_staleness.watch(models.served)
         self._batch_options = BatchOptions(
             predictions_topic=settings.topics.predictions,
             dead_letter_topic=settings.topics.dead_letters,
@@ -124,7 +125,10 @@ class Scorer:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
+                # Consumer lag per partition for /metrics, parsed on librdkafka's interval.
+                "statistics.interval.ms": self._options.statistics_interval_ms,
                 "error_cb": self._on_error,
+                "stats_cb": self.metrics.consumer_lag.update_from_stats,
                 "logger": _librdkafka_logger,
             }
         )

@@ -72,6 +72,11 @@ class ScorerOptions(BaseModel):
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time allowed to finish, flush and commit on SIGTERM."
     )
+    statistics_interval_ms: int = Field(
+        default=5000, ge=0, le=3_600_000,
+        description="How often librdkafka reports statistics, in milliseconds: the consumer lag "
+        "per partition on /metrics. 0 turns them off.",
+    )  # fmt: skip
 
     @field_validator("crash_at")
     @classmethod
