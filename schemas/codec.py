@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import Event, PredictionRequested
+from schemas.events import Event, LabelObserved, PredictionRequested
 
 E = TypeVar("E", bound=Event)
 
@@ -103,28 +103,39 @@ def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
     key = data.get("key")
     if type(request_id) is not str or not 0 < len(request_id) <= 128:
         return None
-    if type(model) is not str:
-        return None
-    if model not in _good_model_names:
-        if not _MODEL_NAME.match(model) or len(_good_model_names) > 10_000:
-            return None
-        _good_model_names.add(model)
-    if type(features) is not dict or not 0 < len(features) <= 4096:
+    if type(model) is not str or not _good_model(model):
         return None
     if key is not None and (type(key) is not str or len(key) > 256):
         return None
+    checked = _fast_features(features)
+    if checked is None:
+        return None
+    return RequestFields(request_id, model, checked, key)
+
+
+def _good_model(model: str) -> bool:
+    if model in _good_model_names:
+        return True
+    if not _MODEL_NAME.match(model) or len(_good_model_names) > 10_000:
+        return False
+    _good_model_names.add(model)
+    return True
+
+
+def _fast_features(features: Any) -> dict[str, float | str] | None:
+    """The `Features` rules by hand, ints made floats in place; None means "ask pydantic"."""
+    if type(features) is not dict or not 0 < len(features) <= 4096:
+        return None
     for name, value in features.items():
-        kind = type(value)
-        # orjson never yields NaN or infinity, so a float from it is always finite.
-        if kind is float:
-            continue
-        if kind is int or kind is bool:
-            features[name] = float(value)
-        elif kind is not str or len(value) > 1024:
-            return None
         if not 0 < len(name) <= 256:
             return None
-    return RequestFields(request_id, model, features, key)
+        kind = type(value)
+        # orjson never yields NaN or infinity, so a float from it is always finite.
+        if kind is int or kind is bool:
+            features[name] = float(value)
+        elif kind is not float and (kind is not str or len(value) > 1024):
+            return None
+    return features
 
 
 def decode_request_fields(raw: bytes | None, max_bytes: int | None = None) -> RequestFields:
@@ -140,6 +151,21 @@ def decode_request_fields(raw: bytes | None, max_bytes: int | None = None) -> Re
             return fields
     request = decode(PredictionRequested, raw, max_bytes)
     return RequestFields(request.request_id, request.model, request.features, request.key)
+
+
+def decode_label(data: Any, raw: bytes | None) -> LabelObserved:
+    """Decode labelled feedback already parsed from `raw` (the learner parses once, to route).
+
+    Accepts exactly what `decode(LabelObserved, raw)` accepts and returns an equal event.
+    """
+    if not isinstance(data, dict):
+        raise DecodeError(
+            "InvalidEvent", f"the value is JSON {type(data).__name__}, expected an object", raw
+        )
+    try:
+        return LabelObserved.model_validate(data)
+    except ValidationError as exc:
+        raise DecodeError("InvalidEvent", _describe(exc), raw) from exc
 
 
 def encode(event: Event) -> bytes:

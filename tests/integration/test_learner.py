@@ -276,3 +276,100 @@ def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.startswith(f"OK killed@1#{killed.snapshot}")
     assert killed.artifact.sha256 in verify.stdout
+
+
+def test_a_restarted_learner_keeps_its_prequential_metrics(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "resumed")
+    produce(kafka_settings, topics.feedback, labels_of(phishing, "resumed"))  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "resumed", snapshot_every=400)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        first = Learner(settings, registry).run(max_examples=600, idle_timeout=60)
+        second = Learner(settings, registry).run(
+            max_examples=len(phishing) - first.examples_learned, idle_timeout=60
+        )
+    assert first.examples_learned + second.examples_learned == len(phishing)
+    assert second.metrics is not None
+    # The same numbers as one uninterrupted pass: River's own, over every example.
+    assert second.metrics["examples"] == len(phishing)
+    assert second.metrics["accuracy"] == pytest.approx(RIVER_PHISHING_ACCURACY, abs=1e-4)
+    final = latest(kafka_settings, topics, "resumed")
+    assert final.metrics["examples"] == len(phishing)
+
+
+def test_a_version_released_while_learning_takes_over_from_its_release_on(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "evolving")
+    before, after = phishing[:300], phishing[300:800]
+    produce(kafka_settings, topics.feedback, labels_of(before, "evolving"))  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "evolving", snapshot_every=100)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        learner = Learner(settings, registry)
+        finished: list[Any] = []
+        import threading
+
+        runner = threading.Thread(target=lambda: finished.append(learner.run(idle_timeout=8)))
+        runner.start()
+        wait_for(lambda: learner.metrics.registry.get_sample_value(
+            "riverrun_learner_examples_learned_total",
+            {"model": "evolving", "version": "1"}) == len(before), 60, "version 1 to learn")
+        _, released = registry.release("evolving", SPEC, build_estimator(SPEC))
+        assert released.version == 2
+        learned_to = learner.metrics.registry.get_sample_value(
+            "riverrun_learner_examples_offset", {"model": "evolving"})
+        assert learned_to is not None
+        # The end of the log at release (past the last transaction's marker).
+        assert released.lineage[f"{topics.examples}:0"] >= learned_to
+        wait_for(lambda: learner.metrics.registry.get_sample_value(
+            "riverrun_learner_version", {"model": "evolving"}) == 2, 30, "the switch to version 2")
+        labels = [(f"late-{i}".encode(), label_payload(f"late-{i}", "evolving", y, x))
+                  for i, (x, y) in enumerate(after)]
+        produce(kafka_settings, topics.feedback, labels)  # type: ignore[arg-type]
+        runner.join(120)
+        assert finished and finished[0].version == 2, finished
+        view = registry.refresh()
+        v1 = view.latest_snapshot("evolving", 1)
+        v2 = view.latest_snapshot("evolving", 2)
+        assert v1 is not None and v1.examples_seen == len(before)
+        # Version 2 learned only what was joined after its release, from its own snapshot 0.
+        assert v2 is not None and v2.examples_seen == len(after)
+        assert v2.metrics["examples"] == len(after)
+        verdict = verify_snapshot(registry, kafka_settings, topics, f"evolving@2#{v2.snapshot}")
+        assert verdict.matches and verdict.examples == len(after), verdict
+
+
+def test_concurrent_releases_take_distinct_versions(
+    kafka_settings: KafkaSettings, topics: TopicSettings
+) -> None:
+    release(kafka_settings, topics, "raced")  # the topics answer before the race starts
+    import threading
+
+    taken: list[int] = []
+
+    def release_three() -> None:
+        with Registry(kafka_settings, topics, registry_settings()) as registry:
+            for _ in range(3):
+                released, _ = registry.release("raced", SPEC, build_estimator(SPEC))
+                taken.append(released.version)
+
+    racers = [threading.Thread(target=release_three) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(180)
+    assert sorted(taken) == [2, 3, 4, 5, 6, 7]
+    with Registry(kafka_settings, topics, registry_settings()) as registry:
+        view = registry.refresh()
+        assert [v.version for v in view.versions("raced")] == [1, 2, 3, 4, 5, 6, 7]
+        for version in range(1, 8):
+            snapshot = view.latest_snapshot("raced", version)
+            assert snapshot is not None and snapshot.snapshot == 0
+            registry.load(snapshot)  # each version's own artifact, intact

@@ -16,6 +16,7 @@ from schemas import (
     LabelObserved,
     PredictionRequested,
     decode,
+    decode_label,
     decode_request,
     decode_request_fields,
     encode,
@@ -132,3 +133,46 @@ def test_fast_decoder_agrees_with_the_contract(data: dict[str, object]) -> None:
     for name, number in fields.features.items():
         if not isinstance(number, str):
             assert isinstance(number, float) and math.isfinite(number), name
+
+
+labels = st.fixed_dictionaries(
+    {},
+    optional={
+        "schema_version": st.one_of(st.integers(-1, 3), st.just("1")),
+        "request_id": st.one_of(st.text(max_size=130), st.integers(0, 9)),
+        "model": st.one_of(st.sampled_from(["fraud", "m-1"]), st.text(max_size=70)),
+        "label": st.one_of(st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False,
+                           allow_infinity=False), st.text(max_size=3), st.none(), st.lists(
+                           st.integers(-9, 9), max_size=1)),
+        "observed_at": st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123+02:00",
+                                        "2026-01-01T00:00:00", "2026-01-01", "noon",
+                                        1_700_000_000]),
+        "key": st.one_of(st.none(), st.text(max_size=5), st.integers(0, 9)),
+        "features": st.one_of(
+            st.none(), st.dictionaries(st.text(max_size=5), feature_values, max_size=4),
+            json_scalars,
+        ),
+        "extra": json_scalars,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(labels)
+def test_fast_label_decoder_agrees_with_the_contract(data: dict[str, object]) -> None:
+    value = orjson.dumps(data)
+    try:
+        expected = decode(LabelObserved, value)
+    except DecodeError as exc:
+        with pytest.raises(DecodeError) as caught:
+            decode_label(orjson.loads(value), value)
+        assert caught.value.error_class == exc.error_class
+        return
+    fast = decode_label(orjson.loads(value), value)
+    # Without observed_at each decode stamps its own "now".
+    ignored = set() if "observed_at" in data else {"observed_at"}
+    assert fast.model_dump(exclude=ignored) == expected.model_dump(exclude=ignored)
+    assert [type(v) for v in (fast.features or {}).values()] == [
+        type(v) for v in (expected.features or {}).values()
+    ]
+    assert type(fast.label) is type(expected.label)

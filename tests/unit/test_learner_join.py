@@ -135,3 +135,16 @@ def test_bounds_must_be_positive() -> None:
 def test_outcome_loss(prediction_: object, proba: dict[str, float] | None, label_: object,
                       task: str | None, loss: float) -> None:
     assert outcome_loss(prediction_, proba, label_, task) == pytest.approx(loss)  # type: ignore[arg-type]
+
+
+def test_an_example_renders_as_its_contract_decodes_it() -> None:
+    from schemas import ExampleJoined, decode, encode
+    from workers.learner.join import example_value
+
+    example = ExampleJoined(
+        request_id="r1", model="fraud", features={"x": 1.5, "city": "Oslo"}, label=True,
+        version=2, snapshot=7, route="canary", prediction=False, proba={"True": 0.25},
+        observed_at=datetime(2026, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC),
+    )  # fmt: skip
+    assert decode(ExampleJoined, example_value(example)) == example
+    assert example_value(example) == encode(example)

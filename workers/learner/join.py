@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
 
-from schemas import ExampleJoined, LabelObserved, OutcomeRecorded, PredictionMade
+import orjson
+
+from schemas import SCHEMA_VERSION, ExampleJoined, LabelObserved, OutcomeRecorded, PredictionMade
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -25,11 +28,27 @@ UNJOINED_REASONS = (DUPLICATE_LABEL, UNKNOWN_REQUEST, WINDOW_EXPIRED)
 _EPSILON = 1e-15
 
 
+class JoinedExample(NamedTuple):
+    """The fields of an `ExampleJoined`, built without validating them again (one per label)."""
+
+    request_id: str
+    model: str
+    features: dict[str, float | str]
+    label: Any
+    observed_at: datetime
+    version: int | None = None
+    snapshot: int | None = None
+    route: str | None = None
+    prediction: Any = None
+    proba: dict[str, float] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
 @dataclass(frozen=True)
 class Joined:
     """A label that found its features: what to learn, and the outcome when one was predicted."""
 
-    example: ExampleJoined
+    example: JoinedExample
     outcome: OutcomeRecorded | None
 
 
@@ -143,16 +162,29 @@ class JoinWindow:
         return _joined(label, features, prediction)
 
 
+def example_value(example: JoinedExample | ExampleJoined) -> bytes:
+    """Render an example as `encode` renders an `ExampleJoined` (one per label learned)."""
+    payload: dict[str, object] = {
+        "schema_version": example.schema_version, "request_id": example.request_id,
+        "model": example.model, "features": example.features, "label": example.label,
+    }  # fmt: skip
+    for name in ("version", "snapshot", "route", "prediction", "proba"):
+        value = getattr(example, name)
+        if value is not None:
+            payload[name] = value
+    payload["observed_at"] = example.observed_at
+    return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
+
+
 def _joined(
     label: LabelObserved, features: dict[str, float | str], prediction: PredictionMade | None
 ) -> Joined:
     if prediction is None:
-        example = ExampleJoined(
-            request_id=label.request_id, model=label.model, features=features,
-            label=label.label, observed_at=label.observed_at,
-        )  # fmt: skip
+        example = JoinedExample(
+            label.request_id, label.model, features, label.label, label.observed_at
+        )
         return Joined(example, None)
-    example = ExampleJoined(
+    example = JoinedExample(
         request_id=label.request_id, model=label.model, features=features, label=label.label,
         version=prediction.version, snapshot=prediction.snapshot, route=prediction.route,
         prediction=prediction.prediction, proba=prediction.proba, observed_at=label.observed_at,

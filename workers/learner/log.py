@@ -23,11 +23,6 @@ from workers.partitions import topic_partitions
 logger = logging.getLogger(__name__)
 
 
-def lineage_key(examples_topic: str) -> str:
-    """Return the lineage key of a snapshot learned from the examples log: `<topic>:0`."""
-    return f"{examples_topic}:0"
-
-
 def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | None:
     """Return the features and label of an example of `model`; None for another model's.
 

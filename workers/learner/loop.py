@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,27 +36,38 @@ from schemas import (
     DeadLetter,
     DecodeError,
     LabelObserved,
+    ModelVersionReleased,
     PredictionMade,
+    SnapshotPublished,
     decode,
+    decode_label,
     encode,
+    parse_json,
 )
 from workers.client_errors import ClientErrorLog
 from workers.crashpoint import LEARNER_POINTS, CrashPoints
-from workers.errors import ConfigurationError, FatalError
-from workers.learner.join import Joined, JoinWindow
+from workers.errors import ConfigurationError, FatalError, RiverrunError
+from workers.learner.join import Joined, JoinWindow, example_value
 from workers.learner.log import (
     check_single_partition,
     end_offset,
     examples_consumer,
-    lineage_key,
     read_example,
     read_range,
+    replay,
 )
 from workers.learner.metrics import LearnerMetrics
-from workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
+from workers.learner.prequential import (
+    Prequential,
+    SnapshotCadence,
+    is_classifier,
+    learn_example,
+    task_of,
+)
 from workers.learner.settings import LearnerSettings
 from workers.partitions import next_offsets
-from workers.registry import Registry
+from workers.registry import Registry, RegistryFollower
+from workers.registry.records import RegistryRecord, lineage_key
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")
@@ -121,6 +132,11 @@ class Learner:
             int(settings.learner.window_max_age_s * 1000),
         )  # fmt: skip
         self._pending: deque[_Pending] = deque()
+        # Examples committed by this learner and not learned yet: (log offset, features, label).
+        # Learned from memory once the log reader has caught up with the first of them.
+        self._committed: deque[tuple[int, dict[str, Any], Any]] = deque()
+        self._reading_log = True
+        self._example_offsets: list[int] = []
         self._paused = False
         self._assigned = False
         self._predictions_read: dict[int, int] = {}  # partition -> last timestamp read (ms)
@@ -131,7 +147,9 @@ class Learner:
         self._producer: Producer | None = None
         self._lineage_key = lineage_key(self._topics.examples)
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
-        # Set by _load_model.
+        self._newer: SnapshotPublished | None = None  # set by the registry follower's thread
+        self._follower: RegistryFollower | None = None
+        # Set by _start_version.
         self._estimator: Any = None
         self._version = 0
         self._snapshot = 0
@@ -200,24 +218,94 @@ class Learner:
                 f"model {self._model!r} has no released version: release one "
                 "(`riverrun models release`) before starting its learner"
             )
-        snapshot = view.latest_snapshot(self._model, version)
-        if snapshot is None:
+        snapshots = view.snapshots(self._model, version)
+        if not snapshots:
             raise ConfigurationError(
                 f"{self._model}@{version} has no snapshot to start from: release it again"
             )
-        released = view.version(self._model, version)
-        self._estimator = self._registry.load(snapshot)
-        self._version = version
+        self._start_version(view.version(self._model, version), snapshots[0], snapshots[-1])
+
+    def _start_version(
+        self,
+        released: ModelVersionReleased | None,
+        first: SnapshotPublished,
+        snapshot: SnapshotPublished,
+    ) -> None:
+        """Learn `snapshot`'s version from it on, with the prequential metrics it had.
+
+        The metrics are not in the artifact: they are rebuilt by replaying the examples the
+        version learned (from its first snapshot's lineage to this one's) through a copy of
+        its first snapshot, which gives exactly the metrics the uninterrupted learner had.
+        """
+        estimator = self._registry.load(snapshot)
+        prequential = Prequential(task_of(estimator, released.task if released else None))
+        start = first.lineage.get(self._lineage_key, 0)
+        resume = snapshot.lineage.get(self._lineage_key, start)
+        if resume > start:
+            replica = self._registry.load(first)
+            replay(self._settings.kafka, self._topics.examples, self._model, replica, start,
+                   resume, prequential)  # fmt: skip
+        self._estimator = estimator
+        self._prequential = prequential
+        self._version = snapshot.version
         self._snapshot = snapshot.snapshot
         self._examples_seen = snapshot.examples_seen
-        self._next_offset = snapshot.lineage.get(self._lineage_key, 0)
-        self._prequential = Prequential(
-            task_of(self._estimator, released.task if released else None)
+        self._next_offset = resume
+        self._cadence = SnapshotCadence(
+            self._options.snapshot_every, self._options.snapshot_interval, time.monotonic()
         )
         logger.info(
-            "learning %s@%d from snapshot %d, examples log %s from offset %d",
-            self._model, version, snapshot.snapshot, self._topics.examples, self._next_offset,
+            "learning %s@%d from snapshot %d, examples log %s from offset %d (%d examples "
+            "already scored)", self._model, snapshot.version, snapshot.snapshot,
+            self._topics.examples, resume, prequential.count,
         )  # fmt: skip
+
+    # -- versions released while running ---------------------------------------------------
+
+    def _on_registry_record(self, record: RegistryRecord) -> None:
+        # On the follower's thread: only note the newest snapshot of a newer version.
+        if not isinstance(record, SnapshotPublished) or record.model != self._model:
+            return
+        newer = self._newer
+        if record.version > self._version and (
+            newer is None or (record.version, record.snapshot) > (newer.version, newer.snapshot)
+        ):
+            self._newer = record
+
+    def _switch_if_released(self, summary: LearnSummary) -> None:
+        """Move to a version released while running, from the examples after its release."""
+        target = self._newer
+        if target is None or target.version <= self._version:
+            return
+        self._newer = None
+        view = self._registry.refresh()
+        snapshots = view.snapshots(self._model, target.version)
+        if not snapshots:
+            return
+        if self._cadence.changed > 0:
+            self._publish_snapshot(summary)  # what the old version learned last
+        previous = self._version
+        try:
+            self._start_version(view.version(self._model, target.version), snapshots[0],
+                                snapshots[-1])  # fmt: skip
+        except RiverrunError as exc:
+            self.metrics.refused_versions.labels(self._model).inc()
+            logger.error("not switching to %s@%d: %s; %s@%d keeps learning", self._model,
+                         target.version, exc, self._model, previous)  # fmt: skip
+            return
+        # The new version learns the log from its release on, whatever the old one had learned.
+        committed = self._committed
+        while committed and committed[0][0] < self._next_offset:
+            committed.popleft()
+        self._reading_log = True
+        if self._examples is not None:
+            log = TopicPartition(self._topics.examples, 0, self._next_offset)
+            self._examples.assign([log])
+            self._examples.resume([log])  # paused while learning from memory
+        summary.version = self._version
+        self.metrics.version.labels(self._model).set(self._version)
+        logger.info("switched from %s@%d to %s@%d", self._model, previous, self._model,
+                    self._version)  # fmt: skip
 
     def _rebuild_joined(self, examples: Consumer) -> None:
         """Remember the requests whose labels the log already holds, to refuse duplicates."""
@@ -280,6 +368,10 @@ class Learner:
         summary = LearnSummary()
         self._load_model()
         summary.version = self._version
+        self.metrics.version.labels(self._model).set(self._version)
+        self._follower = RegistryFollower(
+            self._settings.kafka, self._topics, self._on_registry_record
+        ).start()
         self._producer = Producer(self._producer_config())
         # Fences a previous learner of this model and aborts its open transaction.
         self._producer.init_transactions(_TXN_TIMEOUT_S)
@@ -320,6 +412,8 @@ class Learner:
     ) -> bool:
         """One iteration: join what is ready, learn what is committed, maybe snapshot, commit."""
         active = bool(records)
+        if self._newer is not None:
+            self._switch_if_released(summary)
         for record in self._drop_errors(records):
             if record.topic() == self._topics.predictions:
                 self._add_prediction(record)
@@ -331,6 +425,7 @@ class Learner:
         assert producer is not None  # noqa: S101  # set in run()
         if done:
             active = True
+            self._example_offsets.clear()
             try:
                 producer.begin_transaction()
                 for topic, key, value, headers in outputs:
@@ -340,10 +435,7 @@ class Learner:
                     self._crash.hit("after-join-before-commit")
             except KafkaException as exc:
                 self._give_up_transaction(exc)
-        budget = self._options.batch_size * _LEARN_BUDGET_FACTOR
-        if max_examples is not None:
-            budget = min(budget, max_examples - summary.examples_learned)
-        if budget > 0 and self._learn_available(budget, summary):
+        if self._reading_log and self._learn_from_log(summary, max_examples):
             active = True
         if self._cadence.due(time.monotonic()):
             self._snapshot_now(summary)
@@ -359,9 +451,33 @@ class Learner:
                 self._give_up_transaction(exc)
             self.metrics.transactions.labels("committed").inc()
             self._count_join(joined, unjoined, summary)
+            self._remember_committed(producer, joined)
             if self._crash.enabled:
                 self._crash.hit("after-commit")
+        if not self._reading_log and self._committed:
+            self._learn_examples(self._committed_examples(max_examples, summary), summary)
         return active
+
+    def _remember_committed(self, producer: Producer, joined: list[Joined]) -> None:
+        """Pair the batch's committed examples with their log offsets, for the learn stage."""
+        offsets = self._example_offsets
+        deadline = time.monotonic() + _TXN_TIMEOUT_S
+        while len(offsets) < len(joined) and time.monotonic() < deadline:
+            producer.poll(0.01)  # commit flushed them: only their reports are left to serve
+        if len(offsets) != len(joined):
+            raise FatalError(
+                f"{len(joined)} examples committed but {len(offsets)} delivery reports "
+                "served: stopping; the restarted learner reads them from the log"
+            )
+        committed = self._committed
+        for offset, decision in zip(offsets, joined, strict=True):
+            example = decision.example
+            committed.append((offset, example.features, example.label))
+
+    def _on_example_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        # Inside a transaction a failed record fails the commit, which stops the learner.
+        if err is None:
+            self._example_offsets.append(msg.offset() or 0)
 
     def _give_up_transaction(self, exc: KafkaException) -> None:
         # The window already counts this batch's labels as joined: rather than unpick that,
@@ -372,14 +488,14 @@ class Learner:
             "restarted learner resumes from the last committed batch"
         ) from exc
 
-    @staticmethod
     def _produce(
-        producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+        self, producer: Producer, topic: str, key: bytes | None, value: bytes | None,
         headers: list[tuple[str, bytes]] | None,
     ) -> None:  # fmt: skip
+        on_delivery = self._on_example_delivered if topic == self._topics.examples else None
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]  # bytes values are fine
+                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)  # type: ignore[arg-type]  # bytes values are fine
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -423,13 +539,13 @@ class Learner:
         now = time.monotonic()
         raw = record.value()
         try:
-            data = orjson.loads(raw or b"")
-        except orjson.JSONDecodeError:
-            data = None
+            data = parse_json(raw)
+        except DecodeError as exc:
+            return _Pending(record, None, now, dead_letter=exc)
         if isinstance(data, dict) and data.get("model") not in (None, self._model):
             return _Pending(record, None, now)  # another model's learner takes it
         try:
-            return _Pending(record, decode(LabelObserved, raw), now)
+            return _Pending(record, decode_label(data, raw), now)
         except DecodeError as exc:
             return _Pending(record, None, now, dead_letter=exc)
 
@@ -437,7 +553,8 @@ class Learner:
         consumer = self._consumer
         if consumer is None:
             return
-        full = len(self._pending) >= self._options.max_pending_labels
+        # Labels waiting to join, and examples waiting to be learned, are bounded together.
+        full = len(self._pending) + len(self._committed) >= self._options.max_pending_labels
         if full != self._paused:
             feedback = [tp for tp in consumer.assignment() if tp.topic == self._topics.feedback]
             (consumer.pause if full else consumer.resume)(feedback)
@@ -517,7 +634,7 @@ class Learner:
             if isinstance(decision, Joined):
                 example = decision.example
                 outputs.append((self._topics.examples, example.request_id.encode(),
-                                encode(example), None))
+                                example_value(example), None))
                 if decision.outcome is not None:
                     outputs.append((self._topics.outcomes, record.key(),
                                     encode(decision.outcome), None))
@@ -541,55 +658,109 @@ class Learner:
 
     def _count_join(self, joined: list[Joined], unjoined: list[str], summary: LearnSummary) -> None:
         model = self._model
-        for decision in joined:
-            source = "prediction" if decision.outcome is not None else "feedback"
-            self.metrics.labels_joined.labels(model, source).inc()
-        for reason in unjoined:
-            self.metrics.labels_unjoined.labels(model, reason).inc()
+        from_predictions = sum(1 for decision in joined if decision.outcome is not None)
+        for source, count in (("prediction", from_predictions),
+                              ("feedback", len(joined) - from_predictions)):
+            if count:
+                self.metrics.labels_joined.labels(model, source).inc(count)
+        for reason, count in Counter(unjoined).items():
+            self.metrics.labels_unjoined.labels(model, reason).inc(count)
         summary.labels_joined += len(joined)
         summary.labels_unjoined += len(unjoined)
 
     # -- learn stage ---------------------------------------------------------------------
 
-    def _learn_available(self, budget: int, summary: LearnSummary) -> int:
+    def _budget(self, max_examples: int | None, summary: LearnSummary) -> int:
+        budget = self._options.batch_size * _LEARN_BUDGET_FACTOR
+        if max_examples is not None:
+            budget = min(budget, max_examples - summary.examples_learned)
+        return budget
+
+    def _learn_from_log(self, summary: LearnSummary, max_examples: int | None) -> int:
+        """Learn committed examples read back from the log, until it reaches this run's own.
+
+        Only examples committed before this learner started (or before its version switched)
+        are read back; from the first example this learner committed itself, the rest are
+        learned from memory, without waiting to fetch them again.
+        """
+        budget = self._budget(max_examples, summary)
         examples = self._examples
-        assert examples is not None  # noqa: S101  # set in run()
+        if budget <= 0 or examples is None:
+            return 0
         records = examples.consume(min(budget, 10_000), 0)
         if not records:
             return 0
-        started = time.perf_counter()
-        estimator, model, prequential = self._estimator, self._model, self._prequential
-        cadence = self._cadence
-        learned = 0
-        snapshot_seconds = summary.snapshot_seconds
+        model = self._model
+        first_own = self._committed[0][0] if self._committed else None
+        batch: list[tuple[int, dict[str, Any], Any]] = []
+        read_to = self._next_offset
         for record in records:
             err = record.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("examples read error: %s", err)
                 continue
+            offset = record.offset() or 0  # always set on a consumed record
+            if first_own is not None and offset >= first_own:
+                self._caught_up_with_log(examples)
+                break
+            read_to = offset + 1
             example = read_example(record.value(), model)
-            self._next_offset = (record.offset() or 0) + 1
-            if example is None:
-                continue
-            learn_example(estimator, example[0], example[1], prequential)
-            learned += 1
+            if example is not None:
+                batch.append((offset, example[0], example[1]))
+        learned = self._learn_examples(batch, summary)
+        self._next_offset = max(self._next_offset, read_to)  # past other models' examples
+        return learned
+
+    def _caught_up_with_log(self, examples: Consumer) -> None:
+        self._reading_log = False
+        examples.pause([TopicPartition(self._topics.examples, 0)])
+        logger.info("examples log read up to this learner's own examples: learning from memory")
+
+    def _committed_examples(
+        self, max_examples: int | None, summary: LearnSummary
+    ) -> list[tuple[int, dict[str, Any], Any]]:
+        committed = self._committed
+        budget = self._budget(max_examples, summary)
+        if budget >= len(committed):
+            batch = list(committed)
+            committed.clear()
+            return batch
+        return [committed.popleft() for _ in range(max(budget, 0))]
+
+    def _learn_examples(
+        self, batch: list[tuple[int, dict[str, Any], Any]], summary: LearnSummary
+    ) -> int:
+        """Test-then-train each example in log order; snapshot at exact multiples of N."""
+        if not batch:
+            self._report_offset(summary)
+            return 0
+        started = time.perf_counter()
+        estimator, prequential, cadence = self._estimator, self._prequential, self._cadence
+        classifier = is_classifier(estimator)
+        snapshot_seconds = summary.snapshot_seconds
+        for offset, features, label in batch:
+            learn_example(estimator, features, label, prequential, classifier)
+            self._next_offset = offset + 1
             self._examples_seen += 1
             cadence.learned()
             if cadence.count_due():
                 self._snapshot_now(summary)
         snapshot_seconds = summary.snapshot_seconds - snapshot_seconds
         summary.learn_seconds += time.perf_counter() - started - snapshot_seconds
-        if learned:
-            summary.examples_learned += learned
-            version = str(self._version)
-            self.metrics.examples_learned.labels(model, version).inc(learned)
-            assert prequential is not None  # noqa: S101  # set by _load_model
-            for name, value in prequential.values().items():
-                self.metrics.prequential.labels(model, version, name).set(value)
-        self.metrics.examples_offset.labels(model).set(self._next_offset)
-        summary.next_offset = self._next_offset
+        learned = len(batch)
+        summary.examples_learned += learned
+        version = str(self._version)
+        self.metrics.examples_learned.labels(self._model, version).inc(learned)
+        assert prequential is not None  # noqa: S101  # set by _load_model
+        for name, value in prequential.values().items():
+            self.metrics.prequential.labels(self._model, version, name).set(value)
+        self._report_offset(summary)
         return learned
+
+    def _report_offset(self, summary: LearnSummary) -> None:
+        self.metrics.examples_offset.labels(self._model).set(self._next_offset)
+        summary.next_offset = self._next_offset
 
     def _snapshot_now(self, summary: LearnSummary) -> None:
         if self._crash.enabled:
@@ -623,6 +794,9 @@ class Learner:
 
     def _shutdown(self, clean: bool, summary: LearnSummary) -> None:
         consumer, examples, producer = self._consumer, self._examples, self._producer
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         try:
             if clean and self._cadence.changed > 0:
                 self._publish_snapshot(summary)

@@ -62,3 +62,12 @@ class LearnerMetrics:
             "riverrun_learner_ready", "1 when the learner has a model and its partitions.",
             registry=r,
         )  # fmt: skip
+        self.version = Gauge(
+            "riverrun_learner_version", "The version the learner is teaching.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.refused_versions = Counter(
+            "riverrun_learner_refused_versions",
+            "Versions released while running that the learner could not load, so kept the old.",
+            ["model"], registry=r,
+        )  # fmt: skip

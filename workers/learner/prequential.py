@@ -58,16 +58,21 @@ class Prequential:
         self.task = task
         self.metrics = {name: cls() for name, cls in _METRICS[task].items()}
         self.count = 0
+        # Split once: the update runs for every example learned.
+        self._on_labels = [m for m in self.metrics.values() if getattr(m, "requires_labels", True)]
+        self._on_probas = [m for m in self.metrics.values() if m not in self._on_labels]
 
     def update(self, label: Any, prediction: Any, proba: dict[Any, float] | None) -> None:
         """Score one prediction made before learning its label."""
         self.count += 1
-        for metric in self.metrics.values():
-            if proba is None or getattr(metric, "requires_labels", True):
-                if prediction is not None:
-                    metric.update(label, prediction)
-            else:
+        if prediction is not None:
+            for metric in self._on_labels:
+                metric.update(label, prediction)
+        for metric in self._on_probas:
+            if proba is not None:
                 metric.update(label, proba)
+            elif prediction is not None:
+                metric.update(label, prediction)
 
     def values(self) -> dict[str, float]:
         """Every metric's current value, plus the number of examples scored."""
@@ -77,14 +82,21 @@ class Prequential:
 
 
 def learn_example(
-    estimator: Any, features: dict[str, Any], label: Any, prequential: Prequential | None
+    estimator: Any,
+    features: dict[str, Any],
+    label: Any,
+    prequential: Prequential | None,
+    classifier: bool | None = None,
 ) -> None:
     """Predict, score the prediction (when metrics are kept), then learn: one example.
 
     The prediction is made even when `prequential` is None, because predicting can change a
     River model (unseen features get weights); replays must make the same calls to match.
+    Pass `classifier` (`is_classifier(estimator)`) when learning many: it is not free.
     """
-    if is_classifier(estimator):
+    if classifier is None:
+        classifier = is_classifier(estimator)
+    if classifier:
         proba = estimator.predict_proba_one(features)
         # River's own `predict_one`: the most probable class, the first one on a tie.
         prediction = max(proba, key=proba.get) if proba else None

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from schemas import KafkaSettings, TopicSettings
 from workers.errors import ConfigurationError
-from workers.learner.log import lineage_key, replay
+from workers.learner.log import replay
 from workers.registry import Registry, dump_model
+from workers.registry.records import lineage_key
 
 _REFERENCE = re.compile(
     r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>\d+)#(?P<snapshot>\d+)$"

@@ -8,7 +8,9 @@ scorer learns of every new snapshot and policy while it runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import threading
 import time
 import uuid
@@ -30,7 +32,12 @@ from workers.errors import ConfigurationError, FatalError, RetryableError
 from workers.partitions import topic_partitions
 from workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
 from workers.registry.loading import open_artifact, seal
-from workers.registry.records import RegistryRecord, decode_registry_record, key_of
+from workers.registry.records import (
+    RegistryRecord,
+    decode_registry_record,
+    key_of,
+    lineage_key,
+)
 from workers.registry.signing import Signer
 from workers.registry.spec import ModelSpec
 from workers.registry.view import RegistryView
@@ -85,6 +92,10 @@ class RegistrySettings(BaseModel):
             "RIVERRUN_REGISTRY__SIGNING_KEY is not set: set it (or --signing-key) to the secret "
             "that signs model artifacts, or pass --insecure-dev for a local trial"
         )
+
+
+_RELEASE_ATTEMPTS = 5
+_RELEASE_TIMEOUT_S = 30.0
 
 
 def _reader_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -225,32 +236,88 @@ class Registry:
     ) -> tuple[ModelVersionReleased, SnapshotPublished]:
         """Release the next version of a model (latest + 1) with its first snapshot, 0.
 
-        The artifact is written and the version record, then the snapshot record, are produced
-        and flushed before this returns.
+        Releases of one model are serialised by a transactional id of their own: a release
+        fences any other in flight, reads the registry, then writes the version and snapshot
+        records in one transaction, so two concurrent releases never take the same number (the
+        fenced one starts again). Snapshot 0's lineage is the end of the examples log: the
+        version learns from the examples joined after its release.
         """
+        from confluent_kafka import KafkaException
+
         signer = self.signer  # fail on a missing key before writing anything
-        latest = self.refresh().latest_version(name)
-        version = (latest or 0) + 1
-        released = ModelVersionReleased(
-            model=name,
-            version=version,
-            spec=spec.model_dump(mode="json"),
-            task=spec.task,
-            description=spec.description,
-        )
         data = dump_model(estimator)
-        location = self.store.put(name, version, 0, data)
-        snapshot = SnapshotPublished(
-            model=name,
-            version=version,
-            snapshot=0,
-            artifact=seal(data, signer, location),
-            metrics=metrics or {},
-            examples_seen=examples_seen,
-        )
-        self._produce([released, snapshot])
-        logger.info("released %s@%d (%d bytes at %s)", name, version, len(data), location)
-        return released, snapshot
+        lineage = self._examples_lineage()
+        producer = self._release_producer(name)
+        try:
+            for attempt in range(1, _RELEASE_ATTEMPTS + 1):
+                try:
+                    producer.begin_transaction()
+                    latest = self.refresh().latest_version(name)
+                    version = (latest or 0) + 1
+                    released = ModelVersionReleased(
+                        model=name, version=version, spec=spec.model_dump(mode="json"),
+                        task=spec.task, description=spec.description,
+                    )  # fmt: skip
+                    location = self.store.put(name, version, 0, data)
+                    snapshot = SnapshotPublished(
+                        model=name, version=version, snapshot=0,
+                        artifact=seal(data, signer, location), metrics=metrics or {},
+                        examples_seen=examples_seen, lineage=lineage,
+                    )  # fmt: skip
+                    for record in (released, snapshot):
+                        producer.produce(self.topics.models, encode(record), key_of(record))
+                    producer.commit_transaction(_RELEASE_TIMEOUT_S)
+                except KafkaException as exc:
+                    producer = self._after_release_error(exc, producer, name, attempt)
+                    continue
+                logger.info("released %s@%d (%d bytes at %s)", name, version, len(data), location)
+                return released, snapshot
+        finally:
+            producer.flush(_RELEASE_TIMEOUT_S)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def _release_producer(self, name: str) -> Any:
+        from confluent_kafka import Producer
+
+        producer = Producer(self.kafka.client_config({
+            "transactional.id": f"riverrun-release-{name}",
+            "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "transaction.timeout.ms": int(_RELEASE_TIMEOUT_S * 1000),
+        }))  # fmt: skip
+        producer.init_transactions(_RELEASE_TIMEOUT_S)  # fences a release of `name` in flight
+        return producer
+
+    def _after_release_error(self, exc: Any, producer: Any, name: str, attempt: int) -> Any:
+        """Abort or replace the release producer after a failed attempt; raise on the last."""
+        error = exc.args[0]
+        if attempt >= _RELEASE_ATTEMPTS:
+            raise FatalError(
+                f"could not release {name} after {attempt} attempts: {error.str()}; check the "
+                f"broker and that {self.topics.models} exists, then release again"
+            ) from exc
+        logger.warning("release of %s: attempt %d failed (%s); starting again",
+                       name, attempt, error.str())
+        time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311  # jitter, not a secret
+        if error.fatal():  # fenced by a concurrent release: take the transactional id back
+            return self._release_producer(name)
+        with contextlib.suppress(Exception):
+            producer.abort_transaction(_RELEASE_TIMEOUT_S)
+        return producer
+
+    def _examples_lineage(self) -> dict[str, int]:
+        """The end of the examples log now, as a lineage; empty when there is no such log."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic = self.topics.examples
+        consumer = Consumer(_reader_config(self.kafka))
+        try:
+            info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                return {}
+            _low, high = _watermarks(consumer, TopicPartition(topic, 0), time.monotonic() + 10)
+            return {lineage_key(topic): high}
+        finally:
+            consumer.close()
 
     def publish_snapshot(
         self,

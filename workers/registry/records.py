@@ -22,6 +22,11 @@ _KINDS: dict[str, type[RegistryRecord]] = {
 MAX_RECORD_BYTES = 1_000_000
 
 
+def lineage_key(examples_topic: str) -> str:
+    """Return the lineage key of the examples log in a snapshot record: `<topic>:0`."""
+    return f"{examples_topic}:0"
+
+
 def version_key(model: str, version: int) -> bytes:
     """Key of a version release: `model/v/0000000003`."""
     return f"{model}/v/{version:010d}".encode()
