@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 import pickle  # noqa: S403  # an operator-provided file, not network input
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.model.readonly import freeze_for_scoring
 from workers.model.scoring import ServedModel, build_scorer
+
+if TYPE_CHECKING:
+    from workers.model.deployment import Deployment
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +75,18 @@ class FileModelSource:
     """Serves the one model loaded from a file, under the name it was given."""
 
     def __init__(self, model: ServedModel) -> None:
+        from workers.model.deployment import Deployment
+
         self._model = model
+        self._deployment = Deployment.single(model)
 
     def get(self, name: str) -> ServedModel | None:
         """The file's model when the name matches, else None (the request is dead-lettered)."""
         return self._model if name == self._model.name else None
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The file's model answering everything as champion, when the name matches."""
+        return self._deployment if name == self._model.name else None
 
     def refresh(self) -> None:
         """A file does not change while it is served."""

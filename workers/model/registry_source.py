@@ -1,11 +1,17 @@
-"""The scorer's models from the registry: load on first request, swap new snapshots between batches.
+"""The scorer's models from the registry: route by each model's policy, swap between batches.
 
-A background follower reads the `models` topic and folds it into a view. When a snapshot newer
-than the one served arrives for a model this scorer serves, a loader thread fetches, verifies
-and unpickles it off the poll loop (PITFALLS: a slow load inside the loop leaves the group);
-`refresh()`, called between batches, swaps it in. A batch therefore never mixes snapshots, and
-a model's served snapshot only moves forward. A snapshot that fails verification or loading is
-refused, counted and logged; the last good one keeps serving.
+A background follower reads the `models` topic and folds it into a view. For each model this
+scorer serves, the current policy compiles into a route plan (`workers.routing`), and every
+version the plan names (answering, shadow, and blue-green's standby colour) is loaded before the
+plan is used: a loader thread fetches, verifies and unpickles snapshots off the poll loop
+(PITFALLS: a slow load inside the loop leaves the group), then stages the complete
+`Deployment`; `refresh()`, called between batches, swaps it in. So a batch never mixes policies
+or snapshots, a policy switch lands whole (blue-green's green is already warm), and pinned
+snapshots (a rollback to an earlier one) are loaded on demand.
+
+An unpinned version serves its newest snapshot, and that only moves forward. A snapshot that
+fails verification or loading is refused, counted and logged; the last good one keeps serving.
+A policy that cannot be routed is refused and logged; the previous one keeps serving.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from typing import Any
 from schemas import SnapshotPublished
 from workers.errors import RiverrunError
 from workers.metrics import ScorerMetrics
+from workers.model.deployment import Deployment, Target
 from workers.model.model_file import expected_features_of
 from workers.model.readonly import freeze_for_scoring
 from workers.model.scoring import ServedModel, build_scorer
 from workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
+from workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +59,13 @@ class RegistryModelSource:
         self._fast_path = fast_path
         self._lock = threading.Lock()
         self._view = RegistryView()
-        self._active: OrderedDict[str, ServedModel] = OrderedDict()
-        self._staged: dict[str, ServedModel] = {}
-        self._loading: set[SnapshotKey] = set()
+        self._active: OrderedDict[str, Deployment] = OrderedDict()
+        self._staged: dict[str, Deployment] = {}
+        self._wanted: set[str] = set()
+        self._pending: set[str] = set()
+        self._loaded: dict[SnapshotKey, ServedModel] = {}
         self._refused: dict[SnapshotKey, str] = {}
+        self._bad_policies: set[tuple[str, int]] = set()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-loader")
         self._follower: RegistryFollower | None = None
 
@@ -79,27 +90,30 @@ class RegistryModelSource:
 
     # -- the ModelSource protocol ------------------------------------------------------------
 
-    def get(self, name: str) -> ServedModel | None:
-        """The snapshot served for `name`, loading it the first time; None when not released."""
-        served = self._active.get(name)
-        if served is not None:
+    def deployment(self, name: str) -> Deployment | None:
+        """The model's deployment, prepared the first time; None when it cannot be served."""
+        deployment = self._active.get(name)
+        if deployment is not None:
             self._active.move_to_end(name)
-            return served
+            return deployment
         with self._lock:
-            target = self._target(name)
-        if target is None or _key(target) in self._refused:
-            return None
-        try:
-            served = self._load(target)
-        except RiverrunError:
-            return None
-        self._activate(served)
-        return served
+            # Wanted before the view is read: a record arriving meanwhile prepares it again.
+            self._wanted.add(name)
+        deployment = self._prepare(name)
+        if deployment is not None:
+            self._activate(deployment)
+        return deployment
+
+    def get(self, name: str) -> ServedModel | None:
+        """The snapshot answering as champion (the first arm) for `name`."""
+        deployment = self.deployment(name)
+        return deployment.arms[0] if deployment is not None else None
 
     def unavailable_reason(self, name: str) -> str:
         """Why a request for `name` cannot be served, for its dead letter."""
         with self._lock:
-            target = self._target(name)
+            latest = self._view.latest_version(name)
+            target = self._view.latest_snapshot(name, latest) if latest is not None else None
         if target is None:
             return f"model {name!r} has no release in the registry"
         reason = self._refused.get(_key(target))
@@ -108,68 +122,112 @@ class RegistryModelSource:
         return f"model {name!r} could not be loaded"
 
     def refresh(self) -> None:
-        """Swap in snapshots loaded since the last batch; called between batches only."""
+        """Swap in deployments prepared since the last batch; called between batches only."""
         if not self._staged:
             return
         with self._lock:
             staged, self._staged = self._staged, {}
-        for name, served in staged.items():
-            current = self._active.get(name)
-            if current is not None and (current.version, current.snapshot) >= (
-                served.version,
-                served.snapshot,
-            ):
-                continue  # never move back
-            self._activate(served)
-            logger.info("now serving %s", served.label)
+        for deployment in staged.values():
+            current = self._active.get(deployment.plan.model)
+            if current is not None and current.plan.sequence > deployment.plan.sequence:
+                continue  # a policy never goes back
+            self._activate(deployment)
 
     def served(self) -> list[ServedModel]:
-        """The snapshots in the cache, least recently used first."""
-        return list(self._active.values())
+        """Every snapshot the cached deployments hold, least recently used model first."""
+        return [model for deployment in list(self._active.values())
+                for model in deployment.served()]
 
-    # -- internals ---------------------------------------------------------------------------
-
-    def _target(self, name: str) -> SnapshotPublished | None:
-        # The policy's champion when there is one, else the latest version; its newest snapshot.
-        policy = self._view.policy(name)
-        version = None
-        if policy is not None:
-            champions = [a for a in policy.assignments if a.role == "champion"] or list(
-                policy.assignments
-            )
-            version = champions[0].version
-            if champions[0].snapshot is not None:
-                for snapshot in self._view.snapshots(name, version):
-                    if snapshot.snapshot == champions[0].snapshot:
-                        return snapshot
-        return self._view.latest_snapshot(name, version)
+    # -- preparing deployments ---------------------------------------------------------------
 
     def _on_record(self, record: RegistryRecord) -> None:
         with self._lock:
             if not self._view.apply(record):
                 return
             name = record.model
-            if name not in self._active:
-                return  # loaded on its first request
-            target = self._target(name)
-            if target is None or _key(target) in self._loading or _key(target) in self._refused:
+            if name not in self._wanted or name in self._pending:
                 return
-            current = self._active[name]
-            if (current.version, current.snapshot) >= (target.version, target.snapshot):
-                return
-            self._loading.add(_key(target))
-        self._loader.submit(self._load_staged, target)
+            self._pending.add(name)
+        self._loader.submit(self._prepare_staged, name)
 
-    def _load_staged(self, target: SnapshotPublished) -> None:
-        try:
-            served = self._load(target)
-        except RiverrunError:
-            return
-        finally:
-            with self._lock:
-                self._loading.discard(_key(target))
+    def _prepare_staged(self, name: str) -> None:
         with self._lock:
-            self._staged[target.model] = served
+            self._pending.discard(name)
+        try:
+            deployment = self._prepare(name)
+        except Exception:  # a bug in preparing must not kill the loader thread for every model
+            logger.exception("preparing %s failed; its current deployment keeps serving", name)
+            return
+        if deployment is None:
+            return
+        current = self._active.get(name)
+        if current is not None and _same(current, deployment):
+            return
+        with self._lock:
+            self._staged[name] = deployment
+
+    def _plan(self, name: str) -> RoutePlan | None:
+        with self._lock:
+            policy = self._view.policy(name)
+            latest = self._view.latest_version(name)
+        try:
+            return plan_for(policy, name, latest)
+        except PolicyError as exc:
+            assert policy is not None  # noqa: S101  # only a policy can be refused
+            if (name, policy.sequence) not in self._bad_policies:
+                self._bad_policies.add((name, policy.sequence))
+                logger.error("refused policy #%d of %s: %s; the previous one keeps serving",
+                             policy.sequence, name, exc)
+            current = self._active.get(name)
+            if current is not None:
+                return current.plan
+            return champion_plan(name, latest) if latest is not None else None
+
+    def _prepare(self, name: str) -> Deployment | None:
+        """Load every target of the model's plan; None when one cannot be served yet."""
+        plan = self._plan(name)
+        if plan is None:
+            return None
+        current = self._active.get(name)
+        served = current.by_target() if current is not None else {}
+        loaded: dict[Target, ServedModel] = {}
+        for target in plan.targets():
+            model = self._resolve(name, target, served.get(target))
+            if model is None:
+                logger.warning("%s@%d%s cannot be served yet: policy #%d waits", name, target[0],
+                               f"#{target[1]}" if target[1] is not None else "", plan.sequence)
+                return None
+            loaded[target] = model
+        return Deployment.of(plan, loaded)
+
+    def _resolve(
+        self, name: str, target: Target, serving: ServedModel | None
+    ) -> ServedModel | None:
+        version, pinned = target
+        with self._lock:
+            snapshots = self._view.snapshots(name, version)
+        if pinned is not None:
+            candidates = [s for s in snapshots if s.snapshot == pinned]
+        else:
+            # The newest good snapshot, never one older than the snapshot already serving.
+            floor = serving.snapshot if serving is not None else -1
+            candidates = [s for s in reversed(snapshots) if s.snapshot > floor]
+        for snapshot in candidates:
+            key = _key(snapshot)
+            if key in self._refused:
+                continue
+            with self._lock:
+                model = self._loaded.get(key)
+            if model is not None:
+                return model
+            try:
+                model = self._load(snapshot)
+            except RiverrunError:
+                continue
+            with self._lock:
+                self._loaded[key] = model
+            return model
+        return serving if pinned is None else None
 
     def _load(self, target: SnapshotPublished) -> ServedModel:
         label = f"{target.model}@{target.version}#{target.snapshot}"
@@ -201,21 +259,53 @@ class RegistryModelSource:
         logger.info("loaded %s in %.3fs (%d bytes)", label, elapsed, target.artifact.size)
         return served
 
-    def _activate(self, served: ServedModel) -> None:
-        previous = self._active.get(served.name)
-        self._active[served.name] = served
-        self._active.move_to_end(served.name)
-        if self._metrics is not None:
-            if previous is not None:
-                self._metrics.model_info.remove(
-                    previous.name, str(previous.version), str(previous.snapshot)
-                )
-                self._metrics.snapshot_swaps.labels(served.name).inc()
-            self._metrics.model_info.labels(
-                served.name, str(served.version), str(served.snapshot)
-            ).set(1)
+    # -- activation --------------------------------------------------------------------------
+
+    def _activate(self, deployment: Deployment) -> None:
+        name = deployment.plan.model
+        previous = self._active.get(name)
+        self._active[name] = deployment
+        self._active.move_to_end(name)
+        before = {m.label: m for m in previous.served()} if previous is not None else {}
+        after = {m.label: m for m in deployment.served()}
+        for label, model in after.items():
+            if label not in before:
+                logger.info("now serving %s", label)
+                if self._metrics is not None:
+                    self._metrics.model_info.labels(
+                        model.name, str(model.version), str(model.snapshot)).set(1)
+        for label, model in before.items():
+            if label not in after and self._metrics is not None:
+                self._metrics.model_info.remove(model.name, str(model.version),
+                                                str(model.snapshot))
+        if previous is not None and self._metrics is not None and before.keys() != after.keys():
+            self._metrics.snapshot_swaps.labels(name).inc()
+        if previous is None or previous.plan.sequence != deployment.plan.sequence:
+            shares = ", ".join(f"{r['route']} v{r['version']} {float(r['weight']):.0%}"  # type: ignore[arg-type]  # a float
+                               for r in deployment.plan.describe(time.time()))
+            logger.info("routing %s by policy #%d (%s): %s", name, deployment.plan.sequence,
+                        deployment.plan.strategy, shares)
         while len(self._active) > self._cache_size:
             evicted, old = self._active.popitem(last=False)
-            logger.info("evicted %s from the model cache (least recently used)", old.label)
+            with self._lock:
+                self._wanted.discard(evicted)
+            logger.info("evicted %s from the model cache (least recently used)", evicted)
             if self._metrics is not None:
-                self._metrics.model_info.remove(evicted, str(old.version), str(old.snapshot))
+                for model in old.served():
+                    self._metrics.model_info.remove(model.name, str(model.version),
+                                                    str(model.snapshot))
+        self._prune()
+
+    def _prune(self) -> None:
+        # Keep loaded snapshots only while a cached or staged deployment holds them.
+        with self._lock:
+            held = {(m.name, m.version, m.snapshot)
+                    for d in (*self._active.values(), *self._staged.values()) for m in d.served()}
+            for key in [k for k in self._loaded if k not in held]:
+                del self._loaded[key]
+
+
+def _same(a: Deployment, b: Deployment) -> bool:
+    return a.plan.sequence == b.plan.sequence and [m.label for m in a.served()] == [
+        m.label for m in b.served()
+    ]

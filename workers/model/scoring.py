@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from workers.model.deployment import Deployment
 
 Features = Mapping[str, float | str]
 Label = bool | int | float | str
@@ -68,6 +71,10 @@ class ModelSource(Protocol):
 
     def get(self, name: str) -> ServedModel | None:
         """The snapshot to serve for a model name, or None when the model is not served."""
+        ...
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The model's route plan and its loaded snapshots, or None when it is not served."""
         ...
 
     def refresh(self) -> None:

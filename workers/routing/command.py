@@ -33,7 +33,7 @@ from workers.settings_errors import explain
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JUDGE_URL = "http://127.0.0.1:9410"
+DEFAULT_JUDGE_URL = "http://127.0.0.1:9102"
 
 
 def add_policy_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -98,7 +98,7 @@ def deploy(
         raise PolicyError("--step applies to canary deployments only")
     assignments = _assignments(strategy, base, others, weight)
     policy = PolicyChanged(
-        model=name, sequence=_next_sequence(view, name), strategy=strategy,  # type: ignore[arg-type]  # checked above
+        model=name, sequence=_next_sequence(view, name), strategy=strategy,
         assignments=assignments, reason=f"deploy {strategy} by the operator",
         decided_at=now or utc_now(), action="deploy",
         schedule=[parse_step(s) for s in steps],
@@ -202,7 +202,7 @@ def _next_sequence(view: RegistryView, name: str) -> int:
 
 
 def _assignment(target: tuple[int, int | None], role: str, weight: float) -> PolicyAssignment:
-    return PolicyAssignment(version=target[0], snapshot=target[1], role=role,  # type: ignore[arg-type]  # our roles
+    return PolicyAssignment(version=target[0], snapshot=target[1], role=role,
                             weight=weight)
 
 

@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
+
 from schemas import SCHEMA_VERSION, DeadLetter, DecodeError, RequestFields, decode_request_fields
 from schemas.codec import encode_dict
 from workers.model import ModelSource, ServedModel
+from workers.model.deployment import Deployment
+from workers.model.scoring import Label, RowFailure
 
 
 class Record(Protocol):
@@ -45,7 +49,9 @@ class BatchResult:
     scored: dict[tuple[str, int, str], int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
+    # By label (`name@version#snapshot`): every snapshot that answered or scored in shadow.
     models_used: dict[str, ServedModel] = field(default_factory=dict)
+    shadow_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +63,16 @@ class BatchOptions:
     worker: str
     max_request_bytes: int
     reject_missing_features: bool
+    shadow_topic: str = "predictions.shadow"
 
 
 def dead_letter(
-    record: Record, error_class: str, reason: str, options: BatchOptions
+    record: Record,
+    error_class: str,
+    reason: str,
+    options: BatchOptions,
+    model: ServedModel | None = None,
+    route: str | None = None,
 ) -> Output:
     """The original bytes, with headers naming the failure and where the record came from."""
     letter = DeadLetter(
@@ -70,19 +82,36 @@ def dead_letter(
         source_partition=record.partition() or 0,
         source_offset=record.offset() or 0,
         worker=options.worker,
+        model=model.name if model is not None else None,
+        version=model.version if model is not None else None,
+        route=route,
     )
     return Output(options.dead_letter_topic, record.key(), record.value(), letter.to_headers())
+
+
+class _Group:
+    """One model's requests in a batch: positions, decoded requests and routing keys."""
+
+    __slots__ = ("positions", "requests", "keys")
+
+    def __init__(self) -> None:
+        self.positions: list[int] = []
+        self.requests: list[RequestFields] = []
+        self.keys: list[bytes] = []
 
 
 def score_batch(
     records: Sequence[Record], models: ModelSource, options: BatchOptions
 ) -> BatchResult:
-    """Turn consumed records into predictions and dead letters, keeping the input's order."""
+    """Turn consumed records into predictions and dead letters, keeping the input's order.
+
+    Each model's requests are routed by its deployment (sticky by key), each version's share
+    is scored in one call, and shadow versions score the answered requests on the side.
+    """
     result = BatchResult()
     outputs: list[Output | None] = [None] * len(records)
-    # Per model: positions in the batch, and the decoded requests at those positions.
-    groups: dict[str, tuple[list[int], list[RequestFields]]] = {}
-    resolved: dict[str, ServedModel | None] = {}
+    groups: dict[str, _Group] = {}
+    resolved: dict[str, Deployment | None] = {}
     max_bytes = options.max_request_bytes
 
     for i, record in enumerate(records):
@@ -94,75 +123,172 @@ def score_batch(
         name = request.model
         group = groups.get(name)
         if group is None:
-            model = resolved[name] = models.get(name)
-            if model is None:
+            if name not in resolved:
+                resolved[name] = models.deployment(name)
+            if resolved[name] is None:
                 _reject(result, outputs, i, record, "UnknownModel",
                         models.unavailable_reason(name), options)
                 continue
-            group = groups[name] = ([], [])
-        expected = resolved[name].expected_features  # type: ignore[union-attr]  # resolved above
-        if options.reject_missing_features and expected is not None:
-            if not expected.issubset(request.features):
-                listed = ", ".join(sorted(expected.difference(request.features))[:10])
-                _reject(result, outputs, i, record, "MissingFeatures",
-                        f"features missing for {name}: {listed}", options)
-                continue
-        group[0].append(i)
-        group[1].append(request)
+            group = groups[name] = _Group()
+        key = record.key()
+        if key is None:
+            key = (request.key or request.request_id).encode()
+        group.positions.append(i)
+        group.requests.append(request)
+        group.keys.append(key)
 
     now = time.time()
-    now_ms = now * 1000.0
-    scored_at = datetime.fromtimestamp(now, UTC).isoformat()
-    latencies = result.latencies_s
-    topic = options.predictions_topic
-    for name, (positions, requests) in groups.items():
-        model = resolved[name]
-        assert model is not None  # noqa: S101  # groups only hold resolved models
-        result.models_used[name] = model
-        scored = model.scorer.predict_many([request.features for request in requests])
+    scoring = _Scoring(records, outputs, result, options, now)
+    for name, group in groups.items():
+        deployment = resolved[name]
+        assert deployment is not None  # noqa: S101  # groups only hold resolved models
+        plan = deployment.plan
+        arms = plan.assign_many(group.keys, now)
+        answered: list[int] = []
+        if arms is None:
+            answered = scoring.score(deployment.arms[0], plan.arms[0].route, group,
+                                     range(len(group.positions)))
+        else:
+            for index, (model, arm) in enumerate(zip(deployment.arms, plan.arms, strict=True)):
+                members = np.flatnonzero(arms == index).tolist()
+                if members:
+                    answered += scoring.score(model, arm.route, group, members)
+        if deployment.shadows and answered:
+            answered.sort()
+            for model in deployment.shadows:
+                scoring.shadow(model, group, answered)
+    result.outputs = [out for out in outputs if out is not None] + scoring.shadow_outputs
+    return result
+
+
+class _Scoring:
+    """Scores sub-groups of a batch and renders their predictions (one batch's state)."""
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        outputs: list[Output | None],
+        result: BatchResult,
+        options: BatchOptions,
+        now: float,
+    ) -> None:
+        self.records = records
+        self.outputs = outputs
+        self.result = result
+        self.options = options
+        self.now_ms = now * 1000.0
+        self.scored_at = datetime.fromtimestamp(now, UTC).isoformat()
+        # Shadow predictions follow the batch's answers, in the order they were scored.
+        self.shadow_outputs: list[Output] = []
+
+    def score(
+        self, model: ServedModel, route: str, group: _Group, members: Sequence[int]
+    ) -> list[int]:
+        """Answer some of a group's requests with one model; return the members answered."""
+        records, options, result = self.records, self.options, self.result
+        expected = model.expected_features
+        if options.reject_missing_features and expected is not None:
+            kept = []
+            for j in members:
+                features = group.requests[j].features
+                if expected.issubset(features):
+                    kept.append(j)
+                    continue
+                listed = ", ".join(sorted(expected.difference(features))[:10])
+                i = group.positions[j]
+                _reject(result, self.outputs, i, records[i], "MissingFeatures",
+                        f"features missing for {model.name}: {listed}", options, model, route)
+            members = kept
+        if not members:
+            return []
+        requests = group.requests
+        scored = model.scorer.predict_many([requests[j].features for j in members])
         failures = scored.failures
-        predictions = scored.predictions
-        probas = scored.probas
-        version = model.version
-        snapshot = model.snapshot
-        count = 0
-        for j, i in enumerate(positions):
-            record = records[i]
-            if failures and j in failures:
-                failure = failures[j]
-                _reject(result, outputs, i, record, failure.error_class, failure.reason, options)
+        payloads = self._payloads(model, route, group, members, scored.predictions, scored.probas,
+                                  failures, latency=True)
+        answered = []
+        topic = options.predictions_topic
+        for k, j in enumerate(members):
+            i = group.positions[j]
+            payload = payloads[k]
+            if payload is None:
+                failure = failures[k]
+                _reject(result, self.outputs, i, records[i], failure.error_class, failure.reason,
+                        options, model, route)
+                continue
+            self.outputs[i] = Output(topic, group.keys[j], encode_dict(payload))
+            answered.append(j)
+        if answered:
+            label = (model.name, model.version, route)
+            result.scored[label] = result.scored.get(label, 0) + len(answered)
+            result.models_used[model.label] = model
+        return answered
+
+    def shadow(self, model: ServedModel, group: _Group, members: Sequence[int]) -> None:
+        """Score answered requests with a shadow model; its predictions go to the shadow topic."""
+        expected = model.expected_features
+        if expected is not None:
+            members = [j for j in members if expected.issubset(group.requests[j].features)]
+        if not members:
+            return
+        requests = group.requests
+        scored = model.scorer.predict_many([requests[j].features for j in members])
+        payloads = self._payloads(model, "shadow", group, members, scored.predictions,
+                                  scored.probas, scored.failures, latency=False)
+        shadows = [Output(self.options.shadow_topic, group.keys[j], encode_dict(payload))
+                   for j, payload in zip(members, payloads, strict=True) if payload is not None]
+        self.shadow_outputs += shadows
+        self.result.shadow_failures += len(scored.failures)
+        if shadows:
+            label = (model.name, model.version, "shadow")
+            self.result.scored[label] = self.result.scored.get(label, 0) + len(shadows)
+            self.result.models_used[model.label] = model
+
+    def _payloads(
+        self,
+        model: ServedModel,
+        route: str,
+        group: _Group,
+        members: Sequence[int],
+        predictions: list[Label | None],
+        probas: list[dict[str, float] | None],
+        failures: dict[int, RowFailure],
+        *,
+        latency: bool,
+    ) -> list[dict[str, Any] | None]:
+        records, requests = self.records, group.requests
+        now_ms, scored_at = self.now_ms, self.scored_at
+        latencies = self.result.latencies_s
+        name, version, snapshot = model.name, model.version, model.snapshot
+        out: list[dict[str, Any] | None] = []
+        for k, j in enumerate(members):
+            if failures and k in failures:
+                out.append(None)
                 continue
             request = requests[j]
-            ts_type, ts = record.timestamp()
+            ts_type, ts = records[group.positions[j]].timestamp()
             latency_ms = now_ms - ts if ts_type and ts > 0 else 0.0
             if latency_ms < 0.0:
                 latency_ms = 0.0
-            latencies.append(latency_ms / 1000.0)
+            if latency:
+                latencies.append(latency_ms / 1000.0)
             payload: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "request_id": request.request_id,
                 "model": name,
                 "version": version,
                 "snapshot": snapshot,
-                "route": "champion",
-                "prediction": predictions[j],
+                "route": route,
+                "prediction": predictions[k],
                 "features": request.features,
                 "scored_at": scored_at,
                 "latency_ms": latency_ms,
             }
-            proba = probas[j]
+            proba = probas[k]
             if proba is not None:
                 payload["proba"] = proba
-            key = record.key()
-            if key is None:
-                key = (request.key or request.request_id).encode()
-            outputs[i] = Output(topic, key, encode_dict(payload))
-            count += 1
-        if count:
-            label = (name, version, "champion")
-            result.scored[label] = result.scored.get(label, 0) + count
-    result.outputs = [out for out in outputs if out is not None]
-    return result
+            out.append(payload)
+        return out
 
 
 def _reject(
@@ -173,6 +299,8 @@ def _reject(
     error_class: str,
     reason: str,
     options: BatchOptions,
+    model: ServedModel | None = None,
+    route: str | None = None,
 ) -> None:
-    outputs[i] = dead_letter(record, error_class, reason, options)
+    outputs[i] = dead_letter(record, error_class, reason, options, model, route)
     result.dead_letters[error_class] = result.dead_letters.get(error_class, 0) + 1

@@ -96,6 +96,7 @@ class Scorer:
             worker=settings.scorer.worker_id,
             max_request_bytes=settings.scorer.max_request_bytes,
             reject_missing_features=settings.scorer.missing_features == "reject",
+            shadow_topic=settings.topics.shadow_predictions,
         )
         self._stop = threading.Event()
         self._assigned: set[tuple[str, int]] = set()
