@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from river import linear_model, preprocessing
 
 from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, encode
+from workers.learner.prequential import Prequential, learn_example
 from workers.registry import ModelSpec, Registry, RegistrySettings
 from workers.topics import create_topics
 
@@ -49,7 +50,15 @@ class FreshnessResult(BaseModel):
     freshness_p99_s: float
     learner_examples_per_s: float = Field(description="Whole learner: join, log, learn.")
     river_learn_one_per_s: float = Field(description="River's learn_one loop on the same rows.")
-    learner_to_river_ratio: float
+    learner_to_river_ratio: float = Field(description="learner / River's bare learn_one loop.")
+    river_test_then_train_per_s: float = Field(
+        description="River doing what the learner does per example, without Kafka: predict, "
+        "update the prequential metrics, learn_one (progressive validation)."
+    )
+    learner_to_test_then_train_ratio: float = Field(
+        description="learner / River's test-then-train loop: the cost of Kafka, the join and "
+        "the exactly-once log."
+    )
 
 
 def _free_port() -> int:
@@ -102,6 +111,15 @@ def _river_rate(rows: list[tuple[dict[str, float], bool]]) -> float:
     started = time.perf_counter()
     for x, y in rows:
         model.learn_one(x, y)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def _river_test_then_train_rate(rows: list[tuple[dict[str, float], bool]]) -> float:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    prequential = Prequential("binary")
+    started = time.perf_counter()
+    for x, y in rows:
+        learn_example(model, x, y, prequential, True)
     return len(rows) / (time.perf_counter() - started)
 
 
@@ -216,6 +234,7 @@ def measure_freshness(
             freshness.append(first_served[first] - produced)
     freshness.sort()
     river_rate = _river_rate(rows[n:])
+    test_then_train_rate = _river_test_then_train_rate(rows[n:])
 
     def q(p: float) -> float:
         return round(freshness[min(len(freshness) - 1, int(p * len(freshness)))], 3) if freshness else 0.0
@@ -226,6 +245,8 @@ def measure_freshness(
         freshness_p50_s=q(0.5), freshness_p99_s=q(0.99),
         learner_examples_per_s=round(learner_rate, 1), river_learn_one_per_s=round(river_rate, 1),
         learner_to_river_ratio=round(learner_rate / river_rate, 3),
+        river_test_then_train_per_s=round(test_then_train_rate, 1),
+        learner_to_test_then_train_ratio=round(learner_rate / test_then_train_rate, 3),
     )
 
 
