@@ -184,11 +184,33 @@ class SnapshotPublished(Event):
     artifact: ArtifactRef
     metrics: dict[str, float] = Field(default_factory=dict)
     examples_seen: int = Field(default=0, ge=0)
+    restored_from: int | None = Field(
+        default=None, ge=0,
+        description="Set when a guardrail restored an earlier snapshot: the artifact is that "
+        "snapshot's, republished under a new id so every scorer moves to it.",
+    )
+    reason: str = Field(default="", description="Why this snapshot was published, if special.")
     lineage: dict[str, int] = Field(
         default_factory=dict,
         description="Feedback offsets trained up to, `topic:partition` to next offset.",
     )
     published_at: datetime = Field(default_factory=utc_now)
+
+
+class DriftDetected(Event):
+    """A drift detector fired on a version's loss stream (topic `models`, one key each)."""
+
+    kind: Literal["drift"] = "drift"
+    model: ModelNameField
+    version: int = Field(ge=1)
+    stream: Literal["learning", "served"] = Field(
+        description="`learning`: the learner's test-then-train loss; `served`: the loss of the "
+        "predictions the scorers served (outcomes)."
+    )
+    detector: str = Field(description="River detector that fired, e.g. `ADWIN`.")
+    position: int = Field(ge=0, description="Losses seen on this stream when it fired.")
+    mean_loss: float = Field(description="Mean loss of the stream's recent window.")
+    detected_at: datetime = Field(default_factory=utc_now)
 
 
 class PolicyAssignment(BaseModel):
@@ -318,5 +340,6 @@ EVENTS: dict[str, type[Event]] = {
     "SnapshotPublished": SnapshotPublished,
     "PolicyChanged": PolicyChanged,
     "OutcomeRecorded": OutcomeRecorded,
+    "DriftDetected": DriftDetected,
     "ExampleJoined": ExampleJoined,
 }

@@ -373,3 +373,64 @@ def test_concurrent_releases_take_distinct_versions(
             snapshot = view.latest_snapshot("raced", version)
             assert snapshot is not None and snapshot.snapshot == 0
             registry.load(snapshot)  # each version's own artifact, intact
+
+
+def test_a_drifting_stream_trips_the_detector_near_the_drift(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+) -> None:
+    from producers.dataset import describe, load
+
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "drifty")
+    rows = list(load("agrawal-drift", seed=3, limit=8000))
+    drift_at = describe("agrawal-drift").drift_at
+    assert drift_at == 5000
+    produce(kafka_settings, topics.feedback, labels_of(rows, "drifty"))  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "drifty", snapshot_every=1000)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        learner = Learner(settings, registry)
+        learner.run(max_examples=len(rows), idle_timeout=60)
+        fired = learner.metrics.registry.get_sample_value(
+            "riverrun_learner_drift_detected_total",
+            {"model": "drifty", "version": "1", "stream": "learning"})
+        assert fired is not None and fired >= 1
+        wait_for(lambda: registry.refresh().drifts("drifty"), 30, "the drift record")
+        drifts = registry.refresh().drifts("drifty")
+    first = drifts[0]
+    assert (first.version, first.stream, first.detector) == (1, "learning", "ADWIN")
+    assert drift_at <= first.position <= drift_at + 1500, [d.position for d in drifts]
+
+
+def test_a_poisoned_burst_trips_the_guardrail_and_the_last_good_snapshot_is_restored(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "poisoned")
+    clean = labels_of(phishing, "poisoned")
+    flipped = [(f"bad-{i}".encode(), label_payload(f"bad-{i}", "poisoned", not y, x))
+               for i, (x, y) in enumerate(phishing[:300])]
+    produce(kafka_settings, topics.feedback, clean + flipped)  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "poisoned", snapshot_every=100,
+                                snapshot_interval=None, guardrail_min_examples=50)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        learner = Learner(settings, registry)
+        summary = learner.run(max_examples=len(clean) + len(flipped), idle_timeout=60)
+        sample = learner.metrics.registry.get_sample_value
+        assert sample("riverrun_learner_guardrail_trips_total",
+                      {"model": "poisoned", "version": "1"}) == 1
+        assert sample("riverrun_learner_publishing", {"model": "poisoned"}) == 0
+        snapshots = registry.refresh().snapshots("poisoned", 1)
+        restored = snapshots[-1]
+        assert restored.snapshot == summary.last_snapshot
+        assert restored.restored_from is not None and "guardrail" in restored.reason
+        good = next(s for s in snapshots if s.snapshot == restored.restored_from)
+        # The last good snapshot learned only clean labels; what scorers load now is its bytes.
+        assert good.examples_seen <= len(clean)
+        assert restored.artifact.sha256 == good.artifact.sha256
+        assert all(s.restored_from is None for s in snapshots[:-1])
+        verdict = verify_snapshot(registry, kafka_settings, topics,
+                                  f"poisoned@1#{restored.snapshot}")
+        assert verdict.matches, verdict

@@ -35,6 +35,7 @@ from confluent_kafka import (
 from schemas import (
     DeadLetter,
     DecodeError,
+    DriftDetected,
     LabelObserved,
     ModelVersionReleased,
     PredictionMade,
@@ -47,6 +48,8 @@ from schemas import (
 from workers.client_errors import ClientErrorLog
 from workers.crashpoint import LEARNER_POINTS, CrashPoints
 from workers.errors import ConfigurationError, FatalError, RiverrunError
+from workers.learner.drift import DriftWatch, Stream
+from workers.learner.guardrail import Guardrail
 from workers.learner.join import Joined, JoinWindow, example_value
 from workers.learner.log import (
     check_single_partition,
@@ -66,7 +69,7 @@ from workers.learner.prequential import (
 )
 from workers.learner.settings import LearnerSettings
 from workers.partitions import next_offsets
-from workers.registry import Registry, RegistryFollower
+from workers.registry import Registry, RegistryFollower, dump_model
 from workers.registry.records import RegistryRecord, lineage_key
 
 logger = logging.getLogger(__name__)
@@ -148,6 +151,12 @@ class Learner:
         self._lineage_key = lineage_key(self._topics.examples)
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._newer: SnapshotPublished | None = None  # set by the registry follower's thread
+        self._drift = DriftWatch(settings.learner.drift_detector, settings.learner.drift_warmup)
+        self._guardrail = Guardrail(
+            settings.learner.guardrail_loss_ratio, settings.learner.guardrail_min_examples
+        )
+        self._last_good: SnapshotPublished | None = None
+        self._halted: str | None = None
         self._follower: RegistryFollower | None = None
         # Set by _start_version.
         self._estimator: Any = None
@@ -254,6 +263,12 @@ class Learner:
         self._cadence = SnapshotCadence(
             self._options.snapshot_every, self._options.snapshot_interval, time.monotonic()
         )
+        self._guardrail = Guardrail(
+            self._options.guardrail_loss_ratio, self._options.guardrail_min_examples
+        )
+        self._last_good = snapshot
+        self._halted = None
+        self.metrics.publishing.labels(self._model).set(1)
         logger.info(
             "learning %s@%d from snapshot %d, examples log %s from offset %d (%d examples "
             "already scored)", self._model, snapshot.version, snapshot.snapshot,
@@ -663,6 +678,13 @@ class Learner:
                               ("feedback", len(joined) - from_predictions)):
             if count:
                 self.metrics.labels_joined.labels(model, source).inc(count)
+        served: dict[int, list[float]] = {}
+        for decision in joined:
+            outcome = decision.outcome
+            if outcome is not None:
+                served.setdefault(outcome.version, []).append(outcome.loss)
+        for version, losses in served.items():
+            self._watch_drift(version, "served", losses)
         for reason, count in Counter(unjoined).items():
             self.metrics.labels_unjoined.labels(model, reason).inc(count)
         summary.labels_joined += len(joined)
@@ -738,14 +760,20 @@ class Learner:
         started = time.perf_counter()
         estimator, prequential, cadence = self._estimator, self._prequential, self._cadence
         classifier = is_classifier(estimator)
+        guardrail = self._guardrail
+        losses: list[float] = []
         snapshot_seconds = summary.snapshot_seconds
         for offset, features, label in batch:
-            learn_example(estimator, features, label, prequential, classifier)
+            loss = learn_example(estimator, features, label, prequential, classifier)
+            losses.append(loss)
+            guardrail.observe(loss)
             self._next_offset = offset + 1
             self._examples_seen += 1
             cadence.learned()
             if cadence.count_due():
                 self._snapshot_now(summary)
+                estimator = self._estimator  # a guardrail may have restored another
+        self._watch_drift(self._version, "learning", losses)
         snapshot_seconds = summary.snapshot_seconds - snapshot_seconds
         summary.learn_seconds += time.perf_counter() - started - snapshot_seconds
         learned = len(batch)
@@ -771,6 +799,13 @@ class Learner:
 
     def _publish_snapshot(self, summary: LearnSummary) -> None:
         assert self._prequential is not None  # noqa: S101  # set by _load_model
+        if self._halted:
+            self._cadence.published(time.monotonic())  # learning goes on; nothing goes out
+            return
+        refusal = self._guardrail.verdict()
+        if refusal is not None:
+            self._restore_last_good(refusal, summary)
+            return
         snapshot = self._snapshot + 1
         started = time.perf_counter()
         record = self._registry.publish_snapshot(
@@ -778,17 +813,59 @@ class Learner:
             metrics=self._prequential.values(), examples_seen=self._examples_seen,
             lineage={self._lineage_key: self._next_offset},
         )  # fmt: skip
-        summary.snapshot_seconds += time.perf_counter() - started
-        self._snapshot = snapshot
-        self._cadence.published(time.monotonic())
-        summary.snapshots_published += 1
-        summary.last_snapshot = snapshot
-        self.metrics.snapshots_published.labels(self._model, str(self._version)).inc()
+        elapsed = time.perf_counter() - started
+        summary.snapshot_seconds += elapsed
+        self.metrics.snapshot_publish_seconds.labels(self._model).observe(elapsed)
+        self._published(record, summary)
+        if self._guardrail.judged:
+            self._last_good = record
         logger.info(
             "published %s@%d#%d at examples offset %d (%d examples seen, sha256 %s)",
             self._model, self._version, snapshot, self._next_offset, self._examples_seen,
             record.artifact.sha256[:12],
         )  # fmt: skip
+
+    def _published(self, record: SnapshotPublished, summary: LearnSummary) -> None:
+        self._snapshot = record.snapshot
+        self._cadence.published(time.monotonic())
+        summary.snapshots_published += 1
+        summary.last_snapshot = record.snapshot
+        self.metrics.snapshots_published.labels(self._model, str(self._version)).inc()
+
+    def _restore_last_good(self, reason: str, summary: LearnSummary) -> None:
+        """Republish the last snapshot the guardrail accepted, and publish nothing more."""
+        assert self._prequential is not None  # noqa: S101  # set by _load_model
+        good = self._last_good
+        assert good is not None  # noqa: S101  # set when a version starts
+        self._halted = reason
+        self.metrics.guardrail_trips.labels(self._model, str(self._version)).inc()
+        self.metrics.publishing.labels(self._model).set(0)
+        estimator = self._registry.load(good)
+        record = self._registry.publish_snapshot(
+            self._model, self._version, self._snapshot + 1, dump_model(estimator),
+            metrics=self._prequential.values(), examples_seen=self._examples_seen,
+            lineage={self._lineage_key: self._next_offset}, restored_from=good.snapshot,
+            reason=f"guardrail: {reason}",
+        )  # fmt: skip
+        self._estimator = estimator
+        self._published(record, summary)
+        logger.error(
+            "guardrail tripped on %s@%d: %s; restored snapshot #%d as #%d and stopped "
+            "publishing (restart the learner once the feedback is clean)",
+            self._model, self._version, reason, good.snapshot, record.snapshot,
+        )  # fmt: skip
+
+    def _watch_drift(self, version: int, stream: Stream, losses: list[float]) -> None:
+        for found in self._drift.observe_many(version, stream, losses):
+            self.metrics.drift_detected.labels(self._model, str(version), stream).inc()
+            logger.warning(
+                "drift on %s@%d (%s loss): %s fired after %d losses, recent mean %.4f",
+                self._model, version, stream, found.detector, found.position, found.mean_loss,
+            )  # fmt: skip
+            self._registry.publish_drift(DriftDetected(
+                model=self._model, version=version, stream=stream, detector=found.detector,
+                position=found.position, mean_loss=found.mean_loss,
+            ))  # fmt: skip
 
     # -- shutdown ------------------------------------------------------------------------
 

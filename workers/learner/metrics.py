@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class LearnerMetrics:
@@ -70,4 +70,26 @@ class LearnerMetrics:
             "riverrun_learner_refused_versions",
             "Versions released while running that the learner could not load, so kept the old.",
             ["model"], registry=r,
+        )  # fmt: skip
+        self.drift_detected = Counter(
+            "riverrun_learner_drift_detected",
+            "Drift detections on a version's loss stream (learning: the learner's own "
+            "test-then-train loss; served: the outcomes of served predictions).",
+            ["model", "version", "stream"], registry=r,
+        )  # fmt: skip
+        self.guardrail_trips = Counter(
+            "riverrun_learner_guardrail_trips",
+            "Snapshots refused by the guardrail (the last good one was restored).",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.publishing = Gauge(
+            "riverrun_learner_publishing",
+            "1 while the learner publishes snapshots; 0 after the guardrail stopped it.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.snapshot_publish_seconds = Histogram(
+            "riverrun_learner_snapshot_publish_seconds",
+            "Time to dump, sign, store and record one snapshot.", ["model"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
         )  # fmt: skip

@@ -8,6 +8,7 @@ sequence of `learn_one`: river #651).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from river import base
 from river import metrics as river_metrics
 
 from workers.learner.join import Task
+
+_EPSILON = 1e-15  # river.metrics.LogLoss clips probabilities the same way
 
 # Names in snapshot records and metric labels; the River class behind each, by task.
 _METRICS: dict[str, dict[str, type[river_metrics.base.Metric]]] = {
@@ -87,8 +90,11 @@ def learn_example(
     label: Any,
     prequential: Prequential | None,
     classifier: bool | None = None,
-) -> None:
-    """Predict, score the prediction (when metrics are kept), then learn: one example.
+) -> float:
+    """Predict, score the prediction (when metrics are kept), learn; return the loss.
+
+    The loss is the log loss of the true class for a classifier (clipped like River's), the
+    squared error for a regressor: what the guardrail and the drift detectors watch.
 
     The prediction is made even when `prequential` is None, because predicting can change a
     River model (unseen features get weights); replays must make the same calls to match.
@@ -100,12 +106,19 @@ def learn_example(
         proba = estimator.predict_proba_one(features)
         # River's own `predict_one`: the most probable class, the first one on a tie.
         prediction = max(proba, key=proba.get) if proba else None
+        p = proba.get(label, 0.0) if proba else 0.0
+        loss = -math.log(min(max(p, _EPSILON), 1.0))
     else:
         proba = None
         prediction = estimator.predict_one(features)
+        try:
+            loss = (float(prediction) - float(label)) ** 2
+        except (TypeError, ValueError):
+            loss = 0.0 if prediction == label else 1.0
     if prequential is not None:
         prequential.update(label, prediction, proba)
     estimator.learn_one(features, label)
+    return loss
 
 
 @dataclass

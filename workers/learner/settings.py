@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,25 @@ class LearnerOptions(BaseModel):
         default=10_000, ge=1,
         description="Labels held while predictions catch up; feedback pauses beyond this.",
     )  # fmt: skip
+    drift_detector: Literal["adwin", "page-hinkley", "off"] = Field(
+        default="adwin",
+        description="River drift detector run on each version's loss streams (learning and "
+        "served): `adwin`, `page-hinkley` or `off`.",
+    )
+    drift_warmup: int = Field(
+        default=1000, ge=0,
+        description="Losses of a stream not shown to its detector at first: a model still "
+        "converging is not a drift.",
+    )  # fmt: skip
+    guardrail_loss_ratio: float | None = Field(
+        default=3.0, gt=1.0,
+        description="Refuse to publish a snapshot whose examples' mean loss exceeds the "
+        "accepted ones' by this factor; the last good snapshot is restored and publishing "
+        "stops until the learner restarts. Unset to turn the guardrail off.",
+    )
+    guardrail_min_examples: int = Field(
+        default=100, ge=1, description="Examples an interval needs before the guardrail judges it."
+    )
     worker_id: str = Field(
         default_factory=_default_worker_id,
         description="Stable id of this learner; part of its transactional id. Use the pod name.",

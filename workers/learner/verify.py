@@ -49,7 +49,11 @@ def parse_reference(reference: str) -> tuple[str, int, int]:
 def verify_snapshot(
     registry: Registry, kafka: KafkaSettings, topics: TopicSettings, reference: str
 ) -> Verdict:
-    """Replay the examples log from the version's first snapshot and compare with `reference`."""
+    """Replay the examples log from the version's first snapshot and compare with `reference`.
+
+    After a guardrail restore the replay starts from the restored snapshot instead; a restored
+    snapshot itself verifies as the snapshot it restores.
+    """
     model, version, number = parse_reference(reference)
     view = registry.refresh()
     snapshots = view.snapshots(model, version)
@@ -59,7 +63,20 @@ def verify_snapshot(
         raise ConfigurationError(
             f"{model}@{version} has no snapshot #{number} (it has {known}): check the reference"
         )
-    first = snapshots[0]
+    # A guardrail restore republishes an earlier snapshot's bytes; what follows descends from it.
+    restores = [s for s in snapshots if s.restored_from is not None and s.snapshot <= number]
+    if target.restored_from is not None:
+        source = next((s for s in snapshots if s.snapshot == target.restored_from), None)
+        if source is None:
+            raise ConfigurationError(
+                f"{reference} restores #{target.restored_from}, which the registry no longer "
+                "holds: it cannot be verified"
+            )
+        verdict = verify_snapshot(registry, kafka, topics, f"{model}@{version}#{source.snapshot}")
+        same = verdict.matches and source.artifact.sha256 == target.artifact.sha256
+        return Verdict(reference, same, target.artifact.sha256, verdict.replayed_sha256,
+                       verdict.examples, verdict.start, verdict.end)  # fmt: skip
+    first = restores[-1] if restores else snapshots[0]
     key = lineage_key(topics.examples)
     start = first.lineage.get(key, 0)
     end = target.lineage.get(key, start)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from schemas import (
     DecodeError,
+    DriftDetected,
     KafkaSettings,
     ModelVersionReleased,
     PolicyChanged,
@@ -329,6 +330,8 @@ class Registry:
         metrics: dict[str, float] | None = None,
         examples_seen: int = 0,
         lineage: dict[str, int] | None = None,
+        restored_from: int | None = None,
+        reason: str = "",
     ) -> SnapshotPublished:
         """Write a snapshot's artifact and its record; `bytes` are taken as a dumped model."""
         signer = self.signer
@@ -346,10 +349,16 @@ class Registry:
             metrics=metrics or {},
             examples_seen=examples_seen,
             lineage=lineage or {},
+            restored_from=restored_from,
+            reason=reason,
         )
         self._produce([record])
         logger.info("published %s@%d#%d (%d bytes)", name, version, snapshot, len(data))
         return record
+
+    def publish_drift(self, detection: DriftDetected) -> None:
+        """Write a drift detection (each keeps its own key)."""
+        self._produce([detection])
 
     def publish_policy(self, policy: PolicyChanged) -> None:
         """Write a policy record (compaction keeps a model's latest)."""

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import (
+    DriftDetected,
     KafkaSettings,
     ModelVersionReleased,
     SnapshotPublished,
@@ -214,11 +215,16 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _describe(record: RegistryRecord) -> str:
+    if isinstance(record, DriftDetected):
+        return (f"drift    {record.model}@{record.version} {record.stream} loss: {record.detector} "
+                f"fired after {record.position} (mean loss {record.mean_loss:.4g})")
     if isinstance(record, ModelVersionReleased):
         return f"version  {record.model}@{record.version} released ({record.task})"
     if isinstance(record, SnapshotPublished):
+        restored = (f", restores #{record.restored_from}: {record.reason}"
+                    if record.restored_from is not None else "")
         return (f"snapshot {record.model}@{record.version}#{record.snapshot} "
-                f"({record.examples_seen} examples, {record.artifact.size} bytes)")
+                f"({record.examples_seen} examples, {record.artifact.size} bytes{restored})")
     parts = ", ".join(f"v{a.version} {a.role} {a.weight:g}" for a in record.assignments)
     return f"policy   {record.model} #{record.sequence} {record.strategy}: {parts}"
 

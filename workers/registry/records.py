@@ -7,15 +7,23 @@ zero-padded so keys sort in the order of the facts they name.
 
 from __future__ import annotations
 
-from schemas import DecodeError, ModelVersionReleased, PolicyChanged, SnapshotPublished, decode
+from schemas import (
+    DecodeError,
+    DriftDetected,
+    ModelVersionReleased,
+    PolicyChanged,
+    SnapshotPublished,
+    decode,
+)
 from schemas.codec import parse_json
 
-RegistryRecord = ModelVersionReleased | SnapshotPublished | PolicyChanged
+RegistryRecord = ModelVersionReleased | SnapshotPublished | PolicyChanged | DriftDetected
 
 _KINDS: dict[str, type[RegistryRecord]] = {
     "version": ModelVersionReleased,
     "snapshot": SnapshotPublished,
     "policy": PolicyChanged,
+    "drift": DriftDetected,
 }
 
 # Generous enough for a spec and metrics; a registry record never carries model bytes.
@@ -42,8 +50,16 @@ def policy_key(model: str) -> bytes:
     return f"{model}/p".encode()
 
 
+def drift_key(record: DriftDetected) -> bytes:
+    """Key of one drift detection: compaction keeps every one."""
+    stamp = int(record.detected_at.timestamp() * 1_000_000)
+    return f"{record.model}/d/{record.version:010d}/{record.stream}/{stamp:020d}".encode()
+
+
 def key_of(record: RegistryRecord) -> bytes:
     """The key a registry record is written under."""
+    if isinstance(record, DriftDetected):
+        return drift_key(record)
     if isinstance(record, ModelVersionReleased):
         return version_key(record.model, record.version)
     if isinstance(record, SnapshotPublished):

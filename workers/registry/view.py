@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas import ModelVersionReleased, PolicyChanged, SnapshotPublished
+from schemas import DriftDetected, ModelVersionReleased, PolicyChanged, SnapshotPublished
 from workers.registry.records import RegistryRecord
 
 
@@ -23,12 +23,16 @@ class RegistryView:
         self._snapshots: dict[tuple[str, int], dict[int, SnapshotPublished]] = {}
         self._policies: dict[str, PolicyChanged] = {}
         self._history: dict[str, list[RegistryRecord]] = {}
+        self._drifts: dict[str, list[DriftDetected]] = {}
         for record in records:
             self.apply(record)
 
     def apply(self, record: RegistryRecord) -> bool:
         """Fold one record in; return whether it changed what the view answers."""
         self._history.setdefault(record.model, []).append(record)
+        if isinstance(record, DriftDetected):
+            self._drifts.setdefault(record.model, []).append(record)
+            return False  # informs operators and the judge; nothing served changes
         if isinstance(record, ModelVersionReleased):
             versions = self._versions.setdefault(record.model, {})
             if record.version in versions:
@@ -83,6 +87,10 @@ class RegistryView:
     def policy(self, model: str) -> PolicyChanged | None:
         """The model's current policy (highest sequence seen), None when it has none."""
         return self._policies.get(model)
+
+    def drifts(self, model: str) -> list[DriftDetected]:
+        """Drift detections of a model, in the order they were applied."""
+        return list(self._drifts.get(model, []))
 
     def history(self, model: str) -> list[RegistryRecord]:
         """Every record of a model in the order it was applied, duplicates included."""

@@ -1,0 +1,80 @@
+"""Drift detection on a model's loss streams, with River's own detectors.
+
+Each (version, stream) pair has its own detector: `learning` is the learner's test-then-train
+loss, `served` the loss of the predictions the scorers served (the outcomes). The first
+`warmup` losses of a stream are not shown to its detector: a model still converging makes its
+loss fall, which is a change, but not the drift operators need to hear about.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from river import drift
+
+Stream = Literal["learning", "served"]
+_RECENT = 200  # losses averaged for the record of a detection
+
+
+def build_detector(name: str) -> Any:
+    """A fresh River detector by its setting's name (`adwin` or `page-hinkley`)."""
+    if name == "adwin":
+        return drift.ADWIN()  # type: ignore[no-untyped-call]  # River is untyped
+    if name == "page-hinkley":
+        return drift.PageHinkley()
+    raise ValueError(f"unknown drift detector {name!r}: use adwin, page-hinkley or off")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detector firing: where in its stream, and the recent mean loss."""
+
+    version: int
+    stream: Stream
+    detector: str
+    position: int
+    mean_loss: float
+
+
+@dataclass
+class _Watched:
+    detector: Any
+    seen: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=_RECENT))
+
+
+class DriftWatch:
+    """Detectors per (version, stream); `observe_many` returns the detections of a batch."""
+
+    def __init__(self, detector: str, warmup: int = 1000) -> None:
+        self.enabled = detector != "off"
+        self._name = detector
+        self._warmup = warmup
+        self._watched: dict[tuple[int, Stream], _Watched] = {}
+        if self.enabled:
+            build_detector(detector)  # an unknown name fails at start, not at the first loss
+
+    def observe_many(
+        self, version: int, stream: Stream, losses: Iterable[float]
+    ) -> list[Detection]:
+        """Feed a batch of one stream's losses, in order."""
+        if not self.enabled:
+            return []
+        watched = self._watched.get((version, stream))
+        if watched is None:
+            watched = self._watched[(version, stream)] = _Watched(build_detector(self._name))
+        detector, recent, warmup = watched.detector, watched.recent, self._warmup
+        found: list[Detection] = []
+        for loss in losses:
+            watched.seen += 1
+            recent.append(loss)
+            if watched.seen <= warmup:
+                continue
+            detector.update(loss)
+            if detector.drift_detected:
+                found.append(Detection(version, stream, type(detector).__name__, watched.seen,
+                                       sum(recent) / len(recent)))
+        return found
