@@ -76,6 +76,12 @@ def _models_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     add_policy_commands(_actions_of(subparsers, "models", "Administer models."))
 
 
+def _judge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.judge.command import register
+
+    register(subparsers)
+
+
 def _actions_of(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -91,6 +97,6 @@ def _actions_of(
 
 
 REGISTRARS: list[Registrar] = [
-    _broker, _topics, _train, _score, _learn, _models, _models_verify, _models_policy, _bench,
-    _schemas, _demo,
+    _broker, _topics, _train, _score, _learn, _models, _models_verify, _models_policy, _judge,
+    _bench, _schemas, _demo,
 ]
