@@ -190,6 +190,9 @@ class Learner:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 100,
+            # Lag per partition for /metrics, parsed on librdkafka's interval, not per record.
+            "statistics.interval.ms": 5000,
+            "stats_cb": self.metrics.consumer_lag.update_from_stats,
             "error_cb": self._on_error,
             "logger": _librdkafka_logger,
         })  # fmt: skip

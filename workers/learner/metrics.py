@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from workers.metrics import ConsumerLag
+
 
 class LearnerMetrics:
     """Every metric of a learner process, named `riverrun_learner_<what>_<unit>`."""
@@ -92,4 +94,9 @@ class LearnerMetrics:
             "Time to dump, sign, store and record one snapshot.", ["model"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
+        )  # fmt: skip
+        self.consumer_lag = ConsumerLag(
+            "riverrun_learner_consumer_lag_records",
+            "Records behind the end, per feedback and predictions partition (librdkafka's "
+            "statistics).", registry=r,
         )  # fmt: skip
