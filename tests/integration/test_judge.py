@@ -5,6 +5,7 @@ keeps its evidence and windows across a restart."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -13,10 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 from river import tree
 
 from producers.dataset import load
 from schemas import (
+    DeadLetter,
     KafkaSettings,
     OutcomeRecorded,
     PolicyAssignment,
@@ -277,6 +280,31 @@ def test_the_judge_keeps_its_evidence_and_windows_across_a_restart_and_compares_
     for version in ("1", "2"):
         for field in ("n", "accuracy", "mean_loss", "recent_n"):
             assert after["versions"][version][field] == before["versions"][version][field], field
+    # Dead letters that name a version count as its errors.
+    letters = [DeadLetter(error_class="ModelRaised", reason="boom", source_topic=topics.requests,
+                          source_partition=0, source_offset=i, model=MODEL, version=2,
+                          route="shadow").to_headers() for i in range(7)]
+    producer = Producer(kafka_settings.client_config())
+    for headers in letters:
+        producer.produce(topics.dead_letters, b"{}", b"k", headers=headers)
+    producer.produce(topics.dead_letters, b"not json", b"k", headers=DeadLetter(
+        error_class="NotJson", reason="bad", source_topic=topics.requests, source_partition=0,
+        source_offset=99).to_headers())
+    assert producer.flush(30) == 0
+    wait_for(lambda: (restarted.state() or {}).get("models", {}).get(MODEL, {})
+             .get("versions", {}).get("2", {}).get("errors") == 7, 60, "the errors of version 2")
+    # `riverrun models status` shows the policy, the routes and the judge's evidence.
+    status = subprocess.run(
+        [RIVERRUN, "--log-format", "text", "models", "status", MODEL, "--json",
+         "--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-models", topics.models,
+         "--judge-url", f"http://127.0.0.1:{restarted.port}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    shown = orjson.loads(status)
+    assert shown["policy"]["strategy"] == "shadow"
+    assert [(r["route"], r["version"]) for r in shown["routes"]] == [("champion", 1), ("shadow", 2)]
+    assert shown["judge"]["versions"]["1"]["n"] == len(rows)
+    assert shown["judge"]["comparisons"][0]["verdict"] == "better"
     # New outcomes add to the recovered evidence, none counted twice.
     produce(kafka_settings, topics.outcomes,
             outcomes_of(policy, {1: concepts["old"]}, concepts["stream"][600:700], 600))

@@ -222,13 +222,16 @@ def _print_status(
     if not judge_answered:
         print("  judge: did not answer (--judge-url)")
         return
+    judged_policy = (judged or {}).get("policy", {})
     for comparison in (judged or {}).get("comparisons", []):
         numbers = comparison["numbers"]
         print(f"  judge: v{comparison['challenger']} ({comparison['role']}) against "
               f"v{comparison['control']}: {comparison['verdict']}; difference "
               f"{numbers['difference']:+.4f}, always-valid p {numbers['always_valid_p']:.3g} "
               f"(alpha {numbers['alpha']:g}, margin {numbers['margin']:g}), "
-              f"n {int(numbers['n_challenger'])}/{int(numbers['n_control'])}")
+              f"n {int(numbers['n_challenger'])}/{int(numbers['n_control'])}"
+              + (f"; needs {judged_policy.get('min_samples')} each" if comparison["verdict"]
+                 == "too-few" else ""))
     last = (judged or {}).get("last_decision")
     if last:
         print(f"  last decision #{last['sequence']}: {last['reason']}")
