@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producers.client import DeliveryError, RiverrunClient
 from producers.dataset import DATASETS, Label, describe, load
+from producers.metrics import ReplayMetrics
 from schemas import KafkaSettings, TopicSettings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class ReplayOptions(BaseModel):
     )
     flush_timeout: float = Field(
         default=30.0, gt=0.0, description="Seconds to wait for outstanding records at the end."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Port of /metrics during the replay; off if unset.",
     )
 
     @field_validator("dataset")
@@ -220,6 +225,7 @@ def replay(
     *,
     on_sent: ProgressHook | None = None,
     clock: Callable[[], float] = time.monotonic,
+    metrics: ReplayMetrics | None = None,
 ) -> ReplaySummary:
     """Stream the dataset into the requests topic and its labels into feedback; return totals.
 
@@ -242,6 +248,11 @@ def replay(
     undelivered = 0
 
     client = RiverrunClient(settings.kafka, settings.topics)
+    counted = metrics or ReplayMetrics()
+    requests_sent = counted.requests.labels(opts.dataset)
+    feedback_sent = counted.feedback.labels(opts.dataset)
+    waiting = counted.feedback_waiting.labels(opts.dataset)
+    counted.delivery_failures.labels(opts.dataset).set_function(lambda: client.delivery_failures)
 
     def send_due(now: float) -> int:
         sent = 0
@@ -251,6 +262,9 @@ def replay(
                 key=pending.request_id, features=pending.features,
             )
             sent += 1
+        if sent:
+            feedback_sent.inc(sent)
+            waiting.set(len(queue))
         return sent
 
     started = first_sent = last_sent = clock()
@@ -273,6 +287,7 @@ def replay(
             rid = request_id_for(opts.dataset, opts.seed, index)
             client.send_request(model, features, key=rid, request_id=rid)
             requests += 1
+            requests_sent.inc()
             last_sent = clock()
             if requests == 1:
                 first_sent = last_sent
@@ -324,9 +339,15 @@ def replay(
 
 
 def run_with_progress(settings: ReplaySettings, stop_event: threading.Event) -> ReplaySummary:
-    """`replay` with a rich progress bar on standard error, when asked and on a terminal."""
+    """`replay` with a rich progress bar on standard error, when asked and on a terminal.
+
+    With `metrics_port` set, /metrics is served for the replay's lifetime.
+    """
+    metrics = ReplayMetrics()
+    if settings.replay.metrics_port is not None:
+        metrics.serve(settings.replay.metrics_port)
     if not (settings.replay.progress and sys.stderr.isatty()):
-        return replay(settings, stop_event)
+        return replay(settings, stop_event, metrics=metrics)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -360,4 +381,4 @@ def run_with_progress(settings: ReplaySettings, stop_event: threading.Event) -> 
                 elapsed = max(time.monotonic() - started, 1e-9)
                 progress.update(task, completed=sent, rate=f"{sent / elapsed:,.0f}/s")
 
-        return replay(settings, stop_event, on_sent=advance)
+        return replay(settings, stop_event, on_sent=advance, metrics=metrics)

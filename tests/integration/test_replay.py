@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from producers import ReplaySettings, replay
+from producers.metrics import ReplayMetrics
 from producers.replay import ReplayOptions, feedback_mask, request_id_for
 from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, decode
 
@@ -134,7 +135,12 @@ def test_replay_in_process_stops_early_and_flushes(
         if sent == 50:
             stop.set()
 
-    summary = replay(settings, stop, on_sent=stop_at_50)
+    metrics = ReplayMetrics()
+    summary = replay(settings, stop, on_sent=stop_at_50, metrics=metrics)
+    sample = metrics.registry.get_sample_value
+    assert sample("riverrun_replay_requests_sent_total", {"dataset": "sea-drift"}) == 50
+    assert sample("riverrun_replay_feedback_waiting", {"dataset": "sea-drift"}) in (None, 0.0)
+    assert sample("riverrun_replay_delivery_failures", {"dataset": "sea-drift"}) == 0
     assert summary.stopped_early
     assert summary.requests == 50
     assert summary.feedback == 0
