@@ -44,6 +44,12 @@ def _demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     register(subparsers)
 
 
+def _top(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from workers.top.command import register
+
+    register(subparsers)
+
+
 def _train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from workers.train import register
 
@@ -98,5 +104,5 @@ def _actions_of(
 
 REGISTRARS: list[Registrar] = [
     _broker, _topics, _train, _score, _learn, _models, _models_verify, _models_policy, _judge,
-    _bench, _schemas, _demo,
+    _bench, _schemas, _demo, _top,
 ]
