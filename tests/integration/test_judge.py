@@ -186,7 +186,7 @@ def test_a_challenger_that_learned_the_new_concept_is_promoted(
     assert numbers["always_valid_p"] < 0.05
     assert min(numbers["n_control"], numbers["n_challenger"]) >= 200
     assert decision.reason.startswith("promote: canary agrawal@2 is no worse than champion")
-    assert "v2 learned the post-drift concept" == decision.hypothesis
+    assert decision.hypothesis == "v2 learned the post-drift concept"
     # The decision is applied once: the judge follows its own record and decides no more.
     time.sleep(1.0)
     assert len(judge_decisions(kafka_settings, topics)) == 1
