@@ -185,41 +185,64 @@ class _Scoring:
         self, model: ServedModel, route: str, group: _Group, members: Sequence[int]
     ) -> list[int]:
         """Answer some of a group's requests with one model; return the members answered."""
-        records, options, result = self.records, self.options, self.result
+        records, options, result, outputs = self.records, self.options, self.result, self.outputs
+        requests, positions, keys = group.requests, group.positions, group.keys
         expected = model.expected_features
         if options.reject_missing_features and expected is not None:
-            kept = []
-            for j in members:
-                features = group.requests[j].features
-                if expected.issubset(features):
-                    kept.append(j)
-                    continue
-                listed = ", ".join(sorted(expected.difference(features))[:10])
-                i = group.positions[j]
-                _reject(result, self.outputs, i, records[i], "MissingFeatures",
-                        f"features missing for {model.name}: {listed}", options, model, route)
-            members = kept
+            issubset = expected.issubset
+            if not all(issubset(requests[j].features) for j in members):
+                kept = []
+                for j in members:
+                    features = requests[j].features
+                    if issubset(features):
+                        kept.append(j)
+                        continue
+                    listed = ", ".join(sorted(expected.difference(features))[:10])
+                    i = positions[j]
+                    _reject(result, outputs, i, records[i], "MissingFeatures",
+                            f"features missing for {model.name}: {listed}", options, model, route)
+                members = kept
         if not members:
             return []
-        requests = group.requests
         scored = model.scorer.predict_many([requests[j].features for j in members])
-        failures = scored.failures
-        payloads = self._payloads(model, route, group, members, scored.predictions, scored.probas,
-                                  failures, latency=True)
-        answered = []
+        failures, predictions, probas = scored.failures, scored.predictions, scored.probas
+        now_ms, scored_at, latencies = self.now_ms, self.scored_at, result.latencies_s
+        name, version, snapshot = model.name, model.version, model.snapshot
         topic = options.predictions_topic
+        answered = []
         for k, j in enumerate(members):
-            i = group.positions[j]
-            payload = payloads[k]
-            if payload is None:
+            i = positions[j]
+            record = records[i]
+            if failures and k in failures:
                 failure = failures[k]
-                _reject(result, self.outputs, i, records[i], failure.error_class, failure.reason,
+                _reject(result, outputs, i, record, failure.error_class, failure.reason,
                         options, model, route)
                 continue
-            self.outputs[i] = Output(topic, group.keys[j], encode_dict(payload))
+            request = requests[j]
+            ts_type, ts = record.timestamp()
+            latency_ms = now_ms - ts if ts_type and ts > 0 else 0.0
+            if latency_ms < 0.0:
+                latency_ms = 0.0
+            latencies.append(latency_ms / 1000.0)
+            payload: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION,
+                "request_id": request.request_id,
+                "model": name,
+                "version": version,
+                "snapshot": snapshot,
+                "route": route,
+                "prediction": predictions[k],
+                "features": request.features,
+                "scored_at": scored_at,
+                "latency_ms": latency_ms,
+            }
+            proba = probas[k]
+            if proba is not None:
+                payload["proba"] = proba
+            outputs[i] = Output(topic, keys[j], encode_dict(payload))
             answered.append(j)
         if answered:
-            label = (model.name, model.version, route)
+            label = (name, version, route)
             result.scored[label] = result.scored.get(label, 0) + len(answered)
             result.models_used[model.label] = model
         return answered
@@ -233,8 +256,8 @@ class _Scoring:
             return
         requests = group.requests
         scored = model.scorer.predict_many([requests[j].features for j in members])
-        payloads = self._payloads(model, "shadow", group, members, scored.predictions,
-                                  scored.probas, scored.failures, latency=False)
+        payloads = self._payloads(model, group, members, scored.predictions, scored.probas,
+                                  scored.failures)
         shadows = [Output(self.options.shadow_topic, group.keys[j], encode_dict(payload))
                    for j, payload in zip(members, payloads, strict=True) if payload is not None]
         self.shadow_outputs += shadows
@@ -247,19 +270,14 @@ class _Scoring:
     def _payloads(
         self,
         model: ServedModel,
-        route: str,
         group: _Group,
         members: Sequence[int],
         predictions: list[Label | None],
         probas: list[dict[str, float] | None],
         failures: dict[int, RowFailure],
-        *,
-        latency: bool,
     ) -> list[dict[str, Any] | None]:
+        """Shadow predictions of some members (None where the shadow failed)."""
         records, requests = self.records, group.requests
-        now_ms, scored_at = self.now_ms, self.scored_at
-        latencies = self.result.latencies_s
-        name, version, snapshot = model.name, model.version, model.snapshot
         out: list[dict[str, Any] | None] = []
         for k, j in enumerate(members):
             if failures and k in failures:
@@ -267,21 +285,17 @@ class _Scoring:
                 continue
             request = requests[j]
             ts_type, ts = records[group.positions[j]].timestamp()
-            latency_ms = now_ms - ts if ts_type and ts > 0 else 0.0
-            if latency_ms < 0.0:
-                latency_ms = 0.0
-            if latency:
-                latencies.append(latency_ms / 1000.0)
+            latency_ms = max(0.0, self.now_ms - ts) if ts_type and ts > 0 else 0.0
             payload: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "request_id": request.request_id,
-                "model": name,
-                "version": version,
-                "snapshot": snapshot,
-                "route": route,
+                "model": model.name,
+                "version": model.version,
+                "snapshot": model.snapshot,
+                "route": "shadow",
                 "prediction": predictions[k],
                 "features": request.features,
-                "scored_at": scored_at,
+                "scored_at": self.scored_at,
                 "latency_ms": latency_ms,
             }
             proba = probas[k]
