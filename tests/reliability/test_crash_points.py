@@ -1,0 +1,76 @@
+"""Every named crash point of the scorer, hit on purpose mid-stream: the process SIGKILLs itself
+at the n-th pass of the point (RIVERRUN_SCORER__CRASH_AT=point:n), is restarted, and the oracle
+of the SIGKILL scenario holds."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import KafkaSettings
+from tests.conftest import TestBroker
+from workers.crashpoint import SCORER_POINTS
+
+from .conftest import Figures
+from .harness import outputs
+from .harness.checker import Fault, vacuous
+from .harness.loadgen import LoadGenerator, request_payload
+from .harness.processes import Workers
+from .profile import PROFILE
+from .scenario import ScorerGroup, reckon
+
+pytestmark = pytest.mark.reliability
+
+BATCH = 200
+HITS = 3  # batches each run gets through before its crash point fires
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_every_scorer_crash_point_loses_nothing(
+    mode: str, kafka: KafkaSettings, conformance: TestBroker, make_topics: Any,
+    workers: Workers, model_file: Path, rows: list[dict[str, float]], figures: Figures,
+) -> None:
+    points = sorted(SCORER_POINTS) * PROFILE.crash_repetitions
+    total = len(points) * HITS * BATCH + 4 * BATCH
+    topics = make_topics()
+    load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total, rate=0)
+    load.start().join(120)
+    group = ScorerGroup(workers, kafka, topics, f"crash-{uuid.uuid4().hex[:8]}", model_file,
+                        exactly_once=mode == "exactly-once", static=True,
+                        extra=["--batch-size", str(BATCH)])
+
+    def delivered() -> int:
+        return sum(outputs.ends(kafka, [topics.predictions]).values())
+
+    faults, snapshots = [], []
+    for i, point in enumerate(points, start=1):
+        # Mid-stream: the run delivered outputs before its crash, and work was left after it.
+        before, remaining = delivered(), total - group.progress()
+        worker = group.start("w", env={"RIVERRUN_SCORER__CRASH_AT": f"{point}:{HITS}"})
+        assert worker.wait(120) == -9, worker.output()
+        assert f"crash point {point} reached" in worker.output()
+        snapshots.append(group.snapshot(f"crash {i} at {point}"))
+        faults.append(Fault(f"crash {i} at {point}", delivered() - before, remaining))
+    last = group.start("w")
+    group.wait_caught_up()
+    assert last.stop() == 0, last.output()
+
+    result = reckon(kafka, topics, load.acked, snapshots)
+    scenario = f"scorer_crash_points[{mode}]"
+    figures.record(scenario, points=sorted(SCORER_POINTS), crashes=len(faults), **result.figures())
+    assert vacuous(faults, len(points)) == []
+    assert result.delivery.missing == 0, result.delivery
+    assert result.delivery.inconsistent == 0 and result.delivery.unexpected == 0, result.delivery
+    assert result.violations == [], result.violations[:3]
+    assert result.open_transactions == {}
+    if mode == "exactly-once":
+        caps = conformance.capabilities
+        assert caps is not None
+        if caps.has("read_committed"):
+            assert result.delivery.duplicated == 0, result.delivery
+        else:
+            figures.record(scenario, duplicates_judged=False,
+                           reason=f"{conformance.engine}: {caps.detail('read_committed')}")

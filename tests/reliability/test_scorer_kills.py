@@ -1,0 +1,80 @@
+"""Scorer SIGKILLs under sustained load: one of three scorers is killed and restarted, again and
+again; no request is lost, in at-least-once and in exactly-once mode, and committed offsets
+never run ahead of delivered outputs."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import KafkaSettings
+from tests.conftest import TestBroker
+
+from .conftest import Figures
+from .harness.checker import Fault, vacuous
+from .harness.loadgen import LoadGenerator, request_payload
+from .harness.processes import Workers, wait_for
+from .profile import PROFILE
+from .scenario import ScorerGroup, reckon
+
+pytestmark = pytest.mark.reliability
+
+SCORERS = ("a", "b", "c")
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_scorer_sigkills_lose_nothing(
+    mode: str, kafka: KafkaSettings, conformance: TestBroker, make_topics: Any,
+    workers: Workers, model_file: Path, rows: list[dict[str, float]], figures: Figures,
+) -> None:
+    topics = make_topics()
+    group = ScorerGroup(workers, kafka, topics, f"kills-{uuid.uuid4().hex[:8]}", model_file,
+                        exactly_once=mode == "exactly-once")
+    for worker_id in SCORERS:
+        group.start(worker_id)
+    group.wait_ready()
+
+    total = PROFILE.kill_requests
+    load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total,
+                         rate=PROFILE.kill_rate).start()
+    faults, snapshots = [], []
+    for k in range(1, PROFILE.kills + 1):
+        wait_for(lambda k=k: load.done >= total * k // (PROFILE.kills + 1), 600,
+                 f"load to reach kill {k}")
+        victim_id = SCORERS[k % len(SCORERS)]
+        victim = group.members[victim_id]
+        # A kill proves something only if the victim was a working member of the group.
+        wait_for(victim.ready, 60, f"{victim.name} to be ready before kill {k}")
+        assert victim.kill() == -9
+        faults.append(Fault(f"kill {k} of {victim_id}", load.done, total))
+        snapshots.append(group.snapshot(f"after kill {k}"))
+        group.start(victim_id)  # restarted at once, as an orchestrator would
+    load.join(600)
+    group.wait_caught_up()
+    codes = group.stop()
+    assert set(codes.values()) == {0}, codes
+
+    result = reckon(kafka, topics, load.acked, snapshots)
+    offered = round(load.offered_rate())
+    scenario = f"scorer_sigkills[{mode}]"
+    figures.record(scenario, kills=len(faults), partitions=PROFILE.partitions,
+                   offered_rate=offered, failed_sends=len(load.failures), **result.figures())
+    assert vacuous(faults, PROFILE.kills) == []
+    assert len(load.acked) == total, load.failures[:3]
+    assert result.delivery.missing == 0, result.delivery
+    assert result.delivery.inconsistent == 0 and result.delivery.unexpected == 0, result.delivery
+    assert result.violations == [], result.violations[:3]
+    assert result.open_transactions == {}
+    if mode == "exactly-once":
+        caps = conformance.capabilities
+        assert caps is not None
+        if caps.has("read_committed"):
+            assert result.delivery.duplicated == 0, result.delivery
+        else:
+            # Aborted records reach read_committed readers on this broker: a duplicate here is
+            # the broker's, so the figure is reported and not judged.
+            figures.record(scenario, duplicates_judged=False,
+                           reason=f"{conformance.engine}: {caps.detail('read_committed')}")
