@@ -4,8 +4,10 @@ Starts Tansu, creates the topics, releases `StandardScaler | LogisticRegression`
 on a prefix of a drifting stream, starts a scorer and a learner as their own processes, replays
 the stream with delayed labels (and a few malformed requests), shows live progress, and ends
 with a summary: the accuracy dips at the drift and recovers as snapshots roll out to the
-scorer. This is a composition root: with `train`, the one place in `workers/` that drives the
-client side (`producers/`) too.
+scorer. With a baseline (the default), the same warm start is released twice: v1 stays frozen
+and scores every request in shadow, v2 learns and answers, so the picture it ends with
+(`demo.png`) shows what learning online is worth after the drift. This is a composition root:
+with `train`, the one place in `workers/` that drives the client side (`producers/`) too.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from rich.table import Table
 from producers.dataset import DATASETS, describe, load
 from producers.replay import ReplaySettings, replay, request_id_for
 from schemas import KafkaSettings, TopicSettings
+from workers.errors import RiverrunError
 from workers.registry import ModelSpec, Registry, RegistrySettings
+from workers.routing.policy import deploy
 from workers.topics import create_topics
 from workers.train import train_linear
 
@@ -71,6 +75,9 @@ class Tally:
     latest_served: tuple[int, int] = (0, 0)
     # Hits and counts per 500 records of the stream, to draw accuracy over the stream.
     windows: dict[int, list[int]] = field(default_factory=dict)
+    # Every labelled prediction, shadow ones included, and when the stream got where: the picture.
+    outcomes: list[tuple[int, int, int, str, bool]] = field(default_factory=list)
+    clock: list[tuple[float, int]] = field(default_factory=list)
 
     def scored_per_second(self) -> float:
         """Predictions per second over the last few seconds."""
@@ -107,7 +114,7 @@ def _read_outputs(
     }))
     try:
         assignment = []
-        for topic in (topics.predictions, topics.dead_letters):
+        for topic in (topics.predictions, topics.dead_letters, topics.shadow_predictions):
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             assignment += [TopicPartition(topic, p, 0) for p in partitions]
         consumer.assign(assignment)
@@ -124,6 +131,9 @@ def _read_outputs(
                     )
                     continue
                 made = orjson.loads(record.value())
+                if record.topic() == topics.shadow_predictions:
+                    _shadow_outcome(made, labels, tally)
+                    continue
                 tally.predictions += 1
                 tally.latencies_ms.append(made["latency_ms"])
                 served = (made["version"], made["snapshot"])
@@ -134,6 +144,8 @@ def _read_outputs(
                     continue
                 index, label = truth
                 hit = made["prediction"] == label
+                tally.outcomes.append((index, *served, made["route"], hit))
+                tally.clock.append((record.timestamp()[1] / 1000, index))
                 tally.recent_hits.append(hit)
                 window = tally.windows.setdefault(index // WINDOW, [0, 0])
                 window[0] += hit
@@ -144,6 +156,15 @@ def _read_outputs(
                 bucket[1] += 1
     finally:
         consumer.close()
+
+
+def _shadow_outcome(made: dict[str, Any], labels: dict[str, Any], tally: Tally) -> None:
+    """Count a shadow prediction for its version's curve only: nobody downstream saw it."""
+    truth = labels.get(made["request_id"])
+    if truth is not None:
+        index, label = truth
+        tally.outcomes.append(
+            (index, made["version"], made["snapshot"], made["route"], made["prediction"] == label))
 
 
 def _view(tally: Tally, sent: int, total: int, elapsed: float, duration: float) -> Table:
@@ -186,10 +207,21 @@ def run_demo(args: argparse.Namespace) -> int:
             signing_key=env["RIVERRUN_REGISTRY__SIGNING_KEY"]))
         cleanup.callback(registry.close)
         model = train_linear(args.dataset, args.train, args.seed, learning_rate=0.05)
-        registry.release(args.dataset, ModelSpec(pipeline=SPEC, task="binary", label_type="bool",
-                                                 description="riverrun demo"), model)
-        console.print(f"  released   {args.dataset}@1: {SPEC}, warm-started on {args.train:,} "
-                      "records of another seed")
+        spec = ModelSpec(pipeline=SPEC, task="binary", label_type="bool",
+                         description="riverrun demo")
+        if args.baseline:
+            registry.release(args.dataset, spec.model_copy(
+                update={"description": "riverrun demo: a frozen baseline"}), model)
+        released, _ = registry.release(args.dataset, spec, model)
+        console.print(f"  released   {args.dataset}@{released.version}: {SPEC}, warm-started on "
+                      f"{args.train:,} records of another seed")
+        if args.baseline:
+            # The learner teaches the latest version; v1, released first, never learns again.
+            policy = deploy(registry.refresh(), args.dataset, "shadow",
+                            version=str(released.version), challengers=["1#0"])
+            registry.publish_policy(policy)
+            console.print(f"  policy     {policy.strategy}: v{released.version} answers and "
+                          "learns, v1 (the same warm start, frozen) scores in shadow")
 
         metrics_port = _free_port()
         scorer = _start(out / "scorer.log", env, cleanup,
@@ -265,6 +297,9 @@ def run_demo(args: argparse.Namespace) -> int:
         reader.join(10)
         _summary(console, tally, sent[0], elapsed, info.drift_at, exits, interrupted)
         _print_curve(console, tally, info.drift_at)
+        picture = _draw(out / "demo.png", args.dataset, info.drift_at, tally, registry)
+        # One unwrapped line, so that scripts and tests can read the path back.
+        console.print(f"picture: {picture}", soft_wrap=True, markup=False, highlight=False)
     return 0 if not any(exits.values()) else 1
 
 
@@ -315,6 +350,25 @@ def _send_malformed(kafka: KafkaSettings, topics: TopicSettings, model: str) -> 
     producer.flush(10)
 
 
+def _draw(
+    path: Path, dataset: str, drift_at: int | None, tally: Tally, registry: Registry
+) -> Path:
+    """Draw rolling accuracy per version over the stream, the registry's policies and drifts."""
+    from workers.demo_plot import DemoTimeline, Outcome, marks_from_registry, plot_demo
+
+    try:
+        records = registry.refresh().history(dataset)
+    except RiverrunError as exc:  # the picture still shows the curves and the stream's drift
+        logger.warning("registry unreadable, policies and drift detections left out: %s", exc)
+        records = []
+    timeline = DemoTimeline(
+        dataset=dataset, drift_at=drift_at, window=WINDOW,
+        outcomes=[Outcome(*o) for o in tally.outcomes],
+        marks=marks_from_registry(records, tally.clock),
+    )  # fmt: skip
+    return plot_demo(timeline, path)
+
+
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -346,6 +400,11 @@ def _summary(
         table.add_row("accuracy before drift", f"{before_hits / before_n:.1%} of {before_n:,}")
     if after_n:
         table.add_row(f"accuracy after drift (record {drift_at:,})", f"{after_hits / after_n:.1%} of {after_n:,}")
+    frozen = [hit for index, _v, _s, route, hit in tally.outcomes
+              if route == "shadow" and drift_at is not None and index >= drift_at]
+    if frozen:
+        table.add_row("frozen baseline after drift (shadow)",
+                      f"{sum(frozen) / len(frozen):.1%} of {len(frozen):,}")
     versions = sorted(tally.served)
     table.add_row("snapshots served", f"{len(versions)} (from v{versions[0][0]}#{versions[0][1]} "
                   f"to v{versions[-1][0]}#{versions[-1][1]})" if versions else "none")
@@ -369,5 +428,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--snapshot-interval", type=float, default=1.0,
                         help="Seconds between the learner's snapshots [1].")
     parser.add_argument("--replay-seed", type=int, default=42, help="Seed of the replay [42].")
-    parser.add_argument("--out", default="demo-output", help="Directory for the model and logs.")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also release the warm start as a frozen v1 scored in shadow, to "
+                        "compare with the learning version [on].")
+    parser.add_argument("--out", default="demo-output",
+                        help="Directory for the logs and the picture (demo.png).")
     parser.set_defaults(handler=run_demo)

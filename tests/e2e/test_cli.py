@@ -104,3 +104,5 @@ def test_the_demo_runs_to_its_summary(tmp_path: Path) -> None:
     assert "summary" in result.stdout
     assert "1,500" in result.stdout  # every request scored
     assert "dead letters" in result.stdout and "NotJson 1" in result.stdout
+    assert f"picture: {tmp_path / 'demo.png'}" in result.stdout
+    assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
