@@ -165,8 +165,8 @@ def test_collect_folds_rates_lag_latency_and_live_metrics() -> None:
     assert (fraud.strategy, fraud.policy_sequence) == ("canary", 2)
     assert fraud.scored_per_s == pytest.approx(100.0)
     v1, v2 = fraud.versions
-    assert (v1.version, v1.route, v1.share) == (1, "champion", pytest.approx(0.8))
-    assert (v2.version, v2.route, v2.share) == (2, "canary", pytest.approx(0.2))
+    assert (v1.version, v1.route, v2.version, v2.route) == (1, "champion", 2, "canary")
+    assert v1.share == pytest.approx(0.8) and v2.share == pytest.approx(0.2)
     assert v1.served_snapshots == [7] and v2.served_snapshots == [3]
     assert v1.scored_per_s == pytest.approx(80.0) and v2.scored_per_s == pytest.approx(20.0)
     assert (v2.latest_snapshot, v2.examples_seen) == (3, 300)
