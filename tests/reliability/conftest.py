@@ -23,6 +23,7 @@ from river import datasets, linear_model, optim, preprocessing
 from schemas import KafkaSettings, TopicSettings
 from tests.conftest import TestBroker
 
+from .harness.loadgen import LoadGenerator
 from .harness.processes import Workers
 from .profile import PROFILE
 
@@ -162,6 +163,13 @@ def model_file(phishing: list[tuple[dict[str, float], bool]],
     path = tmp_path_factory.mktemp("models") / "phishing.pkl"
     path.write_bytes(pickle.dumps(model))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _stop_loads() -> Iterator[None]:
+    """No load generator outlives its test, whatever the test did."""
+    yield
+    LoadGenerator.stop_all()
 
 
 @pytest.fixture

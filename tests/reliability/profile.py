@@ -37,7 +37,7 @@ SHORT = Profile(
     name="short", partitions=4, kills=3, kill_requests=18_000, kill_rate=2_000.0,
     crash_repetitions=1, storm_seconds=12.0, storm_every_s=3.0, steady_seconds=6.0,
     storm_rate=1_500.0, black_hole_s=5.0, network_faults=("black-hole",), outage_rate=500.0,
-    fuzz_examples=300, fuzz_good=20_000, soak_seconds=0.0, soak_rate=0.0,
+    fuzz_examples=300, fuzz_good=40_000, soak_seconds=0.0, soak_rate=0.0,
 )  # fmt: skip
 
 LONG = Profile(

@@ -12,7 +12,13 @@ from workers.registry.artifact import (
     dump_model,
 )
 from workers.registry.client import Registry, RegistryFollower, RegistrySettings, read_registry
-from workers.registry.loading import RefusedArtifact, open_artifact, seal
+from workers.registry.loading import (
+    RefusedArtifact,
+    open_artifact,
+    scan_artifact,
+    seal,
+    snapshot_subject,
+)
 from workers.registry.records import (
     RegistryRecord,
     decode_registry_record,
@@ -48,7 +54,9 @@ __all__ = [
     "open_artifact",
     "policy_key",
     "read_registry",
+    "scan_artifact",
     "seal",
+    "snapshot_subject",
     "snapshot_key",
     "version_key",
 ]

@@ -32,7 +32,7 @@ from schemas import (
 from workers.errors import ConfigurationError, FatalError, RetryableError
 from workers.partitions import topic_partitions
 from workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
-from workers.registry.loading import open_artifact, seal
+from workers.registry.loading import open_artifact, seal, snapshot_subject
 from workers.registry.records import (
     RegistryRecord,
     decode_registry_record,
@@ -262,7 +262,8 @@ class Registry:
                     location = self.store.put(name, version, 0, data)
                     snapshot = SnapshotPublished(
                         model=name, version=version, snapshot=0,
-                        artifact=seal(data, signer, location), metrics=metrics or {},
+                        artifact=seal(data, signer, location, snapshot_subject(name, version, 0)),
+                        metrics=metrics or {},
                         examples_seen=examples_seen, lineage=lineage,
                     )  # fmt: skip
                     for record in (released, snapshot):
@@ -345,7 +346,7 @@ class Registry:
             model=name,
             version=version,
             snapshot=snapshot,
-            artifact=seal(data, signer, location),
+            artifact=seal(data, signer, location, snapshot_subject(name, version, snapshot)),
             metrics=metrics or {},
             examples_seen=examples_seen,
             lineage=lineage or {},
@@ -369,7 +370,8 @@ class Registry:
         ref = snapshot.artifact
         store = store_for_location(ref.location, self.kafka)
         data = store.get(ref.location, ref.size, self.settings.max_artifact_bytes)
-        return open_artifact(data, ref, self.signer, self.settings.max_artifact_bytes)
+        subject = snapshot_subject(snapshot.model, snapshot.version, snapshot.snapshot)
+        return open_artifact(data, ref, self.signer, self.settings.max_artifact_bytes, subject)
 
     def close(self) -> None:
         """Flush and drop the producers (records and artifact chunks)."""

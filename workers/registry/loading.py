@@ -1,10 +1,13 @@
 """Trusting artifact bytes: seal them on the way out, check them before a byte is unpickled.
 
-`open_artifact` checks, in order, the size, the HMAC signature and the sha256, and only then
-unpickles, with an `Unpickler` whose `find_class` admits River classes, the NumPy names an array
-needs, a few `collections` types, `functools.partial`, `copyreg._reconstructor`, `random.Random`
-and plain builtins. A pickle naming anything else (`os.system`, `builtins.eval`, a river
-function) is refused before it can be called.
+`open_artifact` checks, in order, the size, the HMAC signature (over the snapshot's identity
+and the bytes, so a validly signed artifact cannot be replayed as another snapshot) and the
+sha256, then reads the pickle's opcodes without running them (`pickle_scan`) and refuses any
+global outside the allow-list, and only then unpickles, with an `Unpickler` whose `find_class`
+admits the same list again: River classes, the NumPy names an array needs, a few `collections`
+types, `functools.partial`, `copyreg._reconstructor`, `random.Random` and plain builtins. A
+pickle naming anything else (`os.system`, `builtins.eval`, a river function, `bytearray` asked
+for eight gigabytes) is refused before a single opcode runs.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any
 
 from schemas import ArtifactRef
 from workers.errors import RiverrunError
+from workers.registry.pickle_scan import ScanRefusal, scan_pickle
 from workers.registry.signing import Signer
 
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    # Not bytes, bytearray or range: called with one integer they allocate whatever it says
+    # (a pickle bomb), and protocol 5 writes bytes and bytearrays with opcodes of their own.
     ("builtins", name) for name in (
-        "set", "frozenset", "list", "dict", "tuple", "float", "int", "str", "bytes", "bytearray",
-        "bool", "complex", "slice", "object", "range",
+        "set", "frozenset", "list", "dict", "tuple", "float", "int", "str",
+        "bool", "complex", "slice", "object",
     )
 } | {
     ("collections", name) for name in ("defaultdict", "OrderedDict", "Counter", "deque")
@@ -62,13 +68,22 @@ class RefusedArtifact(RiverrunError):
         self.reason = reason
 
 
-def seal(data: bytes, signer: Signer, location: str) -> ArtifactRef:
-    """The reference a snapshot record carries: location, size, sha256 and signature."""
+def snapshot_subject(model: str, version: int, snapshot: int) -> str:
+    """What a snapshot's signature is bound to besides its bytes: `model@version#snapshot`."""
+    return f"{model}@{version}#{snapshot}"
+
+
+def seal(data: bytes, signer: Signer, location: str, subject: str | None = None) -> ArtifactRef:
+    """The reference a snapshot record carries: location, size, sha256 and signature.
+
+    With a `subject` (`snapshot_subject`) the signature covers it too, so the artifact verifies
+    only as that snapshot.
+    """
     return ArtifactRef(
         location=location,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        signature=signer.sign(data),
+        signature=signer.sign(data, subject),
     )
 
 
@@ -115,12 +130,27 @@ def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
         ) from exc
 
 
-def open_artifact(data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int) -> Any:
-    """Check size, signature and digest, then unpickle with the restricted allow-list.
+def scan_artifact(data: bytes, where: str = "the artifact") -> None:
+    """Refuse a pickle naming a global outside the allow-list, without running any of it.
 
     Raises:
-        RefusedArtifact: any check fails; nothing of the pickle has run by then, or the pickle
-            names a global outside the allow-list (refused before that global is called).
+        RefusedArtifact: `ForbiddenGlobal`, or `NotAPickle` for bytes the scan cannot read.
+
+    """
+    try:
+        scan_pickle(data, is_allowed_global, where)
+    except ScanRefusal as exc:
+        raise RefusedArtifact(exc.error_class, exc.reason) from None
+
+
+def open_artifact(
+    data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int, subject: str | None = None
+) -> Any:
+    """Check size, signature (bound to `subject`) and digest, scan the opcodes, then unpickle.
+
+    Raises:
+        RefusedArtifact: any check fails; nothing of the pickle has run by then: the opcode
+            scan refuses a global outside the allow-list before unpickling starts.
 
     """
     if len(data) > max_bytes or ref.size > max_bytes:
@@ -133,12 +163,15 @@ def open_artifact(data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int)
         raise RefusedArtifact(
             "Truncated", f"{ref.location} has {len(data)} bytes, the record says {ref.size}"
         )
-    if not signer.verify(data, ref.signature):
+    if not signer.verify(data, ref.signature, subject):
         raise RefusedArtifact(
             "BadSignature",
-            f"{ref.location} is not signed with this signing key: check that "
-            "RIVERRUN_REGISTRY__SIGNING_KEY is the key the publisher used",
+            f"{ref.location} is not signed with this signing key"
+            + (f" as {subject}" if subject else "")
+            + ": check that RIVERRUN_REGISTRY__SIGNING_KEY is the key the publisher used, and "
+            "that the record was not copied from another snapshot",
         )
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
+    scan_artifact(data, ref.location)
     return restricted_loads(data, ref.location)

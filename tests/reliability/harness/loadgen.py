@@ -39,6 +39,8 @@ def request_payload(rows: Sequence[dict[str, Any]], prefix: str = "r",
 class LoadGenerator:
     """Sends `total` records at `rate` per second (0: as fast as possible) on a thread."""
 
+    live: set[LoadGenerator] = set()  # stopped by the suite's teardown whatever a test did
+
     def __init__(self, kafka: KafkaSettings, topic: str, payload: Payload, *, total: int,
                  rate: float, first: int = 0) -> None:
         self.topic = topic
@@ -53,6 +55,7 @@ class LoadGenerator:
             "message.timeout.ms": 300_000,
         }))  # fmt: skip
         self.acked: list[Request] = []
+        self.acked_index: list[int] = []  # which record (0..total-1) each acknowledgement is
         self.ack_times: list[float] = []
         self.failures: list[str] = []
         self.sent = 0
@@ -63,8 +66,17 @@ class LoadGenerator:
 
     def start(self) -> LoadGenerator:
         """Start sending; returns self."""
+        LoadGenerator.live.add(self)
         self._thread.start()
         return self
+
+    @classmethod
+    def stop_all(cls, timeout: float = 30.0) -> None:
+        """Stop every generator still running and wait for its thread."""
+        for load in list(cls.live):
+            load.stop()
+            load._thread.join(timeout)
+            cls.live.discard(load)
 
     def stop(self) -> None:
         """Stop sending early; what was sent is still flushed."""
@@ -87,12 +99,13 @@ class LoadGenerator:
         span = (self.finished_at or time.monotonic()) - self.started_at
         return len(self.acked) / span if span > 0 else 0.0
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
+    def _on_delivery(self, index: int, err: Any, msg: Any) -> None:
         if err is not None:
             self.failures.append(str(err))
             return
         key = msg.key()
         self.acked.append(Request(key.decode(), msg.partition(), msg.offset()))
+        self.acked_index.append(index)
         self.ack_times.append(time.monotonic())
 
     def _run(self) -> None:
@@ -109,9 +122,13 @@ class LoadGenerator:
                     while (wait := start + n / self.rate - time.monotonic()) > 0:
                         time.sleep(wait)
             key, value = self._payload(self._first + n)
+
+            def on_delivery(err: Any, msg: Any, n: int = n) -> None:
+                self._on_delivery(n, err, msg)
+
             while True:
                 try:
-                    producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+                    producer.produce(self.topic, value, key, on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)

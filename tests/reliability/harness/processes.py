@@ -145,6 +145,11 @@ class Worker:
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no VmRSS for pid {self.pid}")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def open_fds(self) -> int:
         """Open file descriptors, from /proc."""
         return len(os.listdir(f"/proc/{self.pid}/fd"))
