@@ -91,9 +91,26 @@ def consumer_lag_from_stats(stats_json: str | bytes) -> dict[tuple[str, int], in
             if key == "-1" or not isinstance(partition, dict) or not partition.get("desired"):
                 continue
             lag = partition.get("consumer_lag")
-            if isinstance(lag, int) and lag >= 0:
+            if not (isinstance(lag, int) and lag >= 0):
+                lag = _position_lag(partition)
+            if lag is not None:
                 lags[(str(topic), int(key))] = lag
     return lags
+
+
+def _position_lag(partition: dict[str, object]) -> int | None:
+    """Records between the read position and the end, when no committed offset is known.
+
+    A consumer whose offsets a transaction commits (the learner's) never sees them as its own
+    commits, so librdkafka reports no `consumer_lag`; how far it has read is the next best.
+    """
+    position = partition.get("app_offset")
+    end = partition.get("ls_offset")
+    if not (isinstance(end, int) and end >= 0):
+        end = partition.get("hi_offset")
+    if isinstance(position, int) and position >= 0 and isinstance(end, int) and end >= 0:
+        return max(0, end - position)
+    return None
 
 
 class ConsumerLag(Collector):

@@ -73,6 +73,16 @@ def test_consumer_lag_is_read_per_owned_partition_with_a_known_lag() -> None:
     assert consumer_lag_from_stats(orjson.dumps(STATS)) == {("requests", 0): 46, ("requests", 1): 0}
 
 
+def test_without_a_known_commit_the_lag_is_counted_from_the_read_position() -> None:
+    # The learner's offsets are committed by its transactions, never by its consumer.
+    stats = {"topics": {"feedback": {"partitions": {
+        "0": {"desired": True, "consumer_lag": -1, "app_offset": 120, "ls_offset": 150,
+              "hi_offset": 155},
+        "1": {"desired": True, "consumer_lag": -1, "app_offset": -1001, "hi_offset": 9},
+    }}}}  # fmt: skip
+    assert consumer_lag_from_stats(orjson.dumps(stats)) == {("feedback", 0): 30}
+
+
 def test_statistics_without_topics_give_no_lag() -> None:
     assert consumer_lag_from_stats(b'{"name": "c", "topics": {}}') == {}
     assert consumer_lag_from_stats(b'{"name": "c"}') == {}
