@@ -434,3 +434,58 @@ def test_a_poisoned_burst_trips_the_guardrail_and_the_last_good_snapshot_is_rest
         verdict = verify_snapshot(registry, kafka_settings, topics,
                                   f"poisoned@1#{restored.snapshot}")
         assert verdict.matches, verdict
+
+
+def test_the_learner_teaches_the_champion_the_policy_names(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    import threading
+
+    from workers.routing.policy import deploy, rollback
+
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "steered")
+    batches = [phishing[:200], phishing[200:400], phishing[400:600]]
+
+    def send(batch: int) -> None:
+        produce(kafka_settings, topics.feedback, [  # type: ignore[arg-type]
+            (f"b{batch}-{i}".encode(), label_payload(f"b{batch}-{i}", "steered", y, x))
+            for i, (x, y) in enumerate(batches[batch])])
+
+    settings = learner_settings(kafka_settings, topics, "steered", snapshot_every=100)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        registry.publish_policy(deploy(registry.refresh(), "steered", "single", version="1"))
+        learner = Learner(settings, registry)
+        sample = learner.metrics.registry.get_sample_value
+        finished: list[Any] = []
+        runner = threading.Thread(target=lambda: finished.append(learner.run(idle_timeout=10)))
+        runner.start()
+
+        def learned(version: int) -> float:
+            return sample("riverrun_learner_examples_learned_total",
+                          {"model": "steered", "version": str(version)}) or 0.0
+
+        send(0)
+        wait_for(lambda: learned(1) == 200, 60, "version 1 to learn the first labels")
+        registry.release("steered", SPEC, build_estimator(SPEC))  # released, not deployed
+        send(1)
+        # The policy still names version 1: it keeps learning, version 2 waits.
+        wait_for(lambda: learned(1) == 400, 60, "version 1 to learn the second labels")
+        assert sample("riverrun_learner_version", {"model": "steered"}) == 1
+        registry.publish_policy(deploy(registry.refresh(), "steered", "single", version="2"))
+        wait_for(lambda: learned(2) == 200, 60, "version 2 to catch up from its release")
+        send(2)
+        wait_for(lambda: learned(2) == 400, 60, "version 2 to learn the third labels")
+        registry.publish_policy(rollback(registry.refresh(), "steered", "1"))
+        # Version 1 catches up on what it missed while version 2 answered.
+        wait_for(lambda: learned(1) == 600, 60, "version 1 to catch up after the rollback")
+        runner.join(120)
+        assert finished and finished[0].version == 1
+        view = registry.refresh()
+        v1, v2 = view.latest_snapshot("steered", 1), view.latest_snapshot("steered", 2)
+        assert v1 is not None and v1.examples_seen == 600
+        assert v2 is not None and v2.examples_seen == 400
+        for reference in (f"steered@1#{v1.snapshot}", f"steered@2#{v2.snapshot}"):
+            verdict = verify_snapshot(registry, kafka_settings, topics, reference)
+            assert verdict.matches, verdict

@@ -38,6 +38,7 @@ from schemas import (
     DriftDetected,
     LabelObserved,
     ModelVersionReleased,
+    PolicyChanged,
     PredictionMade,
     SnapshotPublished,
     decode,
@@ -71,6 +72,7 @@ from workers.learner.settings import LearnerSettings
 from workers.partitions import next_offsets
 from workers.registry import Registry, RegistryFollower, dump_model
 from workers.registry.records import RegistryRecord, lineage_key
+from workers.routing.policy import champion_target
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")
@@ -150,7 +152,7 @@ class Learner:
         self._producer: Producer | None = None
         self._lineage_key = lineage_key(self._topics.examples)
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
-        self._newer: SnapshotPublished | None = None  # set by the registry follower's thread
+        self._champion_moved = False  # set by the registry follower's thread
         self._drift = DriftWatch(settings.learner.drift_detector, settings.learner.drift_warmup)
         self._guardrail = Guardrail(
             settings.learner.guardrail_loss_ratio, settings.learner.guardrail_min_examples
@@ -224,7 +226,8 @@ class Learner:
 
     def _load_model(self) -> None:
         view = self._registry.refresh()
-        version = view.latest_version(self._model)
+        target = champion_target(view, self._model)
+        version = target[0] if target is not None else None
         if version is None:
             raise ConfigurationError(
                 f"model {self._model!r} has no released version: release one "
@@ -278,38 +281,38 @@ class Learner:
             self._topics.examples, resume, prequential.count,
         )  # fmt: skip
 
-    # -- versions released while running ---------------------------------------------------
+    # -- the version that answers moves (a release, a promotion, a rollback) ---------------
 
     def _on_registry_record(self, record: RegistryRecord) -> None:
-        # On the follower's thread: only note the newest snapshot of a newer version.
-        if not isinstance(record, SnapshotPublished) or record.model != self._model:
-            return
-        newer = self._newer
-        if record.version > self._version and (
-            newer is None or (record.version, record.snapshot) > (newer.version, newer.snapshot)
-        ):
-            self._newer = record
+        # On the follower's thread: only note that what answers for this model may have moved.
+        if record.model == self._model and isinstance(record, ModelVersionReleased | PolicyChanged):
+            self._champion_moved = True
 
-    def _switch_if_released(self, summary: LearnSummary) -> None:
-        """Move to a version released while running, from the examples after its release."""
-        target = self._newer
-        if target is None or target.version <= self._version:
-            return
-        self._newer = None
+    def _follow_champion(self, summary: LearnSummary) -> None:
+        """Teach the version that answers now: the policy's champion, else the latest one.
+
+        A version taken up learns the log from its latest snapshot's lineage (from its release,
+        for a new one), whatever the previous version had learned; one rolled back to catches
+        up on what it missed.
+        """
+        self._champion_moved = False
         view = self._registry.refresh()
-        snapshots = view.snapshots(self._model, target.version)
+        target = champion_target(view, self._model)
+        if target is None or target[0] == self._version:
+            return
+        version = target[0]
+        snapshots = view.snapshots(self._model, version)
         if not snapshots:
             return
         if self._cadence.changed > 0:
             self._publish_snapshot(summary)  # what the old version learned last
         previous = self._version
         try:
-            self._start_version(view.version(self._model, target.version), snapshots[0],
-                                snapshots[-1])  # fmt: skip
+            self._start_version(view.version(self._model, version), snapshots[0], snapshots[-1])
         except RiverrunError as exc:
             self.metrics.refused_versions.labels(self._model).inc()
             logger.error("not switching to %s@%d: %s; %s@%d keeps learning", self._model,
-                         target.version, exc, self._model, previous)  # fmt: skip
+                         version, exc, self._model, previous)  # fmt: skip
             return
         # The new version learns the log from its release on, whatever the old one had learned.
         committed = self._committed
@@ -430,8 +433,8 @@ class Learner:
     ) -> bool:
         """One iteration: join what is ready, learn what is committed, maybe snapshot, commit."""
         active = bool(records)
-        if self._newer is not None:
-            self._switch_if_released(summary)
+        if self._champion_moved:
+            self._follow_champion(summary)
         for record in self._drop_errors(records):
             if record.topic() == self._topics.predictions:
                 self._add_prediction(record)
