@@ -117,12 +117,18 @@ def kafka(conformance: TestBroker) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=conformance.bootstrap_servers)
 
 
-def create_topics(kafka: KafkaSettings, partitions: int, replication: int = 1) -> TopicSettings:
-    """A fresh set of every riverrun topic; `partitions` each, the examples log one."""
+def topic_names() -> TopicSettings:
+    """Fresh names for every riverrun topic (nothing is created)."""
     suffix = uuid.uuid4().hex[:10]
-    names = TopicSettings(
+    return TopicSettings(
         **{role: f"rel-{name}-{suffix}" for role, name in TopicSettings().all().items()}
     )
+
+
+def create_topics(kafka: KafkaSettings, partitions: int, replication: int = 1,
+                  names: TopicSettings | None = None) -> TopicSettings:
+    """Every riverrun topic, fresh unless `names` are given; `partitions` each, the logs one."""
+    names = names or topic_names()
     admin = AdminClient(kafka.client_config())
     futures = admin.create_topics([
         NewTopic(name, num_partitions=1 if role in ("examples", "models", "artifacts")

@@ -73,6 +73,12 @@ class ScorerGroup:
         """Requests committed by the group so far, over every partition."""
         return sum(outputs.committed_offsets(self.kafka, self.group, self.topics.requests).values())
 
+    def lag(self) -> int:
+        """Requests on the broker that the group has not committed yet."""
+        ends = outputs.ends(self.kafka, [self.topics.requests])
+        committed = outputs.committed_offsets(self.kafka, self.group, self.topics.requests)
+        return sum(max(0, end - committed.get(p, 0)) for (_, p), end in ends.items())
+
     def wait_caught_up(self, timeout: float = 180.0) -> None:
         """The group committed every request: its offsets reached each partition's end."""
         def caught_up() -> bool:

@@ -96,14 +96,23 @@ class TansuBroker:
         self.stop()
 
 
-def start_tansu(port: int | None = None, start_timeout_s: float = START_TIMEOUT_S) -> TansuBroker:
-    """Start Tansu on 127.0.0.1 and return once it answers Kafka metadata requests."""
+def start_tansu(
+    port: int | None = None,
+    start_timeout_s: float = START_TIMEOUT_S,
+    advertised_port: int | None = None,
+) -> TansuBroker:
+    """Start Tansu on 127.0.0.1 and return once it answers Kafka metadata requests.
+
+    `advertised_port` is the port clients are told to connect to, when it is not the
+    listener's own: a proxy in front of the broker, for network fault tests.
+    """
     binary = tansu_binary()
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port}" if advertised_port else url
     log_dir = Path(tempfile.mkdtemp(prefix="riverrun-tansu-"))
     process = BrokerProcess(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised],
         log_dir / "tansu.log",
     )
     process.start()

@@ -1,11 +1,12 @@
 """A small TCP proxy in front of a broker, for network faults: black-holes, latency, resets.
 
 Clients reach the broker only through the proxy when the broker advertises the proxy's address
-(see `tests/reliability/conftest.py`). Each connection has two pumps. A black-hole holds every
-byte in both directions and leaves new connections unanswered, as a network that drops packets
-does (TCP retransmits them once it heals); latency delays each chunk; a reset closes every
-connection with RST. The counters are the guards: a fault that touched no traffic proves
-nothing.
+(see `test_network_faults.py`). Each connection has two pumps. A black-hole holds every byte in
+both directions, as a network that drops packets does (TCP retransmits them once it heals);
+latency delays each chunk; a reset closes connections with RST. Faults touch only the clients
+`affects` picks by the `client.id` of their first Kafka request, so the load generator can keep
+writing while the workers are cut off. The counters are the guards: a fault that touched no
+traffic proves nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class _Link:
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.upstream = upstream
+        self.client_id: str | None = None
         self.closed = threading.Event()
 
     def reset(self) -> None:
@@ -60,8 +63,10 @@ class _Link:
 class FaultProxy:
     """Listens on 127.0.0.1:`port` and forwards to `upstream`, with injectable faults."""
 
-    def __init__(self, upstream: tuple[str, int], port: int = 0) -> None:
+    def __init__(self, upstream: tuple[str, int], port: int = 0,
+                 affects: Callable[[str], bool] = lambda _client_id: True) -> None:
         self.upstream = upstream
+        self._affects = affects
         self.stats = ProxyStats()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -112,10 +117,10 @@ class FaultProxy:
         self._latency_s = seconds
 
     def reset_all(self) -> int:
-        """Reset every open connection (RST); returns how many there were."""
+        """Reset every affected open connection (RST); returns how many there were."""
         with self._lock:
-            links = list(self._links)
-            self._links.clear()
+            links = [link for link in self._links if self._hits(link)]
+            self._links.difference_update(links)
         for link in links:
             link.reset()
         self.stats.resets += len(links)
@@ -132,11 +137,10 @@ class FaultProxy:
             # A black-holed network answers nobody: the connection waits for the heal.
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
+    def _hits(self, link: _Link) -> bool:
+        return link.client_id is not None and self._affects(link.client_id)
+
     def _connect(self, client: socket.socket) -> None:
-        self._flowing.wait()
-        if self._stop.is_set():
-            client.close()
-            return
         try:
             upstream = socket.create_connection(self.upstream, timeout=5)
             upstream.settimeout(None)
@@ -161,20 +165,37 @@ class FaultProxy:
                     data = source.recv(_CHUNK)
                     if not data:
                         break
+                    if link.client_id is None and source is link.client:
+                        link.client_id = client_id_of(data)
                     held.append(data)
-                if not self._flowing.is_set():
+                hit = self._hits(link)
+                if hit and not self._flowing.is_set():
                     if readable:
                         self.stats.held_chunks += 1
                     continue
-                if held and self._latency_s:
+                if held and hit and self._latency_s:
                     time.sleep(self._latency_s)
                 for chunk in held:
                     target.sendall(chunk)
                     self.stats.bytes_forwarded += len(chunk)
                 held.clear()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the socket was closed under select()
             pass
         finally:
             with self._lock:
                 self._links.discard(link)
             link.close()
+
+
+def client_id_of(request: bytes) -> str:
+    """The `client.id` in a Kafka request's header; "" when the bytes are too short to say.
+
+    Every request header starts: size (int32), api_key (int16), api_version (int16),
+    correlation_id (int32), client_id (int16 length, then the bytes; -1 for null).
+    """
+    if len(request) < 14:
+        return ""
+    (length,) = struct.unpack(">h", request[12:14])
+    if length < 0:
+        return ""
+    return request[14:14 + length].decode(errors="replace")

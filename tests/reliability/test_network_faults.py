@@ -1,0 +1,188 @@
+"""The broker goes away: through a proxy that black-holes, delays and resets the connections
+while load runs, and before a worker starts at all. Workers never crash, readiness follows the
+broker, lag comes back, and nothing acknowledged goes unanswered."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import KafkaSettings
+from workers.broker.process import free_port
+from workers.broker.tansu import TansuBroker, start_tansu
+
+from .conftest import Figures, create_topics, topic_names
+from .harness.checker import Fault, recovery_seconds, vacuous
+from .harness.loadgen import LoadGenerator, request_payload
+from .harness.processes import Workers, learner_argv, scorer_argv, wait_for
+from .harness.proxy import FaultProxy
+from .profile import PROFILE
+from .scenario import ScorerGroup, reckon
+from .watch import Watcher
+
+pytestmark = pytest.mark.reliability
+
+RECOVERY_BOUND_S = 60.0
+READINESS_GAP = ("/readyz stays 200 through a black-hole: the scorer's readiness is set at its "
+                 "first assignment and nothing clears it (not a lost assignment, not an "
+                 "unreachable broker); reported, not asserted")
+
+
+def hold(seconds: float) -> None:
+    """Keep a fault in place: its duration is the point, there is nothing to wait for."""
+    time.sleep(seconds)
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[TansuBroker, FaultProxy]]:
+    """An embedded broker that tells clients to connect through a fault proxy.
+
+    A broker advertises its own address, so a proxy in front of the shared test broker would be
+    bypassed after the first metadata answer; this one advertises the proxy's port instead.
+    """
+    port = free_port()
+    broker = start_tansu(advertised_port=port)
+    # Faults cut the scorers off; the load generator and the checker keep their connections.
+    proxy = FaultProxy(("127.0.0.1", broker.port), port=port,
+                       affects=lambda client_id: "scorer" in client_id).start()
+    try:
+        yield broker, proxy
+    finally:
+        proxy.stop()
+        broker.stop()
+
+
+def test_broker_outage_through_a_proxy(
+    proxied_broker: tuple[TansuBroker, FaultProxy], workers: Workers, model_file: Path,
+    rows: list[dict[str, float]], figures: Figures,
+) -> None:
+    _, proxy = proxied_broker
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{proxy.port}")
+    topics = create_topics(kafka, 4)
+    group = ScorerGroup(workers, kafka, topics, f"outage-{uuid.uuid4().hex[:8]}", model_file)
+    for worker_id in ("a", "b"):
+        group.start(worker_id)
+    group.wait_ready()
+    watcher = Watcher(list(group.members.values())).start()
+    steady_s = min(8.0, PROFILE.black_hole_s)  # before the first fault, and load after the last
+    fault_s = {"black-hole": PROFILE.black_hole_s, "latency": 10.0, "reset": 6.0}
+    planned = steady_s + sum(fault_s[f] for f in PROFILE.network_faults) + steady_s
+    total = int(PROFILE.outage_rate * planned)
+    load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total,
+                         rate=PROFILE.outage_rate).start()
+    steady_lag = 0.0
+    steady_until = time.monotonic() + steady_s
+    while time.monotonic() < steady_until:
+        steady_lag = max(steady_lag, group.lag())
+        hold(0.5)
+    faults: list[Fault] = []
+    windows: dict[str, tuple[float, float]] = {}
+    for fault in PROFILE.network_faults:
+        started = time.monotonic()
+        before = proxy.stats.held_chunks, proxy.stats.resets
+        if fault == "black-hole":
+            proxy.black_hole()
+            hold(fault_s[fault])
+            proxy.heal()
+            touched = proxy.stats.held_chunks - before[0]
+        elif fault == "latency":
+            proxy.latency(0.25)
+            hold(fault_s[fault])
+            proxy.heal()
+            touched = 1 if proxy.stats.bytes_forwarded else 0
+        else:
+            touched = 0
+            for _ in range(3):
+                touched += proxy.reset_all()
+                hold(fault_s[fault] / 3)
+        windows[fault] = (started, time.monotonic())
+        # The guard: the fault met live traffic, mid-stream.
+        faults.append(Fault(fault, load.done if touched else 0, total))
+    last_fault = time.monotonic()
+    # Lag from outside (acknowledged requests not yet committed): librdkafka's own figure on
+    # /metrics keeps its last value while the broker cannot be reached.
+    behind: list[tuple[float, float]] = []
+    while time.monotonic() - last_fault < RECOVERY_BOUND_S + 30:
+        behind.append((time.monotonic(), group.lag()))
+        if load.done >= total and behind[-1][1] == 0:
+            break
+        hold(0.5)
+    load.join(300)
+    group.wait_caught_up(timeout=RECOVERY_BOUND_S)
+    watcher.stop()
+    codes = group.stop()
+
+    normal = max(steady_lag, PROFILE.outage_rate)  # at most a second behind the offered load
+    recovered = recovery_seconds(behind, last_fault, normal)
+    hole = windows.get("black-hole")
+    not_ready = [s for s in watcher.between(*hole) if not all(s.ready.values())] if hole else []
+    ready_after = all(s.ready[n] for s in watcher.samples[-3:] for n in s.ready)
+    crashed = sorted({n for s in watcher.samples for n, up in s.alive.items() if not up})
+    result = reckon(kafka, topics, load.acked)
+    figures.record("broker_outage", faults=list(PROFILE.network_faults),
+                   black_hole_s=PROFILE.black_hole_s, offered_rate=PROFILE.outage_rate,
+                   ready_after=ready_after, crashed=crashed, lag_normal=normal,
+                   lag_peak=max(v for _, v in behind), lag_recovered_s=recovered,
+                   readiness_false_during_black_hole=bool(not_ready), **result.figures())
+    assert vacuous(faults, len(PROFILE.network_faults)) == []
+    assert crashed == [] and set(codes.values()) == {0}, codes
+    assert result.delivery.missing == 0, result.delivery
+    assert recovered is not None and recovered <= RECOVERY_BOUND_S
+    assert ready_after
+    if not not_ready:
+        # The scorer's /readyz means "joined the group once": it does not follow the broker.
+        figures.record("broker_outage", readiness_judged=False, reason=READINESS_GAP)
+
+
+def last_error(log: str) -> str:
+    """The last ERROR line a worker logged (librdkafka's connection noise left out)."""
+    lines = [line for line in log.splitlines() if " ERROR " in line and "librdkafka" not in line]
+    return lines[-1].split(": ", 1)[-1] if lines else ""
+
+
+def test_a_worker_started_before_its_broker_waits_and_becomes_ready(
+    workers: Workers, model_file: Path, rows: list[dict[str, float]], figures: Figures,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+    topics = topic_names()  # created once the broker is there
+    group = ScorerGroup(workers, kafka, topics, f"early-{uuid.uuid4().hex[:8]}", model_file,
+                        extra=["--kafka-option", "topic.metadata.refresh.interval.ms=1000"])
+    scorer = group.start("early")
+    # Measured, not asserted: these two read the registry before anything else.
+    registry_scorer = workers.start("registry-scorer", scorer_argv(
+        kafka.bootstrap_servers, topics, f"early-registry-{uuid.uuid4().hex[:8]}", "r"))
+    learner = workers.start("learner", learner_argv(kafka.bootstrap_servers, topics, "early"))
+    wait_for(lambda: "Kafka not reachable" in scorer.output(), 30, "the scorer to say why it waits")
+    wait_for(lambda: scorer.probe("/livez") == 200, 30, "/livez while the broker is away")
+    absent_s = max(5.0, PROFILE.black_hole_s)
+    hold(absent_s)
+    assert scorer.alive() and not scorer.ready(), scorer.output()[-2000:]
+
+    with start_tansu(port=port):
+        create_topics(kafka, 4, names=topics)
+        load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=2_000,
+                             rate=1_000).start()
+        wait_for(scorer.ready, 60, "the scorer to be ready once the broker is there")
+        load.join(60)
+        group.wait_caught_up(timeout=60)
+        result = reckon(kafka, topics, load.acked)
+        others = {w.name: {"alive_when_broker_came": w.alive(), "exit_code": w.proc.returncode,
+                           "last_error": last_error(w.output())}
+                  for w in (registry_scorer, learner)}
+        assert scorer.stop() == 0
+    waited = scorer.output()
+    figures.record("broker_unavailable_at_start", absent_s=absent_s,
+                   message="Kafka not reachable or unhappy (...); still trying <bootstrap>",
+                   model_file_scorer={"waited": True, "became_ready": True,
+                                      "missing": result.delivery.missing},
+                   registry_scorer=others["registry-scorer"], learner=others["learner"],
+                   log_lines_while_waiting=waited.count("\n"))
+    assert "still trying" in waited
+    assert result.delivery.missing == 0, result.delivery
