@@ -61,7 +61,10 @@ def parse_json(raw: bytes | None, max_bytes: int | None = None) -> Any:
 
 def decode(event_type: type[E], raw: bytes | None, max_bytes: int | None = None) -> E:
     """Turn a record's value into an event of the given type."""
-    data = parse_json(raw, max_bytes)
+    return _validated(event_type, parse_json(raw, max_bytes), raw)
+
+
+def _validated(event_type: type[E], data: Any, raw: bytes | None) -> E:
     if not isinstance(data, dict):
         raise DecodeError(
             "InvalidEvent", f"the value is JSON {type(data).__name__}, expected an object", raw
@@ -158,14 +161,7 @@ def decode_label(data: Any, raw: bytes | None) -> LabelObserved:
 
     Accepts exactly what `decode(LabelObserved, raw)` accepts and returns an equal event.
     """
-    if not isinstance(data, dict):
-        raise DecodeError(
-            "InvalidEvent", f"the value is JSON {type(data).__name__}, expected an object", raw
-        )
-    try:
-        return LabelObserved.model_validate(data)
-    except ValidationError as exc:
-        raise DecodeError("InvalidEvent", _describe(exc), raw) from exc
+    return _validated(LabelObserved, data, raw)
 
 
 def encode(event: Event) -> bytes:

@@ -93,13 +93,18 @@ def _settings(args: argparse.Namespace) -> ModelsSettings:
     return ModelsSettings(**collect_section_flags(args))
 
 
-def _guarded(run: Any) -> Any:
+def guarded(run: Any, refused: tuple[type[Exception], ...] = ()) -> Any:
+    """Wrap a `riverrun models` handler: bad settings and `refused` errors exit 2, naming why."""
+
     def handler(args: argparse.Namespace) -> int:
         try:
             code: int = run(args)
             return code
         except ValidationError as exc:
             logger.error("bad configuration: %s", explain(exc))
+            return 2
+        except refused as exc:
+            logger.error("%s", exc)
             return 2
         except RiverrunError as exc:
             logger.error("%s", exc)
@@ -242,7 +247,7 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-_run_release = _guarded(_release)
-_run_list = _guarded(_list)
-_run_show = _guarded(_show)
-_run_history = _guarded(_history)
+_run_release = guarded(_release)
+_run_list = guarded(_list)
+_run_show = guarded(_show)
+_run_history = guarded(_history)

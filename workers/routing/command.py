@@ -15,8 +15,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pydantic import ValidationError
-
 from schemas import (
     KafkaSettings,
     PolicyChanged,
@@ -24,12 +22,10 @@ from schemas import (
     add_section_flags,
     collect_section_flags,
 )
-from workers.errors import ConfigurationError, RiverrunError
 from workers.registry.client import Registry, RegistrySettings
-from workers.registry.command import ModelsSettings
+from workers.registry.command import ModelsSettings, guarded
 from workers.routing.plan import PolicyError, plan_for
 from workers.routing.policy import STRATEGIES, deploy, promote, rollback
-from workers.settings_errors import explain
 
 logger = logging.getLogger(__name__)
 
@@ -64,52 +60,33 @@ def add_policy_commands(actions: argparse._SubParsersAction[argparse.ArgumentPar
     dep.add_argument("--exploration", type=float, default=None,
                      help="Bandit: the least share any version keeps [0.05].")
     dep.add_argument("--hypothesis", default=None, help="What the experiment sets out to show.")
-    dep.set_defaults(handler=_guarded(_deploy))
+    dep.set_defaults(handler=guarded(_deploy, refused=(PolicyError,)))
 
     pro = actions.add_parser("promote", help="Make the challenger the champion "
                                              "(blue-green: switch to green, then keep it).")
     pro.add_argument("name", help="Model name.")
     pro.add_argument("--version", default=None, metavar="V[#S]",
                      help="Promote this version instead of the policy's challenger.")
-    pro.set_defaults(handler=_guarded(_promote))
+    pro.set_defaults(handler=guarded(_promote, refused=(PolicyError,)))
 
     back = actions.add_parser("rollback", help="Go back to an earlier version or snapshot.")
     back.add_argument("name", help="Model name.")
     back.add_argument("--to", default=None, metavar="VERSION[#SNAPSHOT]",
                       help="Where to go back to [the champion, blue, or the previous version].")
-    back.set_defaults(handler=_guarded(_rollback))
+    back.set_defaults(handler=guarded(_rollback, refused=(PolicyError,)))
 
     status = actions.add_parser("status", help="The policy, each version's share and the "
                                                "judge's evidence.")
     status.add_argument("name", help="Model name.")
     status.add_argument("--judge-url", default=DEFAULT_JUDGE_URL,
                         help=f"The judge's HTTP address [{DEFAULT_JUDGE_URL}].")
-    status.set_defaults(handler=_guarded(_status))
+    status.set_defaults(handler=guarded(_status, refused=(PolicyError,)))
 
     for sub in (dep, pro, back, status):
         sub.add_argument("--json", action="store_true", help="Print JSON instead of text.")
         add_section_flags(sub, "kafka", KafkaSettings)
         add_section_flags(sub, "topics", TopicSettings)
         add_section_flags(sub, "registry", RegistrySettings)
-
-
-def _guarded(run: Any) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            code: int = run(args)
-            return code
-        except ValidationError as exc:
-            logger.error("bad configuration: %s", explain(exc))
-            return 2
-        except PolicyError as exc:
-            logger.error("%s", exc)
-            return 2
-        except RiverrunError as exc:
-            logger.error("%s", exc)
-            return 2 if isinstance(exc, ConfigurationError) else 1
-
-    handler.__doc__ = run.__doc__
-    return handler
 
 
 def _settings(args: argparse.Namespace) -> ModelsSettings:
