@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean venv
+.PHONY: demo test reliability bench lint clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long fault-injection profile (tests/reliability; make test runs its short profile).
+# Figures go to .reliability/long.json, which RELIABILITY.md quotes.
+reliability: $(STAMP)
+	RIVERRUN_RELIABILITY=long $(BIN)/python -m pytest tests/reliability -m reliability \
+		--timeout=2700 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/riverrun bench --json $(BENCH_ARGS)

@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="Log lines as text on a terminal, JSON lines otherwise (auto).",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("development", "production"),
+        default=None,
+        help="production refuses plaintext Kafka, unverified TLS and the development signing "
+        "key [env RIVERRUN_PROFILE, default development]",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in _builtin_registrars():
         register(subparsers)
@@ -69,6 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    from workers.profile import Profile, ProfileSettings, profile_violations
+
+    profile = Profile(args.profile) if args.profile else ProfileSettings().profile
+    refused = profile_violations(profile, args)
+    if refused:
+        log = logging.getLogger(__name__)
+        for problem in refused:
+            log.error("the %s profile refuses to start: %s", profile.value, problem)
+        return 2
     handler: Handler = args.handler
     try:
         return handler(args)

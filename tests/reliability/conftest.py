@@ -83,7 +83,7 @@ def figures() -> Iterator[Figures]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if "reliability" not in {m.name for m in item.iter_markers()}:
         return

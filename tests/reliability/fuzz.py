@@ -14,9 +14,9 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-PHISHING_FEATURES = ("empty_server_form_handler", "popup_window", "https", "request_from_other_domain",
-                     "anchor_from_other_domain", "is_popular", "long_url", "age_of_domain",
-                     "ip_in_url")  # fmt: skip
+PHISHING_FEATURES = ("empty_server_form_handler", "popup_window", "https",
+                     "request_from_other_domain", "anchor_from_other_domain", "is_popular",
+                     "long_url", "age_of_domain", "ip_in_url")  # fmt: skip
 MAX_REQUEST_BYTES = 65_536  # the scorer's default limit
 
 ids = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=24)
@@ -84,6 +84,11 @@ FEEDBACK_CLASSES: dict[str, tuple[st.SearchStrategy[bytes | None], str | None]] 
                                              "observed_at": "2026-01-01T00:00:00+00:00"}, ids)
                         .map(_json), "UnknownRequest"),
 }
+
+
+# Each oversized request weighs as much as two hundred valid ones: a tenth of the others'
+# count keeps the mix about records, not bytes, when throughput is compared.
+WEIGHT = {"oversized": 0.1}
 
 
 def corpus(strategy: st.SearchStrategy[Any], examples: int) -> list[Any]:

@@ -6,10 +6,11 @@ A scenario drives the steps; the checker judges what they produced.
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas import KafkaSettings, TopicSettings
 
@@ -26,6 +27,32 @@ from .harness.checker import (
     open_transactions,
 )
 from .harness.processes import Worker, Workers, scorer_argv, wait_for
+
+MODES = ("at-least-once", "exactly-once")
+
+
+T = TypeVar("T")
+
+
+def for_each_mode(run: Callable[[str], T], parallel: bool) -> dict[str, T]:
+    """`run(mode)` for both delivery modes, side by side when `parallel`."""
+    if not parallel:
+        return {mode: run(mode) for mode in MODES}
+    with ThreadPoolExecutor(len(MODES), thread_name_prefix="mode") as pool:
+        futures = {mode: pool.submit(run, mode) for mode in MODES}
+        return {mode: future.result() for mode, future in futures.items()}
+
+
+def judge_duplicates(mode: str, duplicated: int, conformance: Any) -> str | None:
+    """Whether exactly-once duplicates can be judged here; the reason when they cannot."""
+    if mode != "exactly-once":
+        return "at-least-once allows duplicates: measured"
+    caps = conformance.capabilities
+    if caps.has("read_committed"):
+        return None
+    # Aborted records reach read_committed readers on this broker: a duplicate here is the
+    # broker's, so the figure is reported and not judged.
+    return f"{conformance.engine}: {caps.detail('read_committed')}"
 
 
 @dataclass

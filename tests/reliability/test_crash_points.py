@@ -20,7 +20,7 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import Workers
 from .profile import PROFILE
-from .scenario import ScorerGroup, reckon
+from .scenario import Reckoning, ScorerGroup, for_each_mode, judge_duplicates, reckon
 
 pytestmark = pytest.mark.reliability
 
@@ -28,49 +28,50 @@ BATCH = 200
 HITS = 3  # batches each run gets through before its crash point fires
 
 
-@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
 def test_every_scorer_crash_point_loses_nothing(
-    mode: str, kafka: KafkaSettings, conformance: TestBroker, make_topics: Any,
-    workers: Workers, model_file: Path, rows: list[dict[str, float]], figures: Figures,
+    kafka: KafkaSettings, conformance: TestBroker, make_topics: Any, workers: Workers,
+    model_file: Path, rows: list[dict[str, float]], figures: Figures,
 ) -> None:
     points = sorted(SCORER_POINTS) * PROFILE.crash_repetitions
     total = len(points) * HITS * BATCH + 4 * BATCH
-    topics = make_topics()
-    load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total, rate=0)
-    load.start().join(120)
-    group = ScorerGroup(workers, kafka, topics, f"crash-{uuid.uuid4().hex[:8]}", model_file,
-                        exactly_once=mode == "exactly-once", static=True,
-                        extra=["--batch-size", str(BATCH)])
 
-    def delivered() -> int:
-        return sum(outputs.ends(kafka, [topics.predictions]).values())
+    def run(mode: str) -> tuple[list[Fault], Reckoning]:
+        topics = make_topics()
+        load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total, rate=0)
+        load.start().join(120)
+        # Static membership: the restarted worker takes its partitions back at once.
+        group = ScorerGroup(workers, kafka, topics, f"crash-{uuid.uuid4().hex[:8]}", model_file,
+                            exactly_once=mode == "exactly-once", static=True,
+                            extra=["--batch-size", str(BATCH)])
 
-    faults, snapshots = [], []
-    for i, point in enumerate(points, start=1):
-        # Mid-stream: the run delivered outputs before its crash, and work was left after it.
-        before, remaining = delivered(), total - group.progress()
-        worker = group.start("w", env={"RIVERRUN_SCORER__CRASH_AT": f"{point}:{HITS}"})
-        assert worker.wait(120) == -9, worker.output()
-        assert f"crash point {point} reached" in worker.output()
-        snapshots.append(group.snapshot(f"crash {i} at {point}"))
-        faults.append(Fault(f"crash {i} at {point}", delivered() - before, remaining))
-    last = group.start("w")
-    group.wait_caught_up()
-    assert last.stop() == 0, last.output()
+        def delivered() -> int:
+            return sum(outputs.ends(kafka, [topics.predictions]).values())
 
-    result = reckon(kafka, topics, load.acked, snapshots)
-    scenario = f"scorer_crash_points[{mode}]"
-    figures.record(scenario, points=sorted(SCORER_POINTS), crashes=len(faults), **result.figures())
-    assert vacuous(faults, len(points)) == []
-    assert result.delivery.missing == 0, result.delivery
-    assert result.delivery.inconsistent == 0 and result.delivery.unexpected == 0, result.delivery
-    assert result.violations == [], result.violations[:3]
-    assert result.open_transactions == {}
-    if mode == "exactly-once":
-        caps = conformance.capabilities
-        assert caps is not None
-        if caps.has("read_committed"):
-            assert result.delivery.duplicated == 0, result.delivery
-        else:
-            figures.record(scenario, duplicates_judged=False,
-                           reason=f"{conformance.engine}: {caps.detail('read_committed')}")
+        faults, snapshots = [], []
+        for i, point in enumerate(points, start=1):
+            # Mid-stream: the run delivered outputs before its crash, and work was left after.
+            before, remaining = delivered(), total - group.progress()
+            worker = group.start(mode[0], env={"RIVERRUN_SCORER__CRASH_AT": f"{point}:{HITS}"})
+            assert worker.wait(120) == -9, worker.output()
+            assert f"crash point {point} reached" in worker.output()
+            snapshots.append(group.snapshot(f"crash {i} at {point}"))
+            faults.append(Fault(f"{mode} crash {i} at {point}", delivered() - before, remaining))
+        last = group.start(mode[0])
+        group.wait_caught_up()
+        assert last.stop() == 0, last.output()
+        return faults, reckon(kafka, topics, load.acked, snapshots)
+
+    outcomes = for_each_mode(run, PROFILE.parallel_modes)
+    for mode, (faults, result) in outcomes.items():
+        why = judge_duplicates(mode, result.delivery.duplicated, conformance)
+        figures.record(f"scorer_crash_points[{mode}]", points=sorted(SCORER_POINTS),
+                       crashes=len(faults), duplicates_judged=why is None, **result.figures(),
+                       **({"duplicates_reason": why} if why else {}))
+    for mode, (faults, result) in outcomes.items():
+        assert vacuous(faults, len(points)) == []
+        assert result.delivery.missing == 0, (mode, result.delivery)
+        assert result.delivery.inconsistent == result.delivery.unexpected == 0, result.delivery
+        assert result.violations == [], result.violations[:3]
+        assert result.open_transactions == {}
+        if judge_duplicates(mode, result.delivery.duplicated, conformance) is None:
+            assert result.delivery.duplicated == 0, (mode, result.delivery)

@@ -20,12 +20,12 @@ from workers.registry import (
     RegistryView,
     Signer,
     dump_model,
+    loading,
     open_artifact,
     seal,
     snapshot_key,
     snapshot_subject,
 )
-from workers.registry import loading
 
 from .conftest import Figures
 from .harness.checker import Fault, vacuous
@@ -97,7 +97,7 @@ def test_a_scorer_refuses_poisoned_snapshots_and_keeps_serving(
     tmp_path: Path, figures: Figures,
 ) -> None:
     topics = make_topics()
-    settings = RegistrySettings(signing_key=SIGNING_KEY)  # type: ignore[arg-type]  # str -> SecretStr
+    settings = RegistrySettings(signing_key=SIGNING_KEY)
     with Registry(kafka, topics, settings) as registry:
         _, first = registry.release(MODEL, SPEC, trained(200))
         older = registry.store.get(first.artifact.location, first.artifact.size, LIMIT)
@@ -123,8 +123,8 @@ def test_a_scorer_refuses_poisoned_snapshots_and_keeps_serving(
                                snapshot_subject(MODEL, 1, snapshot), canary, LIMIT)[snapshot - 1]
             poisoned.append(variant.name)
             location = registry.store.put(MODEL, 1, snapshot, variant.data)
-            record = SnapshotPublished(model=MODEL, version=1, snapshot=snapshot,
-                                       artifact=variant.ref.model_copy(update={"location": location}))
+            ref = variant.ref.model_copy(update={"location": location})
+            record = SnapshotPublished(model=MODEL, version=1, snapshot=snapshot, artifact=ref)
             producer.produce(topics.models, encode(record), snapshot_key(MODEL, 1, snapshot))
             assert producer.flush(10) == 0
             wait_for(lambda s=snapshot: f"refused snapshot {MODEL}@1#{s}" in scorer.output(), 30,

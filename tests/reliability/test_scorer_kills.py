@@ -18,63 +18,59 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import Workers, wait_for
 from .profile import PROFILE
-from .scenario import ScorerGroup, reckon
+from .scenario import Reckoning, ScorerGroup, for_each_mode, judge_duplicates, reckon
 
 pytestmark = pytest.mark.reliability
 
 SCORERS = ("a", "b", "c")
 
 
-@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
 def test_scorer_sigkills_lose_nothing(
-    mode: str, kafka: KafkaSettings, conformance: TestBroker, make_topics: Any,
-    workers: Workers, model_file: Path, rows: list[dict[str, float]], figures: Figures,
+    kafka: KafkaSettings, conformance: TestBroker, make_topics: Any, workers: Workers,
+    model_file: Path, rows: list[dict[str, float]], figures: Figures,
 ) -> None:
-    topics = make_topics()
-    group = ScorerGroup(workers, kafka, topics, f"kills-{uuid.uuid4().hex[:8]}", model_file,
-                        exactly_once=mode == "exactly-once")
-    for worker_id in SCORERS:
-        group.start(worker_id)
-    group.wait_ready()
+    def run(mode: str) -> tuple[list[Fault], Reckoning, LoadGenerator, dict[str, int]]:
+        topics = make_topics()
+        group = ScorerGroup(workers, kafka, topics, f"kills-{uuid.uuid4().hex[:8]}", model_file,
+                            exactly_once=mode == "exactly-once")
+        for worker_id in SCORERS:
+            group.start(f"{mode[0]}{worker_id}")
+        group.wait_ready()
+        total = PROFILE.kill_requests
+        load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total,
+                             rate=PROFILE.kill_rate).start()
+        faults, snapshots = [], []
+        for k in range(1, PROFILE.kills + 1):
+            wait_for(lambda k=k: load.done >= total * k // (PROFILE.kills + 1), 600,
+                     f"load to reach kill {k}")
+            victim_id = f"{mode[0]}{SCORERS[k % len(SCORERS)]}"
+            victim = group.members[victim_id]
+            # A kill proves something only if the victim was a working member of the group.
+            wait_for(victim.ready, 60, f"{victim.name} to be ready before kill {k}")
+            assert victim.kill() == -9
+            faults.append(Fault(f"{mode} kill {k} of {victim_id}", load.done, total))
+            snapshots.append(group.snapshot(f"after kill {k}"))
+            group.start(victim_id)  # restarted at once, as an orchestrator would
+        load.join(600)
+        group.wait_caught_up()
+        codes = group.stop()
+        return faults, reckon(kafka, topics, load.acked, snapshots), load, codes
 
-    total = PROFILE.kill_requests
-    load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total,
-                         rate=PROFILE.kill_rate).start()
-    faults, snapshots = [], []
-    for k in range(1, PROFILE.kills + 1):
-        wait_for(lambda k=k: load.done >= total * k // (PROFILE.kills + 1), 600,
-                 f"load to reach kill {k}")
-        victim_id = SCORERS[k % len(SCORERS)]
-        victim = group.members[victim_id]
-        # A kill proves something only if the victim was a working member of the group.
-        wait_for(victim.ready, 60, f"{victim.name} to be ready before kill {k}")
-        assert victim.kill() == -9
-        faults.append(Fault(f"kill {k} of {victim_id}", load.done, total))
-        snapshots.append(group.snapshot(f"after kill {k}"))
-        group.start(victim_id)  # restarted at once, as an orchestrator would
-    load.join(600)
-    group.wait_caught_up()
-    codes = group.stop()
-    assert set(codes.values()) == {0}, codes
-
-    result = reckon(kafka, topics, load.acked, snapshots)
-    offered = round(load.offered_rate())
-    scenario = f"scorer_sigkills[{mode}]"
-    figures.record(scenario, kills=len(faults), partitions=PROFILE.partitions,
-                   offered_rate=offered, failed_sends=len(load.failures), **result.figures())
-    assert vacuous(faults, PROFILE.kills) == []
-    assert len(load.acked) == total, load.failures[:3]
-    assert result.delivery.missing == 0, result.delivery
-    assert result.delivery.inconsistent == 0 and result.delivery.unexpected == 0, result.delivery
-    assert result.violations == [], result.violations[:3]
-    assert result.open_transactions == {}
-    if mode == "exactly-once":
-        caps = conformance.capabilities
-        assert caps is not None
-        if caps.has("read_committed"):
-            assert result.delivery.duplicated == 0, result.delivery
-        else:
-            # Aborted records reach read_committed readers on this broker: a duplicate here is
-            # the broker's, so the figure is reported and not judged.
-            figures.record(scenario, duplicates_judged=False,
-                           reason=f"{conformance.engine}: {caps.detail('read_committed')}")
+    outcomes = for_each_mode(run, PROFILE.parallel_modes)
+    for mode, (faults, result, load, _codes) in outcomes.items():
+        scenario = f"scorer_sigkills[{mode}]"
+        why = judge_duplicates(mode, result.delivery.duplicated, conformance)
+        figures.record(scenario, kills=len(faults), partitions=PROFILE.partitions,
+                       offered_rate=round(load.offered_rate()), failed_sends=len(load.failures),
+                       duplicates_judged=why is None, **result.figures(),
+                       **({"duplicates_reason": why} if why else {}))
+    for mode, (faults, result, load, codes) in outcomes.items():
+        assert vacuous(faults, PROFILE.kills) == []
+        assert set(codes.values()) == {0}, codes
+        assert len(load.acked) == PROFILE.kill_requests, load.failures[:3]
+        assert result.delivery.missing == 0, (mode, result.delivery)
+        assert result.delivery.inconsistent == result.delivery.unexpected == 0, result.delivery
+        assert result.violations == [], result.violations[:3]
+        assert result.open_transactions == {}
+        if judge_duplicates(mode, result.delivery.duplicated, conformance) is None:
+            assert result.delivery.duplicated == 0, (mode, result.delivery)

@@ -1,4 +1,4 @@
-"""Watching workers from outside while faults are injected: readiness, liveness and lag over time."""
+"""Watching workers from outside while faults are injected: readiness, liveness and lag."""
 
 from __future__ import annotations
 

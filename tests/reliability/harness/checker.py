@@ -79,7 +79,8 @@ class DeliveryReport:
         }
 
     def __str__(self) -> str:
-        quoted = "; ".join(f"{kind}: {', '.join(ids)}" for kind, ids in self.examples.items() if ids)
+        quoted = "; ".join(f"{kind}: {', '.join(ids)}"
+                           for kind, ids in self.examples.items() if ids)
         return f"{self.figures()}" + (f" e.g. {quoted}" if quoted else "")
 
 
@@ -185,7 +186,8 @@ def offsets_ahead(
     for snapshot in snapshots:
         ends = snapshot.output_ends
 
-        def present(topic: str, partition: int, offset: int, ends: Mapping[Any, int] = ends) -> bool:
+        def present(topic: str, partition: int, offset: int,
+                    ends: Mapping[Any, int] = ends) -> bool:
             return offset < ends.get((topic, partition), -1)
 
         answered = {a.request_id for a in answers if present(a.topic, a.partition, a.offset)}

@@ -163,10 +163,10 @@ class Workers:
     started: list[Worker] = field(default_factory=list)
 
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None,
-              metrics: bool = True) -> Worker:
-        """Start `riverrun ...argv`; a metrics port is added when `metrics`."""
+              metrics: bool = True, options: Sequence[str] = ("--log-format", "text")) -> Worker:
+        """Start `riverrun [options] ...argv`; a metrics port is added when `metrics`."""
         port = free_port() if metrics else None
-        full = [RIVERRUN, "--log-format", "text", *argv]
+        full = [RIVERRUN, *options, *argv]
         if port is not None:
             full += ["--metrics-port", str(port)]
         process_env = {**os.environ, **(env or {})}
