@@ -20,7 +20,7 @@ class Profile:
     kill_requests: int
     kill_rate: float
     crash_repetitions: int  # hits of each named crash point
-    storm_seconds: float
+    storm_seconds: float  # 0: the storm runs in the long profile only
     storm_every_s: float
     steady_seconds: float
     storm_rate: float
@@ -30,6 +30,8 @@ class Profile:
     fuzz_examples: int  # malformed requests per fuzzed phase (about 0.5 % of it)
     fuzz_good: int
     judge_fuzz_throughput: bool  # only phases of whole CPU-seconds can judge a 10 % margin
+    fuzz_pairs: int  # alternating clean and fuzzed phases
+    learner_chunk: int  # labels fed before each learner run
     soak_seconds: float
     soak_rate: float
     parallel_modes: bool  # at-least-once and exactly-once side by side (less wall time)
@@ -37,9 +39,10 @@ class Profile:
 
 SHORT = Profile(
     name="short", partitions=4, kills=3, kill_requests=16_000, kill_rate=2_000.0,
-    crash_repetitions=1, storm_seconds=9.0, storm_every_s=3.0, steady_seconds=4.0,
+    crash_repetitions=1, storm_seconds=0.0, storm_every_s=3.0, steady_seconds=4.0,
     storm_rate=1_500.0, black_hole_s=4.0, network_faults=("black-hole",), outage_rate=500.0,
-    fuzz_examples=100, fuzz_good=20_000, judge_fuzz_throughput=False, soak_seconds=0.0,
+    fuzz_examples=100, fuzz_good=20_000, judge_fuzz_throughput=False, fuzz_pairs=1,
+    learner_chunk=150, soak_seconds=0.0,
     soak_rate=0.0, parallel_modes=True,
 )  # fmt: skip
 
@@ -48,6 +51,7 @@ LONG = Profile(
     crash_repetitions=3, storm_seconds=60.0, storm_every_s=4.0, steady_seconds=15.0,
     storm_rate=2_000.0, black_hole_s=10.0, network_faults=("black-hole", "latency", "reset"),
     outage_rate=1_000.0, fuzz_examples=400, fuzz_good=80_000, judge_fuzz_throughput=True,
+    fuzz_pairs=5, learner_chunk=250,
     soak_seconds=1_800.0, soak_rate=1_000.0, parallel_modes=True,
 )  # fmt: skip
 

@@ -43,7 +43,7 @@ def good_request(i: int, rows: list[dict[str, float]], phase: int = 0) -> tuple[
                                        "features": rows[i % len(rows)]})
 
 
-PAIRS = 5
+PAIRS = PROFILE.fuzz_pairs
 PHASES = ("warm-up", *("clean", "fuzzed") * PAIRS)  # the warm-up is not measured
 
 
@@ -182,7 +182,7 @@ def test_malformed_feedback_is_dead_lettered_and_good_labels_learned(
     acked = produce_all(kafka, topics.feedback, mixed)
 
     learner = workers.start("learner", learner_argv(kafka.bootstrap_servers, topics, model,
-                                                    ["--idle-timeout", "5"]), metrics=False)
+                                                    ["--idle-timeout", "3"]), metrics=False)
     assert learner.wait(300) == 0, learner.output()[-3000:]
 
     letters = {(x.source_partition, x.source_offset): x

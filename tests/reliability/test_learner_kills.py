@@ -30,7 +30,6 @@ from .profile import PROFILE
 pytestmark = [pytest.mark.reliability, pytest.mark.requires("read_committed")]
 
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
-CHUNK = 250  # labels fed before each learner run
 HITS = 2
 
 
@@ -54,7 +53,8 @@ def test_learner_sigkills_keep_every_snapshot_reproducible(
         registry.release(model, SPEC, build_estimator(SPEC))
 
     points = sorted(LEARNER_POINTS) * PROFILE.crash_repetitions
-    total = (len(points) + 2) * CHUNK
+    chunk = PROFILE.learner_chunk
+    total = (len(points) + 2) * chunk
     fed = 0
 
     def feed() -> None:
@@ -62,15 +62,17 @@ def test_learner_sigkills_keep_every_snapshot_reproducible(
         labels = [(f"r-{i}".encode(), orjson.dumps({
             "request_id": f"r-{i}", "model": model, "label": phishing[i % len(phishing)][1],
             "features": phishing[i % len(phishing)][0],
-            "observed_at": "2026-01-01T00:00:00+00:00"})) for i in range(fed, fed + CHUNK)]
-        LoadGenerator(kafka, feedback, lambda i: labels[i], total=CHUNK, rate=0).start().join(60)
-        fed += CHUNK
+            "observed_at": "2026-01-01T00:00:00+00:00"})) for i in range(fed, fed + chunk)]
+        LoadGenerator(kafka, feedback, lambda i: labels[i], total=chunk, rate=0).start().join(60)
+        fed += chunk
 
     def learned() -> int:
         return sum(outputs.ends(kafka, [topics.examples]).values())
 
-    # Count-based snapshots only, so a restarted learner snapshots at the same examples.
-    extra = ["--snapshot-every", "100", "--snapshot-interval", "3600", "--batch-size", "40"]
+    # Count-based snapshots only, so a restarted learner snapshots at the same examples; two
+    # or more per chunk, so every run reaches its crash point.
+    extra = ["--snapshot-every", str(chunk * 2 // 5), "--snapshot-interval", "3600",
+             "--batch-size", "40"]
     faults = []
     for i, point in enumerate(points, start=1):
         feed()

@@ -166,7 +166,7 @@ def test_a_worker_started_before_its_broker_waits_and_becomes_ready(
 
     with start_tansu(port=port):
         create_topics(kafka, 4, names=topics)
-        load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=2_000,
+        load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=1_000,
                              rate=1_000).start()
         wait_for(scorer.ready, 60, "the scorer to be ready once the broker is there")
         load.join(60)
