@@ -69,6 +69,10 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    from workers.client_errors import RepeatedLines
+
+    librdkafka = logging.getLogger("librdkafka")
+    librdkafka.filters[:] = [RepeatedLines()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -67,7 +67,9 @@ class BulkHistogram(Collector):
         )
 
 
-def consumer_lag_from_stats(stats_json: str | bytes) -> dict[tuple[str, int], int]:
+def consumer_lag_from_stats(
+    stats_json: str | bytes | Mapping[str, Any],
+) -> dict[tuple[str, int], int]:
     """Count the records behind the committed offset of each (topic, partition) owned.
 
     Reads librdkafka's statistics JSON (`topics -> partitions -> consumer_lag`). Left out: the
@@ -78,7 +80,7 @@ def consumer_lag_from_stats(stats_json: str | bytes) -> dict[tuple[str, int], in
         ValueError: the text is not JSON.
 
     """
-    stats = orjson.loads(stats_json)
+    stats = stats_json if isinstance(stats_json, Mapping) else orjson.loads(stats_json)
     lags: dict[tuple[str, int], int] = {}
     topics = stats.get("topics") if isinstance(stats, dict) else None
     if not isinstance(topics, dict):
@@ -126,8 +128,8 @@ class ConsumerLag(Collector):
         self._lags: dict[tuple[str, int], int] = {}
         registry.register(self)
 
-    def update_from_stats(self, stats_json: str) -> None:
-        """Take in one statistics report; a malformed one is logged, never raised into the loop."""
+    def update_from_stats(self, stats_json: str | bytes | Mapping[str, Any]) -> None:
+        """Take in one statistics report, JSON or parsed; a malformed one is logged, not raised."""
         try:
             lags = consumer_lag_from_stats(stats_json)
         except ValueError as exc:
@@ -285,7 +287,7 @@ class ScorerMetrics:
             registry=r,
         )
         self.ready = Gauge(
-            "riverrun_scorer_ready", "1 when assigned partitions and a model are loaded.", registry=r
+            "riverrun_scorer_ready", "1 when in the group and hearing from its brokers.", registry=r
         )
         self.consumer_lag = ConsumerLag(
             "riverrun_scorer_consumer_lag_records",

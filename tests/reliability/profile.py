@@ -40,7 +40,7 @@ class Profile:
 SHORT = Profile(
     name="short", partitions=4, kills=3, kill_requests=16_000, kill_rate=2_000.0,
     crash_repetitions=1, storm_seconds=0.0, storm_every_s=3.0, steady_seconds=4.0,
-    storm_rate=1_500.0, black_hole_s=4.0, network_faults=("black-hole",), outage_rate=500.0,
+    storm_rate=1_500.0, black_hole_s=6.0, network_faults=("black-hole",), outage_rate=500.0,
     fuzz_examples=100, fuzz_good=20_000, judge_fuzz_throughput=False, fuzz_pairs=1,
     learner_chunk=150, soak_seconds=0.0,
     soak_rate=0.0, parallel_modes=True,

@@ -1,4 +1,5 @@
-"""Broker trouble is logged at once, then at most once per interval; fatal errors always."""
+"""Broker trouble is logged at once, then at most once per interval; fatal errors always;
+librdkafka's repeated log lines are thinned and say how many were left out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import pytest
 from confluent_kafka import KafkaError
 
-from workers.client_errors import ClientErrorLog
+from workers.client_errors import ClientErrorLog, RepeatedLines
 
 
 def test_transport_errors_are_throttled_and_fatal_ones_are_not(caplog: pytest.LogCaptureFixture) -> None:
@@ -23,3 +24,25 @@ def test_transport_errors_are_throttled_and_fatal_ones_are_not(caplog: pytest.Lo
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(warnings) == 1 and "still trying 127.0.0.1:9092" in warnings[0].getMessage()
     assert len(errors) == 2
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("librdkafka", logging.ERROR, __file__, 1, message, None, None)
+
+
+def test_a_line_repeated_within_the_interval_is_left_out_then_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("workers.client_errors.time.monotonic", lambda: now[0])
+    lines = RepeatedLines(every_s=30.0)
+    refused = "FAIL 127.0.0.1:{}/bootstrap: Connect failed: Connection refused (after {}ms)"
+    assert lines.filter(record(refused.format(9092, 0)))
+    for ms in range(1, 6):  # the same line with other numbers in it
+        now[0] += 1.0
+        assert not lines.filter(record(refused.format(9092, ms)))
+    assert lines.filter(record("another line"))
+    now[0] += 30.0
+    later = record(refused.format(9092, 7))
+    assert lines.filter(later)
+    assert later.getMessage().endswith("(5 similar lines left out)")

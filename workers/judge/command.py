@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 
 from pydantic import ValidationError
 
@@ -16,6 +18,7 @@ from workers.judge.state_server import StateServer
 from workers.partitions import topic_partitions
 from workers.registry import RegistrySettings
 from workers.settings_errors import explain
+from workers.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +57,26 @@ def run_judge(args: argparse.Namespace) -> int:
     """Build the settings, recover the tables, judge until a signal."""
     try:
         settings = JudgeSettings(**collect_section_flags(args))
-        partitions = source_partitions(settings)
     except ValidationError as exc:
         logger.error("bad configuration: %s", explain(exc))
         return 2
+    stopping = threading.Event()
+    # Until faust takes over the signals, a stop request ends the wait for Kafka.
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        topics = settings.topics
+        inputs = [("outcomes", topics.outcomes), ("shadow_predictions", topics.shadow_predictions),
+                  ("dead_letters", topics.dead_letters), ("models", topics.models)]  # fmt: skip
+        if not wait_for_kafka(settings.kafka, inputs, stopping, "the judge"):
+            return 0
+        partitions = source_partitions(settings)
     except (ConfigurationError, RetryableError) as exc:
         logger.error("%s", exc)
         return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     logger.info("effective settings", extra={"settings": settings.model_dump(mode="json")})
     # faust is imported here only: `riverrun --help` and every other command stay without it.
     import faust

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
 from types import FrameType
 
 from pydantic import Field, ValidationError
@@ -19,6 +20,7 @@ from workers.learner.settings import LearnerOptions, LearnerSettings
 from workers.learner.verify import verify_snapshot
 from workers.registry import Registry, RegistrySettings
 from workers.settings_errors import explain
+from workers.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +59,12 @@ def run_learn(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
 
+    stopping = threading.Event()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s: finishing the batch, committing, publishing a snapshot",
                     signal.Signals(signum).name)
+        stopping.set()
         learner.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -71,6 +76,10 @@ def run_learn(args: argparse.Namespace) -> int:
         )
         health.start()
     try:
+        topics = [("models", settings.topics.models), ("examples", settings.topics.examples)]
+        who = f"the learner of {settings.learner.model}"
+        if not wait_for_kafka(settings.kafka, topics, stopping, who):
+            return 0
         summary = learner.run(max_examples=args.max_examples, idle_timeout=args.idle_timeout)
     except ConfigurationError as exc:
         logger.error("%s", exc)

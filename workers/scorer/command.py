@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
 
 from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.errors import ConfigurationError, FatalError
+from workers.errors import ConfigurationError, FatalError, RiverrunError
 from workers.health import HealthServer
 from workers.metrics import ScorerMetrics
 from workers.model import FileModelSource, ModelSource, load_model_file
@@ -21,6 +22,7 @@ from workers.registry import Registry, RegistrySettings
 from workers.scorer.loop import Scorer
 from workers.scorer.settings import ScorerOptions, ScorerSettings
 from workers.settings_errors import explain
+from workers.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +46,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = None) -> ModelSource:
-    """A model file when one is given, else the registry on the models topic."""
+    """A model file when one is given, else the registry on the models topic (not started)."""
     options = settings.scorer
     if options.model_file is None:
         registry = Registry(settings.kafka, settings.topics, settings.registry)
         registry.signer  # noqa: B018  # refuse to start without a signing key, naming it
         return RegistryModelSource(
             registry, metrics, cache_size=options.model_cache_size, fast_path=options.fast_path
-        ).start()
+        )
     path = Path(options.model_file)
     model = load_model_file(
         path,
@@ -80,9 +82,12 @@ def run_score(args: argparse.Namespace) -> int:
         extra={"settings": settings.model_dump(mode="json")},
     )
     scorer = Scorer(settings, models, metrics)
+    stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: finishing the batch, flushing, committing", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        logger.info("received %s: finishing the batch, flushing, committing", name)
+        stopping.set()
         scorer.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -92,8 +97,17 @@ def run_score(args: argparse.Namespace) -> int:
         health = HealthServer(metrics.registry, scorer.is_ready, port=settings.scorer.metrics_port)
         health.start()
     try:
+        if isinstance(models, RegistryModelSource):
+            # The registry is read before the first request: wait for the broker, then read it.
+            topics = [("models", settings.topics.models)]
+            if not wait_for_kafka(settings.kafka, topics, stopping, "the scorer"):
+                return 0
+            models.start()
         summary = scorer.run(max_messages=args.max_messages, idle_timeout=args.idle_timeout)
-    except FatalError as exc:
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        return 2
+    except (FatalError, RiverrunError) as exc:
         logger.error("stopping without committing: %s", exc)
         return 3
     finally:

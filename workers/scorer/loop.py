@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -24,6 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from workers.broker_contact import BrokerContact
 from workers.client_errors import ClientErrorLog
 from workers.crashpoint import CrashPoints
 from workers.errors import FatalError
@@ -106,6 +108,9 @@ class Scorer:
         self._producer: Producer | None = None
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._crash = CrashPoints(settings.scorer.crash_at)
+        self._contact = BrokerContact.for_interval(settings.scorer.statistics_interval_ms)
+        self._watch_contact = settings.scorer.statistics_interval_ms > 0
+        self._was_in_contact = True
 
     # -- configuration -------------------------------------------------------------------
 
@@ -129,7 +134,7 @@ class Scorer:
                 # Consumer lag per partition for /metrics, parsed on librdkafka's interval.
                 "statistics.interval.ms": self._options.statistics_interval_ms,
                 "error_cb": self._on_error,
-                "stats_cb": self.metrics.consumer_lag.update_from_stats,
+                "stats_cb": self._on_stats,
                 "logger": _librdkafka_logger,
             }
         )
@@ -173,6 +178,7 @@ class Scorer:
         logger.info("revoked %s", sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._joined = False  # out of the group until the next assignment
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
         self.metrics.rebalances.labels("lost").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
@@ -181,8 +187,36 @@ class Scorer:
     # -- health --------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        """Joined the group and has a model to serve."""
-        return self._joined and not self._stop.is_set()
+        """In the group (assigned, even nothing) and hearing from its brokers.
+
+        Contact is judged from librdkafka's statistics; with them off
+        (`--statistics-interval-ms 0`) readiness means in the group only.
+        """
+        if not self._joined or self._stop.is_set():
+            return False
+        return not self._watch_contact or self._contact.in_contact()
+
+    def _on_stats(self, stats_json: str) -> None:
+        # librdkafka's stats_cb, on the poll thread: one parse feeds lag and broker contact.
+        try:
+            stats = orjson.loads(stats_json)
+        except orjson.JSONDecodeError as exc:
+            logger.warning("unreadable librdkafka statistics: %s", exc)
+            return
+        if not isinstance(stats, dict):
+            return
+        self.metrics.consumer_lag.update_from_stats(stats)
+        self._contact.observe(stats)
+        in_contact = self._contact.in_contact()
+        if in_contact != self._was_in_contact:
+            self._was_in_contact = in_contact
+            if in_contact:
+                logger.info("Kafka at %s answers again", self._settings.kafka.bootstrap_servers)
+            else:
+                logger.warning(
+                    "no answer from Kafka at %s for %.1f s: not ready until it answers",
+                    self._settings.kafka.bootstrap_servers, self._contact.silent_for_s,
+                )  # fmt: skip
 
     def stop(self) -> None:
         """Finish the current batch, flush, commit and leave (safe from a signal handler)."""

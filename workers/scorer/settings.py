@@ -73,9 +73,11 @@ class ScorerOptions(BaseModel):
         default=20.0, gt=0, description="Time allowed to finish, flush and commit on SIGTERM."
     )
     statistics_interval_ms: int = Field(
-        default=5000, ge=0, le=3_600_000,
+        default=1000, ge=0, le=3_600_000,
         description="How often librdkafka reports statistics, in milliseconds: the consumer lag "
-        "per partition on /metrics. 0 turns them off.",
+        "per partition on /metrics, and broker contact for /readyz (not ready after 2.5 "
+        "intervals, at least 2 s, without a broker response). 0 turns them off, and /readyz "
+        "then means in the group only.",
     )  # fmt: skip
 
     @field_validator("crash_at")
