@@ -1,5 +1,7 @@
 """Security settings: the production profile refuses plaintext and unverified TLS, no secret
-ever reaches a log, and TLS to the embedded broker is checked when the broker can serve it."""
+ever reaches a log, and TLS is checked end to end: Apache Kafka serves it (a production-profile
+scorer answers over it with the right CA and never connects with a wrong one); Tansu is probed
+and skipped with what it does."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from schemas import KafkaSettings
 from workers.broker.process import BrokerProcess, free_port, metadata_brokers, wait_until
 from workers.broker.tansu import tansu_binary
 
-from .conftest import Figures
+from .conftest import Figures, create_topics
+from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import Workers, learner_argv, scorer_argv, wait_for
+from .scenario import reckon
 
 pytestmark = pytest.mark.reliability
 
@@ -184,3 +188,62 @@ def test_tls_to_the_embedded_broker_checks_the_ca(
                     f"answers plaintext ({plain}) and no TLS handshake succeeds with the CA "
                     "that signed its certificate (its CLI refuses --cert with --key)")
     assert not wrong, "TLS succeeded with a CA that did not sign the broker's certificate"
+
+
+@pytest.fixture(scope="module")
+def tls_kafka(pki: dict[str, Path]) -> Iterator[Any]:
+    """A one-node Apache Kafka with a TLS listener using the test broker certificate."""
+    from workers.broker.kafka import BrokerTls, start_kafka
+    from workers.broker.process import BrokerUnavailableError
+
+    tls = BrokerTls(pki["broker"].read_text() + pki["ca"].read_text(),
+                    pki["broker-key"].read_text())
+    try:
+        cluster = start_kafka(tls=tls)
+    except BrokerUnavailableError as exc:
+        pytest.skip(f"Apache Kafka unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_production_scorer_answers_over_tls_and_refuses_a_wrong_ca(
+    tls_kafka: Any, workers: Workers, model_file: Path, rows: list[dict[str, float]],
+    pki: dict[str, Path], figures: Figures,
+) -> None:
+    bootstrap = tls_kafka.tls_bootstrap_servers
+    right = KafkaSettings.model_validate({"bootstrap_servers": bootstrap,
+                                          "security_protocol": "SSL",
+                                          "ssl_ca_location": str(pki["ca"])})
+    wrong = right.model_copy(update={"ssl_ca_location": str(pki["other-ca"])})
+    assert _metadata_with(right), "no TLS handshake with the CA that signed the certificate"
+    assert not _metadata_with(wrong), "TLS succeeded with a CA that did not sign the certificate"
+    assert not _answers(bootstrap), "the TLS listener answered plaintext"
+
+    topics = create_topics(right, 2)
+    tls_flags = ["--security-protocol", "SSL"]
+    production = ("--log-format", "text", "--profile", "production")
+    group = f"tls-{uuid.uuid4().hex[:8]}"
+    scorer = workers.start("tls-scorer", scorer_argv(
+        bootstrap, topics, group, "a", model_file=model_file,
+        extra=[*tls_flags, "--ssl-ca-location", str(pki["ca"])]), options=production)
+    refused = workers.start("tls-wrong-ca", scorer_argv(
+        bootstrap, topics, f"{group}-wrong", "b", model_file=model_file,
+        extra=[*tls_flags, "--ssl-ca-location", str(pki["other-ca"])]), options=production)
+    wait_for(scorer.ready, 60, "the TLS scorer to be ready")
+    load = LoadGenerator(right, topics.requests, request_payload(rows), total=500,
+                         rate=500).start()
+    load.join(60)
+    wait_for(lambda: scorer.metric_sum("riverrun_scorer_consumed_total") >= 500, 60,
+             "every request scored over TLS")
+    result = reckon(right, topics, load.acked)
+    wait_for(lambda: "certificate verify failed" in refused.output(), 30,
+             "the wrong-CA scorer to say why it cannot connect")
+    assert refused.alive() and not refused.ready(), refused.output()[-2000:]
+    figures.record("tls_apache_kafka", right_ca=True, wrong_ca=False, plaintext_on_tls=False,
+                   scorer_over_tls={"requests": len(load.acked),
+                                    "missing": result.delivery.missing},
+                   wrong_ca_scorer="alive, not ready, logs 'certificate verify failed'")
+    assert result.delivery.missing == 0, result.delivery
+    assert scorer.stop() == 0 and refused.stop() == 0

@@ -9,7 +9,13 @@ import pytest
 from workers.broker.command import parse_config_pairs
 from workers.broker.kafka.classpath import cache_dir, kafka_version
 from workers.broker.kafka.cluster import new_cluster_id, read_meta_property
-from workers.broker.kafka.config import NodePorts, node_properties, quorum_voters, render_properties
+from workers.broker.kafka.config import (
+    BrokerTls,
+    NodePorts,
+    node_properties,
+    quorum_voters,
+    render_properties,
+)
 
 
 def _nodes(count: int) -> list[NodePorts]:
@@ -65,6 +71,21 @@ def test_test_friendly_defaults() -> None:
 def test_render_properties_is_one_line_per_key_and_escapes_backslashes() -> None:
     text = render_properties({"a": "1", "log.dirs": r"C:\kafka"})
     assert text == "a=1\nlog.dirs=C:\\\\kafka\n"
+
+
+def test_a_tls_listener_goes_beside_the_plaintext_one_with_its_pem_on_one_line() -> None:
+    nodes = [NodePorts(0, 9092, 9093, 9094)]
+    tls = BrokerTls("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n",
+                    "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n")
+    props = node_properties(nodes[0], nodes, Path("/d"), tls=tls)
+    assert props["listeners"].endswith(",SSL://127.0.0.1:9094")
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094"
+    assert props["listener.security.protocol.map"].endswith(",SSL:SSL")
+    assert props["ssl.keystore.type"] == "PEM"
+    text = render_properties(props)
+    assert ("ssl.keystore.key=-----BEGIN PRIVATE KEY-----\\nBBB\\n-----END PRIVATE KEY-----\n"
+            in text)
+    assert "ssl" not in render_properties(node_properties(nodes[0], nodes, Path("/d")))
 
 
 def test_cluster_ids_are_22_char_urlsafe_and_never_look_like_flags() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from workers.broker.kafka.classpath import java_binary, log4j_config_path, resolve_classpath
-from workers.broker.kafka.config import NodePorts, node_properties, render_properties
+from workers.broker.kafka.config import BrokerTls, NodePorts, node_properties, render_properties
 from workers.broker.process import (
     BrokerError,
     BrokerProcess,
@@ -102,6 +102,12 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """"127.0.0.1:P1,127.0.0.1:P2,…" for Kafka clients."""
         return ",".join(node.address for node in self._nodes.values())
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """The TLS listeners, "127.0.0.1:P1,…"; empty when the cluster was started without TLS."""
+        return ",".join(f"127.0.0.1:{node.ports.tls}" for node in self._nodes.values()
+                        if node.ports.tls is not None)
 
     @property
     def nodes(self) -> list[int]:
@@ -255,6 +261,7 @@ def start_kafka(
     data_dir: Path | None = None,
     config: Mapping[str, str] | None = None,
     start_timeout_s: float = START_TIMEOUT_S,
+    tls: BrokerTls | None = None,
 ) -> KafkaCluster:
     """Start an Apache Kafka KRaft cluster of `nodes` combined nodes and wait until it serves.
 
@@ -265,6 +272,7 @@ def start_kafka(
             removed on stop, when None.
         config: server properties applied last, over riverrun's defaults.
         start_timeout_s: bound on the wait for every node to serve.
+        tls: a TLS listener on each node beside the plaintext one (`tls_bootstrap_servers`).
 
     Raises:
         BrokerUnavailableError: java or mvn is missing, or Maven Central cannot be reached.
@@ -279,14 +287,16 @@ def start_kafka(
     root = Path(tempfile.mkdtemp(prefix="riverrun-kafka-")) if data_dir is None else data_dir
     root.mkdir(parents=True, exist_ok=True)
     ports = [
-        NodePorts(i, port + i if port else free_port(), free_port()) for i in range(nodes)
+        NodePorts(i, port + i if port else free_port(), free_port(),
+                  free_port() if tls is not None else None)
+        for i in range(nodes)
     ]
     cluster_id = _existing_cluster_id(root, nodes) or new_cluster_id()
     members: list[KafkaNode] = []
     for node_ports in ports:
         directory = root / f"node-{node_ports.node_id}"
         directory.mkdir(parents=True, exist_ok=True)
-        properties = node_properties(node_ports, ports, directory / "data", config)
+        properties = node_properties(node_ports, ports, directory / "data", config, tls)
         (directory / "server.properties").write_text(render_properties(properties))
         argv = [
             java, *JVM_OPTIONS,

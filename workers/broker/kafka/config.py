@@ -9,11 +9,22 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class NodePorts:
-    """The two listeners of one combined broker+controller node."""
+    """The listeners of one combined broker+controller node (a TLS one when asked for)."""
 
     node_id: int
     broker: int
     controller: int
+    tls: int | None = None
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener beside the plaintext one: the broker's certificate chain and its
+    unencrypted PKCS#8 private key, both PEM text.
+    """
+
+    certificate_chain: str
+    private_key: str
 
 
 def quorum_voters(nodes: list[NodePorts]) -> str:
@@ -26,6 +37,7 @@ def node_properties(
     nodes: list[NodePorts],
     log_dir: Path,
     overrides: Mapping[str, str] | None = None,
+    tls: BrokerTls | None = None,
 ) -> dict[str, str]:
     """Every server property of one node, riverrun's test-friendly defaults then `overrides`."""
     count = len(nodes)
@@ -73,6 +85,13 @@ def node_properties(
         "share.coordinator.state.topic.replication.factor": replication,
         "share.coordinator.state.topic.min.isr": min_isr,
     }
+    if tls is not None and node.tls is not None:
+        properties["listeners"] += f",SSL://127.0.0.1:{node.tls}"
+        properties["advertised.listeners"] += f",SSL://127.0.0.1:{node.tls}"
+        properties["listener.security.protocol.map"] += ",SSL:SSL"
+        properties["ssl.keystore.type"] = "PEM"
+        properties["ssl.keystore.certificate.chain"] = tls.certificate_chain.strip()
+        properties["ssl.keystore.key"] = tls.private_key.strip()
     properties.update(overrides or {})
     return properties
 
@@ -83,5 +102,6 @@ def render_properties(properties: Mapping[str, str]) -> str:
 
 
 def _escape(value: str) -> str:
-    # Backslashes are escapes in .properties files; a Windows-style path would lose them.
-    return value.replace("\\", "\\\\")
+    # Backslashes are escapes in .properties files (a Windows-style path would lose them), and
+    # a value ends at a line break: PEM text goes on one line with `\n` escapes.
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
