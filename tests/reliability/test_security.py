@@ -117,8 +117,8 @@ def test_no_secret_ever_reaches_a_log(
     for worker in (scorer, learner):
         # The TLS handshake with a plaintext broker fails: errors get logged, with context.
         wait_for(lambda w=worker: "effective settings" in w.output(), 30, f"{worker.name} start")
-        wait_for(lambda w=worker: w.output().count("\n") > 10 or not w.alive(), 30,
-                 f"{worker.name} to log its connection failures")
+        wait_for(lambda w=worker: w.output().count("\n") > 10 or "waiting for Kafka" in w.output()
+                 or not w.alive(), 30, f"{worker.name} to log its connection failures")
         worker.kill()  # only its logs matter
     logs = workers.logs("secret-")
     leaked = sorted(name for name, value in secrets.items() if value in logs)
