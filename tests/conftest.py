@@ -301,20 +301,27 @@ def topics(broker: TestBroker, kafka_settings: KafkaSettings) -> TopicSettings:
     return names
 
 
-@pytest.fixture(scope="module")
-def kafka_cluster() -> Iterator[Any]:
-    """A fresh 3-node Apache Kafka cluster for cluster tests (skipped without java and mvn)."""
+@contextlib.contextmanager
+def fresh_kafka(**options: Any) -> Iterator[Any]:
+    """A fresh Apache Kafka cluster (`start_kafka(**options)`), or the test skipped saying why."""
     from workers.broker.process import BrokerUnavailableError
 
     if not _java_and_mvn_answer():
-        pytest.skip("a 3-node Apache Kafka cluster needs java and mvn on PATH")
+        pytest.skip("a fresh Apache Kafka cluster needs java and mvn on PATH")
     from workers.broker.kafka import start_kafka
 
     try:
-        cluster = start_kafka(nodes=3)
+        cluster = start_kafka(**options)
     except BrokerUnavailableError as exc:
         pytest.skip(f"Apache Kafka unavailable: {exc}")
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[Any]:
+    """A fresh 3-node Apache Kafka cluster for cluster tests (skipped without java and mvn)."""
+    with fresh_kafka(nodes=3) as cluster:
+        yield cluster

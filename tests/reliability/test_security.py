@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import KafkaSettings
+from tests.conftest import fresh_kafka
 from workers.broker.process import BrokerProcess, free_port, metadata_brokers, wait_until
 from workers.broker.tansu import tansu_binary
 
@@ -193,19 +194,12 @@ def test_tls_to_the_embedded_broker_checks_the_ca(
 @pytest.fixture(scope="module")
 def tls_kafka(pki: dict[str, Path]) -> Iterator[Any]:
     """A one-node Apache Kafka with a TLS listener using the test broker certificate."""
-    from workers.broker.kafka import BrokerTls, start_kafka
-    from workers.broker.process import BrokerUnavailableError
+    from workers.broker.kafka import BrokerTls
 
     tls = BrokerTls(pki["broker"].read_text() + pki["ca"].read_text(),
                     pki["broker-key"].read_text())
-    try:
-        cluster = start_kafka(tls=tls)
-    except BrokerUnavailableError as exc:
-        pytest.skip(f"Apache Kafka unavailable: {exc}")
-    try:
+    with fresh_kafka(tls=tls) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_production_scorer_answers_over_tls_and_refuses_a_wrong_ca(
