@@ -11,11 +11,14 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
 from schemas import SCHEMA_VERSION, ExampleJoined, LabelObserved, OutcomeRecorded, PredictionMade
+
+if TYPE_CHECKING:
+    from workers.learner.intake import LabelFields, PredictionFields
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -44,12 +47,27 @@ class JoinedExample(NamedTuple):
     schema_version: int = SCHEMA_VERSION
 
 
-@dataclass(frozen=True)
-class Joined:
+class Outcome(NamedTuple):
+    """The fields of an `OutcomeRecorded`, built without validating them again (one per label)."""
+
+    request_id: str
+    model: str
+    version: int
+    snapshot: int
+    route: str
+    prediction: Any
+    label: Any
+    loss: float
+    proba: dict[str, float] | None
+    observed_at: datetime
+    schema_version: int = SCHEMA_VERSION
+
+
+class Joined(NamedTuple):
     """A label that found its features: what to learn, and the outcome when one was predicted."""
 
     example: JoinedExample
-    outcome: OutcomeRecorded | None
+    outcome: Outcome | None
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,9 @@ class JoinWindow:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add_prediction(self, prediction: PredictionMade, timestamp_ms: int) -> None:
+    def add_prediction(
+        self, prediction: PredictionMade | PredictionFields, timestamp_ms: int
+    ) -> None:
         """Remember a prediction of this model; the first per request id wins, others repeat it."""
         if prediction.model != self.model:
             return
@@ -130,7 +150,7 @@ class JoinWindow:
         self._pending.items.pop(request_id, None)
         self._joined.add(request_id, timestamp_ms)
 
-    def join_one(self, label: LabelObserved, timestamp_ms: int) -> Joined | Unjoined:
+    def join_one(self, label: LabelObserved | LabelFields, timestamp_ms: int) -> Joined | Unjoined:
         """Join one label of this model with its features, or say why it cannot be."""
         for dropped in self._pending.expire(timestamp_ms - self.max_age_ms):
             self._expired.add(dropped, timestamp_ms)
@@ -140,9 +160,8 @@ class JoinWindow:
         if request_id in self._joined:
             return Unjoined(DUPLICATE_LABEL, f"request {request_id!r} already has a label learned")
         entry = self._pending.items.pop(request_id, None)
-        prediction = entry[1] if entry is not None else None
-        assert prediction is None or isinstance(prediction, PredictionMade)  # noqa: S101  # by add
-        features = label.features if label.features is not None else None
+        prediction: Any = entry[1] if entry is not None else None  # as add_prediction took it
+        features = label.features
         if features is None and prediction is not None:
             features = prediction.features
         if features is None:
@@ -168,33 +187,58 @@ def example_value(example: JoinedExample | ExampleJoined) -> bytes:
         "schema_version": example.schema_version, "request_id": example.request_id,
         "model": example.model, "features": example.features, "label": example.label,
     }  # fmt: skip
-    for name in ("version", "snapshot", "route", "prediction", "proba"):
-        value = getattr(example, name)
-        if value is not None:
-            payload[name] = value
+    if example.version is not None:
+        payload["version"] = example.version
+    if example.snapshot is not None:
+        payload["snapshot"] = example.snapshot
+    if example.route is not None:
+        payload["route"] = example.route
+    if example.prediction is not None:
+        payload["prediction"] = example.prediction
+    if example.proba is not None:
+        payload["proba"] = example.proba
     payload["observed_at"] = example.observed_at
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 
 
+def outcome_value(outcome: Outcome | OutcomeRecorded) -> bytes:
+    """Render an outcome as `encode` renders an `OutcomeRecorded` (one per prediction judged)."""
+    payload: dict[str, object] = {
+        "schema_version": outcome.schema_version, "request_id": outcome.request_id,
+        "model": outcome.model, "version": outcome.version, "snapshot": outcome.snapshot,
+        "route": outcome.route, "prediction": outcome.prediction, "label": outcome.label,
+        "loss": outcome.loss,
+    }  # fmt: skip
+    if outcome.proba is not None:
+        payload["proba"] = outcome.proba
+    payload["observed_at"] = outcome.observed_at
+    return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
+
+
 def _joined(
-    label: LabelObserved, features: dict[str, float | str], prediction: PredictionMade | None
+    label: LabelObserved | LabelFields,
+    features: dict[str, float | str],
+    prediction: PredictionMade | PredictionFields | None,
 ) -> Joined:
+    request_id, model, value, observed_at = (
+        label.request_id, label.model, label.label, label.observed_at
+    )  # fmt: skip
     if prediction is None:
-        example = JoinedExample(
-            label.request_id, label.model, features, label.label, label.observed_at
-        )
-        return Joined(example, None)
-    example = JoinedExample(
-        request_id=label.request_id, model=label.model, features=features, label=label.label,
-        version=prediction.version, snapshot=prediction.snapshot, route=prediction.route,
-        prediction=prediction.prediction, proba=prediction.proba, observed_at=label.observed_at,
-    )  # fmt: skip
-    outcome = OutcomeRecorded(
-        request_id=label.request_id, model=label.model, version=prediction.version,
-        snapshot=prediction.snapshot, route=prediction.route, prediction=prediction.prediction,
-        label=label.label, proba=prediction.proba, observed_at=label.observed_at,
-        loss=outcome_loss(prediction.prediction, prediction.proba, label.label),
-    )  # fmt: skip
+        return Joined(JoinedExample(request_id, model, features, value, observed_at), None)
+    version, snapshot, route = prediction.version, prediction.snapshot, prediction.route
+    predicted, proba = prediction.prediction, prediction.proba
+    example = JoinedExample(request_id, model, features, value, observed_at, version, snapshot,
+                            route, predicted, proba)  # fmt: skip
+    loss = outcome_loss(predicted, proba, value)
+    if not math.isfinite(loss):
+        # The contract refuses a non-finite loss (a regressor's squared error can overflow):
+        # let it say so, as it always has.
+        OutcomeRecorded(
+            request_id=request_id, model=model, version=version, snapshot=snapshot, route=route,
+            prediction=predicted, label=value, proba=proba, observed_at=observed_at, loss=loss,
+        )  # fmt: skip
+    outcome = Outcome(request_id, model, version, snapshot, route, predicted, value, loss,
+                      proba, observed_at)  # fmt: skip
     return Joined(example, outcome)
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import (
@@ -39,11 +39,7 @@ from schemas import (
     LabelObserved,
     ModelVersionReleased,
     PolicyChanged,
-    PredictionMade,
     SnapshotPublished,
-    decode,
-    decode_label,
-    encode,
     parse_json,
 )
 from workers.client_errors import ClientErrorLog
@@ -51,7 +47,8 @@ from workers.crashpoint import LEARNER_POINTS, CrashPoints
 from workers.errors import ConfigurationError, FatalError, RiverrunError
 from workers.learner.drift import DriftWatch, Stream
 from workers.learner.guardrail import Guardrail
-from workers.learner.join import Joined, JoinWindow, example_value
+from workers.learner.intake import Intake, LabelFields
+from workers.learner.join import Joined, JoinWindow, example_value, outcome_value
 from workers.learner.log import (
     check_single_partition,
     end_offset,
@@ -104,12 +101,11 @@ class LearnSummary:
     snapshot_seconds: float = 0.0  # publishing snapshots (dump, sign, store, record)
 
 
-@dataclass
-class _Pending:
+class _Pending(NamedTuple):
     """A consumed feedback record awaiting its turn (its label, or None to pass it by)."""
 
     record: Message
-    label: LabelObserved | None
+    label: LabelObserved | LabelFields | None
     arrived: float
     dead_letter: DecodeError | None = None
 
@@ -137,6 +133,7 @@ class Learner:
             int(settings.learner.window_max_age_s * 1000),
         )  # fmt: skip
         self._pending: deque[_Pending] = deque()
+        self._intake = Intake(self._model)
         # Examples committed by this learner and not learned yet: (log offset, features, label).
         # Learned from memory once the log reader has caught up with the first of them.
         self._committed: deque[tuple[int, dict[str, Any], Any]] = deque()
@@ -435,11 +432,14 @@ class Learner:
         active = bool(records)
         if self._champion_moved:
             self._follow_champion(summary)
-        for record in self._drop_errors(records):
-            if record.topic() == self._topics.predictions:
-                self._add_prediction(record)
-            else:
-                self._pending.append(self._classify(record))
+        if records:
+            predictions, pending = self._topics.predictions, self._pending
+            arrived = time.monotonic()
+            for record in self._drop_errors(records):
+                if record.topic() == predictions:
+                    self._add_prediction(record)
+                else:
+                    pending.append(self._classify(record, arrived))
         self._pause_if_full()
         done, outputs, joined, unjoined = self._join_ready()
         producer = self._producer
@@ -449,8 +449,7 @@ class Learner:
             self._example_offsets.clear()
             try:
                 producer.begin_transaction()
-                for topic, key, value, headers in outputs:
-                    self._produce(producer, topic, key, value, headers)
+                self._produce_all(producer, outputs)
                 if self._crash.enabled:
                     producer.flush(_TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
                     self._crash.hit("after-join-before-commit")
@@ -509,17 +508,18 @@ class Learner:
             "restarted learner resumes from the last committed batch"
         ) from exc
 
-    def _produce(
-        self, producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-    ) -> None:  # fmt: skip
-        on_delivery = self._on_example_delivered if topic == self._topics.examples else None
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)  # type: ignore[arg-type]  # bytes values are fine
-                break
-            except BufferError:
-                producer.poll(0.05)
+    def _produce_all(self, producer: Producer, outputs: list[_Output]) -> None:
+        """Produce a batch's outputs in order; delivery reports are served once, after it."""
+        examples, delivered = self._topics.examples, self._on_example_delivered
+        produce = producer.produce
+        for topic, key, value, headers in outputs:
+            on_delivery = delivered if topic == examples else None
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)  # type: ignore[arg-type]  # bytes values are fine
+                    break
+                except BufferError:
+                    producer.poll(0.05)
         producer.poll(0)
 
     def _drop_errors(self, records: list[Message]) -> list[Message]:
@@ -549,26 +549,24 @@ class Learner:
         if not isinstance(data, dict) or data.get("model") != self._model:
             return
         try:
-            prediction = decode(PredictionMade, raw)
+            prediction = self._intake.read_prediction(data, raw)
         except DecodeError as exc:
             logger.debug("unreadable prediction at %s/%d: %s", record.topic(), record.offset(), exc)
             return
-        self._window.add_prediction(prediction, timestamp_ms)
-        self.metrics.window_predictions.set(len(self._window))
+        self._window.add_prediction(prediction, timestamp_ms)  # the gauge is set per batch
 
-    def _classify(self, record: Message) -> _Pending:
-        now = time.monotonic()
+    def _classify(self, record: Message, arrived: float) -> _Pending:
         raw = record.value()
         try:
             data = parse_json(raw)
         except DecodeError as exc:
-            return _Pending(record, None, now, dead_letter=exc)
+            return _Pending(record, None, arrived, exc)
         if isinstance(data, dict) and data.get("model") not in (None, self._model):
-            return _Pending(record, None, now)  # another model's learner takes it
+            return _Pending(record, None, arrived)  # another model's learner takes it
         try:
-            return _Pending(record, decode_label(data, raw), now)
+            return _Pending(record, self._intake.read_label(data, raw), arrived)
         except DecodeError as exc:
-            return _Pending(record, None, now, dead_letter=exc)
+            return _Pending(record, None, arrived, exc)
 
     def _pause_if_full(self) -> None:
         consumer = self._consumer
@@ -630,6 +628,7 @@ class Learner:
         pending = self._pending
         now = time.monotonic()
         caught_up_to = -1
+        window, examples, outcomes = self._window, self._topics.examples, self._topics.outcomes
         while pending:
             item = pending[0]
             record = item.record
@@ -651,14 +650,13 @@ class Learner:
                     )
                 caught_up_to = timestamp_ms
             pending.popleft()
-            decision = self._window.join_one(item.label, timestamp_ms)
+            decision = window.join_one(item.label, timestamp_ms)
             if isinstance(decision, Joined):
-                example = decision.example
-                outputs.append((self._topics.examples, example.request_id.encode(),
-                                example_value(example), None))
-                if decision.outcome is not None:
-                    outputs.append((self._topics.outcomes, record.key(),
-                                    encode(decision.outcome), None))
+                example, outcome = decision
+                outputs.append((examples, example.request_id.encode(), example_value(example),
+                                None))  # fmt: skip
+                if outcome is not None:
+                    outputs.append((outcomes, record.key(), outcome_value(outcome), None))
                 joined.append(decision)
             else:
                 outputs.append(self._dead_letter(record, decision.reason, decision.detail))
@@ -768,14 +766,22 @@ class Learner:
         classifier = is_classifier(estimator)
         guardrail = self._guardrail
         losses: list[float] = []
+        append, observe = losses.append, guardrail.observe
         snapshot_seconds = summary.snapshot_seconds
-        for offset, features, label in batch:
-            loss = learn_example(estimator, features, label, prequential, classifier)
-            losses.append(loss)
-            guardrail.observe(loss)
-            self._next_offset = offset + 1
-            self._examples_seen += 1
-            cadence.learned()
+        start, end = 0, len(batch)
+        while start < end:
+            # Up to the next count-based snapshot, which falls on the very same example.
+            stop = end
+            if cadence.every is not None:
+                stop = max(min(end, start + cadence.every - cadence.changed), start + 1)
+            for _offset, features, label in batch[start:stop]:
+                loss = learn_example(estimator, features, label, prequential, classifier)
+                append(loss)
+                observe(loss)
+            self._next_offset = batch[stop - 1][0] + 1
+            self._examples_seen += stop - start
+            cadence.learned(stop - start)
+            start = stop
             if cadence.count_due():
                 self._snapshot_now(summary)
                 estimator = self._estimator  # a guardrail may have restored another
