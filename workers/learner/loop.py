@@ -412,7 +412,10 @@ class Learner:
             while not self._stop.is_set():
                 if max_examples is not None and summary.examples_learned >= max_examples:
                     break
-                records = consumer.consume(self._options.batch_size, timeout)
+                # Committed examples left to learn (the step's budget ran out, or feedback is
+                # paused): take what has arrived, but do not wait for more.
+                ready = self._committed and not self._reading_log
+                records = consumer.consume(self._options.batch_size, 0 if ready else timeout)
                 self.metrics.ready.set(1 if self.is_ready() else 0)
                 active = self._step(records, summary, max_examples)
                 now = time.monotonic()
