@@ -92,7 +92,7 @@ class RequestFields(NamedTuple):
 # The rare fields take the full pydantic path; the hot path checks the four it needs by hand.
 _FAST_FIELDS = frozenset({"request_id", "model", "features", "key"})
 _SLOW_FIELDS = frozenset(PredictionRequested.model_fields) - _FAST_FIELDS
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name: fullmatch
 _good_model_names: set[str] = set()
 
 
@@ -119,7 +119,7 @@ def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
 def _good_model(model: str) -> bool:
     if model in _good_model_names:
         return True
-    if not _MODEL_NAME.match(model) or len(_good_model_names) > 10_000:
+    if not _MODEL_NAME.fullmatch(model) or len(_good_model_names) > 10_000:
         return False
     _good_model_names.add(model)
     return True

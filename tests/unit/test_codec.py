@@ -103,7 +103,8 @@ requests = st.fixed_dictionaries(
     {},
     optional={
         "request_id": st.one_of(st.text(max_size=130), st.integers(-(2**53), 2**53)),
-        "model": st.one_of(st.sampled_from(["fraud", "m-1", "a.b_c"]), st.text(max_size=70)),
+        "model": st.one_of(st.sampled_from(["fraud", "m-1", "a.b_c", "fraud\n"]),
+                           st.text(max_size=70)),
         "features": st.one_of(
             st.dictionaries(st.text(max_size=5), feature_values, max_size=4), json_scalars
         ),
@@ -140,7 +141,7 @@ labels = st.fixed_dictionaries(
     optional={
         "schema_version": st.one_of(st.integers(-1, 3), st.just("1")),
         "request_id": st.one_of(st.text(max_size=130), st.integers(0, 9)),
-        "model": st.one_of(st.sampled_from(["fraud", "m-1"]), st.text(max_size=70)),
+        "model": st.one_of(st.sampled_from(["fraud", "m-1", "fraud\n"]), st.text(max_size=70)),
         "label": st.one_of(st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False,
                            allow_infinity=False), st.text(max_size=3), st.none(), st.lists(
                            st.integers(-9, 9), max_size=1)),
@@ -176,3 +177,13 @@ def test_fast_label_decoder_agrees_with_the_contract(data: dict[str, object]) ->
         type(v) for v in (expected.features or {}).values()
     ]
     assert type(fast.label) is type(expected.label)
+
+
+@pytest.mark.parametrize("model", ["fraud\n", "\nfraud", "fraud\nx", "-fraud", "a" * 65])
+def test_model_names_the_contract_refuses_are_refused_by_the_fast_decoder_too(model: str) -> None:
+    value = orjson.dumps({"request_id": "r", "model": model, "features": {"x": 1.0}})
+    with pytest.raises(DecodeError) as contract:
+        decode_request(value)
+    with pytest.raises(DecodeError) as fast:
+        decode_request_fields(value)
+    assert fast.value.error_class == contract.value.error_class == "InvalidEvent"
