@@ -12,9 +12,12 @@ on a join counts as contact (the join has its own timeouts).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
+import orjson
 
 _JOINING = frozenset({"wait-join", "wait-sync"})
 
@@ -67,3 +70,48 @@ class BrokerContact:
     def silent_for_s(self) -> float:
         """Seconds since the last report with a new response."""
         return self._clock() - self._heard_at
+
+
+class LagGauge(Protocol):
+    """What the listener feeds besides contact: a consumer-lag collector."""
+
+    def update_from_stats(self, stats_json: str | bytes | Mapping[str, Any]) -> None:
+        """Take in one parsed statistics report."""
+        ...
+
+
+class StatisticsListener:
+    """A consumer's `stats_cb`: one parse feeds its lag gauge and its broker contact.
+
+    The moments contact is lost and found again are logged.
+    """
+
+    def __init__(
+        self, lag: LagGauge, contact: BrokerContact, bootstrap_servers: str, log: logging.Logger
+    ) -> None:
+        self.contact = contact
+        self._lag = lag
+        self._bootstrap_servers = bootstrap_servers
+        self._log = log
+        self._was_in_contact = True
+
+    def __call__(self, stats_json: str) -> None:
+        """Take in one report (called by librdkafka from the poll thread)."""
+        try:
+            stats = orjson.loads(stats_json)
+        except orjson.JSONDecodeError as exc:
+            self._log.warning("unreadable librdkafka statistics: %s", exc)
+            return
+        if not isinstance(stats, dict):
+            return
+        self._lag.update_from_stats(stats)
+        self.contact.observe(stats)
+        in_contact = self.contact.in_contact()
+        if in_contact == self._was_in_contact:
+            return
+        self._was_in_contact = in_contact
+        if in_contact:
+            self._log.info("Kafka at %s answers again", self._bootstrap_servers)
+        else:
+            self._log.warning("no answer from Kafka at %s for %.1f s: not ready until it answers",
+                              self._bootstrap_servers, self.contact.silent_for_s)

@@ -42,6 +42,7 @@ from schemas import (
     SnapshotPublished,
     parse_json,
 )
+from workers.broker_contact import BrokerContact, StatisticsListener
 from workers.client_errors import ClientErrorLog
 from workers.crashpoint import LEARNER_POINTS, CrashPoints
 from workers.errors import ConfigurationError, FatalError, RiverrunError
@@ -75,6 +76,7 @@ logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")
 
 _TXN_TIMEOUT_S = 60.0
+_STATISTICS_INTERVAL_MS = 1000
 # A label waits at most this long for the predictions read to catch up with its timestamp
 # (a broker whose watermarks cannot be trusted must not stall the join for ever).
 _CATCH_UP_WAIT_S = 10.0
@@ -149,6 +151,10 @@ class Learner:
         self._producer: Producer | None = None
         self._lineage_key = lineage_key(self._topics.examples)
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
+        self._statistics = StatisticsListener(
+            self.metrics.consumer_lag, BrokerContact.for_interval(_STATISTICS_INTERVAL_MS),
+            settings.kafka.bootstrap_servers, logger,
+        )  # fmt: skip
         self._champion_moved = False  # set by the registry follower's thread
         self._drift = DriftWatch(settings.learner.drift_detector, settings.learner.drift_warmup)
         self._guardrail = Guardrail(
@@ -189,9 +195,10 @@ class Learner:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 100,
-            # Lag per partition for /metrics, parsed on librdkafka's interval, not per record.
-            "statistics.interval.ms": 5000,
-            "stats_cb": self.metrics.consumer_lag.update_from_stats,
+            # Lag per partition for /metrics and broker contact for /readyz, parsed on
+            # librdkafka's interval, not per record.
+            "statistics.interval.ms": _STATISTICS_INTERVAL_MS,
+            "stats_cb": self._statistics,
             "error_cb": self._on_error,
             "logger": _librdkafka_logger,
         })  # fmt: skip
@@ -212,8 +219,9 @@ class Learner:
     # -- health --------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        """Has a model loaded and owns its feedback partitions."""
-        return self._assigned and self._estimator is not None and not self._stop.is_set()
+        """Has a model loaded, owns its feedback partitions and hears from its brokers."""
+        return (self._assigned and self._estimator is not None and not self._stop.is_set()
+                and self._statistics.contact.in_contact())
 
     def stop(self) -> None:
         """Finish the batch, commit, publish a last snapshot and leave (signal-handler safe)."""

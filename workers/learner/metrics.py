@@ -61,7 +61,7 @@ class LearnerMetrics:
             registry=r,
         )
         self.ready = Gauge(
-            "riverrun_learner_ready", "1 when the learner has a model and its partitions.",
+            "riverrun_learner_ready", "1 with a model, its partitions and its brokers answering.",
             registry=r,
         )  # fmt: skip
         self.version = Gauge(

@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -25,7 +24,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from workers.broker_contact import BrokerContact
+from workers.broker_contact import BrokerContact, StatisticsListener
 from workers.client_errors import ClientErrorLog
 from workers.crashpoint import CrashPoints
 from workers.errors import FatalError
@@ -110,7 +109,8 @@ class Scorer:
         self._crash = CrashPoints(settings.scorer.crash_at)
         self._contact = BrokerContact.for_interval(settings.scorer.statistics_interval_ms)
         self._watch_contact = settings.scorer.statistics_interval_ms > 0
-        self._was_in_contact = True
+        self._statistics = StatisticsListener(self.metrics.consumer_lag, self._contact,
+                                              settings.kafka.bootstrap_servers, logger)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class Scorer:
                 # Consumer lag per partition for /metrics, parsed on librdkafka's interval.
                 "statistics.interval.ms": self._options.statistics_interval_ms,
                 "error_cb": self._on_error,
-                "stats_cb": self._on_stats,
+                "stats_cb": self._statistics,
                 "logger": _librdkafka_logger,
             }
         )
@@ -195,28 +195,6 @@ class Scorer:
         if not self._joined or self._stop.is_set():
             return False
         return not self._watch_contact or self._contact.in_contact()
-
-    def _on_stats(self, stats_json: str) -> None:
-        # librdkafka's stats_cb, on the poll thread: one parse feeds lag and broker contact.
-        try:
-            stats = orjson.loads(stats_json)
-        except orjson.JSONDecodeError as exc:
-            logger.warning("unreadable librdkafka statistics: %s", exc)
-            return
-        if not isinstance(stats, dict):
-            return
-        self.metrics.consumer_lag.update_from_stats(stats)
-        self._contact.observe(stats)
-        in_contact = self._contact.in_contact()
-        if in_contact != self._was_in_contact:
-            self._was_in_contact = in_contact
-            if in_contact:
-                logger.info("Kafka at %s answers again", self._settings.kafka.bootstrap_servers)
-            else:
-                logger.warning(
-                    "no answer from Kafka at %s for %.1f s: not ready until it answers",
-                    self._settings.kafka.bootstrap_servers, self._contact.silent_for_s,
-                )  # fmt: skip
 
     def stop(self) -> None:
         """Finish the current batch, flush, commit and leave (safe from a signal handler)."""
