@@ -7,12 +7,13 @@ names what is wrong: an error class, the field path and the reason.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import Event, LabelObserved, PredictionRequested
+from schemas.events import Event, LabelObserved, PredictionMade, PredictionRequested, utc_now
 
 E = TypeVar("E", bound=Event)
 
@@ -94,6 +95,8 @@ _FAST_FIELDS = frozenset({"request_id", "model", "features", "key"})
 _SLOW_FIELDS = frozenset(PredictionRequested.model_fields) - _FAST_FIELDS
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name: fullmatch
 _good_model_names: set[str] = set()
+_REQUEST_ID_MAX = 128
+_KEY_MAX = 256
 
 
 def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
@@ -104,11 +107,11 @@ def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
     model = data.get("model")
     features = data.get("features")
     key = data.get("key")
-    if type(request_id) is not str or not 0 < len(request_id) <= 128:
+    if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
         return None
     if type(model) is not str or not _good_model(model):
         return None
-    if key is not None and (type(key) is not str or len(key) > 256):
+    if key is not None and (type(key) is not str or len(key) > _KEY_MAX):
         return None
     checked = _fast_features(features)
     if checked is None:
@@ -162,6 +165,149 @@ def decode_label(data: Any, raw: bytes | None) -> LabelObserved:
     Accepts exactly what `decode(LabelObserved, raw)` accepts and returns an equal event.
     """
     return _validated(LabelObserved, data, raw)
+
+
+# The learner reads every label and prediction of its model: their usual shape is checked by
+# hand too, and anything unusual (a field of another type, a timestamp not in UTC) goes through
+# pydantic, which also explains a refusal. Property tests hold the two together.
+# A datetime in UTC as riverrun's producers write it (pydantic's `Z`, isoformat's `+00:00`).
+_UTC_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
+_LABEL_TYPES = (bool, int, float, str)
+
+
+class LabelFields(NamedTuple):
+    """The parts of a `LabelObserved` the join uses, without building a model object."""
+
+    request_id: str
+    model: str
+    label: bool | int | float | str
+    observed_at: datetime
+    features: dict[str, float | str] | None
+
+
+class PredictionFields(NamedTuple):
+    """The parts of a `PredictionMade` the join uses, without building a model object."""
+
+    request_id: str
+    model: str
+    version: int
+    snapshot: int
+    route: str
+    prediction: bool | int | float | str
+    proba: dict[str, float] | None
+    features: dict[str, float | str]
+
+
+def decode_label_fields(data: Any, raw: bytes | None) -> LabelFields | LabelObserved:
+    """Decode feedback parsed from `raw` as `decode_label(data, raw)` would.
+
+    Usually by hand; the dict parsed is consumed (features' ints become floats).
+
+    Raises:
+        DecodeError: the record breaks the contract (from pydantic, with the field path).
+
+    """
+    if type(data) is dict:
+        fields = _label_fields(data)
+        if fields is not None:
+            return fields
+    return decode_label(data, raw)
+
+
+def decode_prediction_fields(data: Any, raw: bytes | None) -> PredictionFields | PredictionMade:
+    """Decode a prediction parsed from `raw` as `decode(PredictionMade, raw)` would.
+
+    Usually by hand; the dict parsed is consumed (features' ints become floats).
+
+    Raises:
+        DecodeError: the record breaks the contract (from pydantic, with the field path).
+
+    """
+    if type(data) is dict:
+        fields = _prediction_fields(data)
+        if fields is not None:
+            return fields
+    return decode(PredictionMade, raw)
+
+
+def _label_fields(data: dict[str, Any]) -> LabelFields | None:
+    """Check `LabelObserved`'s rules by hand; None means "ask pydantic"."""
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version < 1:
+        return None
+    request_id = data.get("request_id")
+    if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
+        return None
+    model = data.get("model")
+    if type(model) is not str or not _good_model(model):
+        return None
+    label: Any = data.get("label")
+    if type(label) not in _LABEL_TYPES:
+        return None
+    key = data.get("key")
+    if key is not None and (type(key) is not str or len(key) > _KEY_MAX):
+        return None
+    features: Any = data.get("features")
+    if features is not None and _fast_features(features) is None:
+        return None
+    if "observed_at" in data:
+        observed_at = _utc_datetime(data["observed_at"])
+        if observed_at is None:
+            return None
+    else:
+        observed_at = utc_now()  # the contract's default, as pydantic would stamp it
+    return LabelFields(request_id, model, label, observed_at, features)
+
+
+def _prediction_fields(data: dict[str, Any]) -> PredictionFields | None:
+    """Check `PredictionMade`'s rules by hand; None means "ask pydantic"."""
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version < 1:
+        return None
+    request_id = data.get("request_id")
+    if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
+        return None
+    model = data.get("model")
+    if type(model) is not str or not _good_model(model):
+        return None
+    model_version = data.get("version")
+    snapshot = data.get("snapshot")
+    if type(model_version) is not int or model_version < 0:
+        return None
+    if type(snapshot) is not int or snapshot < 0:
+        return None
+    route = data.get("route")
+    prediction: Any = data.get("prediction")
+    if type(route) is not str or type(prediction) not in _LABEL_TYPES:
+        return None
+    proba = data.get("proba")
+    if proba is not None and not _proba(proba):
+        return None
+    features: Any = data.get("features")
+    if _fast_features(features) is None:
+        return None
+    latency_ms = data.get("latency_ms")
+    if type(latency_ms) is not float or latency_ms < 0.0:
+        return None
+    if _utc_datetime(data.get("scored_at")) is None:
+        return None
+    return PredictionFields(request_id, model, model_version, snapshot, route, prediction,
+                            proba, features)  # fmt: skip
+
+
+def _proba(proba: Any) -> bool:
+    if type(proba) is not dict:
+        return False
+    return all(type(p) is float for p in proba.values())
+
+
+def _utc_datetime(value: Any) -> datetime | None:
+    if type(value) is not str or _UTC_TIMESTAMP.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # out of range (a 13th month, a leap second): pydantic says why
+        return None
 
 
 def encode(event: Event) -> bytes:

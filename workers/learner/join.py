@@ -11,14 +11,19 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from schemas import SCHEMA_VERSION, ExampleJoined, LabelObserved, OutcomeRecorded, PredictionMade
-
-if TYPE_CHECKING:
-    from workers.learner.intake import LabelFields, PredictionFields
+from schemas import (
+    SCHEMA_VERSION,
+    ExampleJoined,
+    LabelFields,
+    LabelObserved,
+    OutcomeRecorded,
+    PredictionFields,
+    PredictionMade,
+)
 
 Task = Literal["binary", "multiclass", "regression"]
 

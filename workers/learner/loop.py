@@ -36,10 +36,13 @@ from schemas import (
     DeadLetter,
     DecodeError,
     DriftDetected,
+    LabelFields,
     LabelObserved,
     ModelVersionReleased,
     PolicyChanged,
     SnapshotPublished,
+    decode_label_fields,
+    decode_prediction_fields,
     parse_json,
 )
 from workers.broker_contact import BrokerContact, StatisticsListener
@@ -48,7 +51,6 @@ from workers.crashpoint import LEARNER_POINTS, CrashPoints
 from workers.errors import ConfigurationError, FatalError, RiverrunError
 from workers.learner.drift import DriftWatch, Stream
 from workers.learner.guardrail import Guardrail
-from workers.learner.intake import Intake, LabelFields
 from workers.learner.join import Joined, JoinWindow, example_value, outcome_value
 from workers.learner.log import (
     check_single_partition,
@@ -135,7 +137,6 @@ class Learner:
             int(settings.learner.window_max_age_s * 1000),
         )  # fmt: skip
         self._pending: deque[_Pending] = deque()
-        self._intake = Intake(self._model)
         # Examples committed by this learner and not learned yet: (log offset, features, label).
         # Learned from memory once the log reader has caught up with the first of them.
         self._committed: deque[tuple[int, dict[str, Any], Any]] = deque()
@@ -560,7 +561,7 @@ class Learner:
         if not isinstance(data, dict) or data.get("model") != self._model:
             return
         try:
-            prediction = self._intake.read_prediction(data, raw)
+            prediction = decode_prediction_fields(data, raw)
         except DecodeError as exc:
             logger.debug("unreadable prediction at %s/%d: %s", record.topic(), record.offset(), exc)
             return
@@ -575,7 +576,7 @@ class Learner:
         if isinstance(data, dict) and data.get("model") not in (None, self._model):
             return _Pending(record, None, arrived)  # another model's learner takes it
         try:
-            return _Pending(record, self._intake.read_label(data, raw), arrived)
+            return _Pending(record, decode_label_fields(data, raw), arrived)
         except DecodeError as exc:
             return _Pending(record, None, arrived, exc)
 

@@ -1,6 +1,7 @@
 """The learner's hand-checked inputs and outputs agree with the contracts, byte for byte.
 
-Labels and predictions are read by `Intake` without pydantic when they look usual; examples
+Labels and predictions are read by the codec's `decode_label_fields` and
+`decode_prediction_fields` without pydantic when they look usual; examples
 and outcomes are rendered without building their models. Each is held here to the contract
 it stands in for: the same records accepted, the same refusals, equal fields of the same
 types, and the same bytes written to the examples log and the outcomes topic.
@@ -19,13 +20,16 @@ from pydantic import ValidationError
 from schemas import (
     DecodeError,
     ExampleJoined,
+    LabelFields,
     LabelObserved,
     OutcomeRecorded,
+    PredictionFields,
     PredictionMade,
     decode,
+    decode_label_fields,
+    decode_prediction_fields,
     encode,
 )
-from workers.learner.intake import Intake, LabelFields, PredictionFields
 from workers.learner.join import Joined, JoinWindow, Outcome, example_value, outcome_value
 
 MODEL = "fraud"
@@ -150,11 +154,11 @@ def test_labels_read_by_hand_agree_with_the_contract(data: dict[str, object]) ->
         expected = decode(LabelObserved, value)
     except DecodeError as exc:
         with pytest.raises(DecodeError) as caught:
-            Intake(MODEL).read_label(orjson.loads(value), value)
+            decode_label_fields(orjson.loads(value), value)
         assert (caught.value.error_class, caught.value.reason) == (exc.error_class, exc.reason)
         assert caught.value.raw == value
         return
-    got = Intake(MODEL).read_label(orjson.loads(value), value)
+    got = decode_label_fields(orjson.loads(value), value)
     assert (got.request_id, got.model, got.label, got.features) == (
         expected.request_id, expected.model, expected.label, expected.features
     )  # fmt: skip
@@ -173,10 +177,10 @@ def test_predictions_read_by_hand_agree_with_the_contract(data: dict[str, object
         expected = decode(PredictionMade, value)
     except DecodeError as exc:
         with pytest.raises(DecodeError) as caught:
-            Intake(MODEL).read_prediction(orjson.loads(value), value)
+            decode_prediction_fields(orjson.loads(value), value)
         assert (caught.value.error_class, caught.value.reason) == (exc.error_class, exc.reason)
         return
-    got = Intake(MODEL).read_prediction(orjson.loads(value), value)
+    got = decode_prediction_fields(orjson.loads(value), value)
     fields = ("request_id", "model", "version", "snapshot", "route", "prediction", "proba",
               "features")  # fmt: skip
     assert [getattr(got, f) for f in fields] == [getattr(expected, f) for f in fields]
@@ -188,23 +192,23 @@ def test_predictions_read_by_hand_agree_with_the_contract(data: dict[str, object
 def test_usual_records_take_the_hand_path_and_unusual_ones_pydantic() -> None:
     label = encode(LabelObserved(request_id="r1", model=MODEL, label=True, features={"x": 1.0},
                                  observed_at=datetime(2026, 1, 1, 12, tzinfo=UTC)))  # fmt: skip
-    assert isinstance(Intake(MODEL).read_label(orjson.loads(label), label), LabelFields)
+    assert isinstance(decode_label_fields(orjson.loads(label), label), LabelFields)
     made = PredictionMade(
         request_id="r1", model=MODEL, version=1, snapshot=2, route="champion", prediction=True,
         proba={"True": 0.75, "False": 0.25}, features={"x": 1.0},
         scored_at=datetime(2026, 1, 1, 12, tzinfo=UTC), latency_ms=1.5,
     )  # fmt: skip
     raw = encode(made)
-    assert isinstance(Intake(MODEL).read_prediction(orjson.loads(raw), raw), PredictionFields)
+    assert isinstance(decode_prediction_fields(orjson.loads(raw), raw), PredictionFields)
     # The scorer writes scored_at with isoformat's +00:00.
     data = {**orjson.loads(raw), "scored_at": "2026-01-01T12:00:00.123456+00:00"}
-    assert isinstance(Intake(MODEL).read_prediction(data, orjson.dumps(data)), PredictionFields)
+    assert isinstance(decode_prediction_fields(data, orjson.dumps(data)), PredictionFields)
     odd = {**orjson.loads(label), "observed_at": "2026-01-01T14:00:00+02:00"}
-    assert isinstance(Intake(MODEL).read_label(odd, orjson.dumps(odd)), LabelObserved)
+    assert isinstance(decode_label_fields(odd, orjson.dumps(odd)), LabelObserved)
     # A model name the contract refuses is refused however the record looks.
     bad = {**orjson.loads(label), "model": "bad name"}
     with pytest.raises(DecodeError, match="model"):
-        Intake("bad name").read_label(bad, orjson.dumps(bad))
+        decode_label_fields(bad, orjson.dumps(bad))
 
 
 datetimes = st.one_of(
