@@ -24,6 +24,16 @@ def topic_partitions(consumer: Any, topic: str, role: str, timeout: float = 15.0
         metadata = consumer.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
         raise RetryableError(f"cannot read metadata of the {role} topic {topic}: {exc}") from exc
+    return partitions_in(metadata, topic, role)
+
+
+def partitions_in(metadata: Any, topic: str, role: str) -> list[int]:
+    """The partition ids of a topic in a metadata answer, sorted.
+
+    Raises:
+        ConfigurationError: the topic does not exist (named by its `RIVERRUN_TOPICS__` setting).
+
+    """
     info = metadata.topics.get(topic)
     if info is None or info.error is not None or not info.partitions:
         setting = "MODELS" if role == "registry" else role.upper()

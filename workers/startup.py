@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from schemas import KafkaSettings
 from workers.errors import ConfigurationError
+from workers.partitions import partitions_in
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")
@@ -64,22 +65,20 @@ def wait_for_kafka(
                 why = f"Kafka not reachable ({exc.args[0].str() if exc.args else exc})"
                 topics_missing_since = None
             else:
-                missing = [
-                    (name, topic) for name, topic in topics
-                    if topic not in metadata.topics or metadata.topics[topic].error is not None
-                ]  # fmt: skip
-                if not missing:
+                try:
+                    for name, topic in topics:
+                        partitions_in(metadata, topic, name)
+                except ConfigurationError as missing:
+                    why = str(missing)
+                    now = time.monotonic()
+                    topics_missing_since = topics_missing_since or now
+                    if now - topics_missing_since >= topic_grace_s:
+                        raise
+                else:
                     if time.monotonic() - started > 1.0:
                         logger.info("Kafka at %s answers: starting %s after %.0f s",
                                     kafka.bootstrap_servers, who, time.monotonic() - started)
                     return True
-                name, topic = missing[0]
-                why = (f"the {name} topic {topic} does not exist yet: run `riverrun topics "
-                       f"create` or set RIVERRUN_TOPICS__{name.upper()}")  # fmt: skip
-                now = time.monotonic()
-                topics_missing_since = topics_missing_since or now
-                if now - topics_missing_since >= topic_grace_s:
-                    raise ConfigurationError(why)
             now = time.monotonic()
             if now - last_said >= log_every_s:
                 last_said = now
