@@ -1,4 +1,4 @@
-"""Steps several scenarios share: a scorer group under load, and the final reckoning.
+"""Steps several scenarios share: a release, a scorer group under load, and the final reckoning.
 
 A scenario drives the steps; the checker judges what they produced.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from schemas import KafkaSettings, TopicSettings
+from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 from .harness import outputs
 from .harness.checker import (
@@ -26,9 +27,17 @@ from .harness.checker import (
     offsets_ahead,
     open_transactions,
 )
-from .harness.processes import Worker, Workers, scorer_argv, wait_for
+from .harness.processes import SIGNING_KEY, Worker, Workers, scorer_argv, wait_for
 
 MODES = ("at-least-once", "exactly-once")
+LINEAR_SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary",
+                        label_type="bool")
+
+
+def release_untrained(kafka: KafkaSettings, topics: TopicSettings, model: str) -> None:
+    """Release version 1 of `model`: the linear spec, untrained, signed with the suite's key."""
+    with Registry(kafka, topics, RegistrySettings(signing_key=SIGNING_KEY)) as registry:
+        registry.release(model, LINEAR_SPEC, build_estimator(LINEAR_SPEC))
 
 
 T = TypeVar("T")
@@ -53,6 +62,18 @@ def judge_duplicates(mode: str, duplicated: int, conformance: Any) -> str | None
     # Aborted records reach read_committed readers on this broker: a duplicate here is the
     # broker's, so the figure is reported and not judged.
     return f"{conformance.engine}: {caps.detail('read_committed')}"
+
+
+def assert_delivered(mode: str, result: Reckoning, conformance: Any) -> None:
+    """The delivery oracle of a run in `mode`: nothing missing, inconsistent or unexpected,
+    committed offsets never ahead of outputs, no transaction left open, and no duplicate
+    where the broker lets duplicates be judged."""
+    assert result.delivery.missing == 0, (mode, result.delivery)
+    assert result.delivery.inconsistent == result.delivery.unexpected == 0, result.delivery
+    assert result.violations == [], result.violations[:3]
+    assert result.open_transactions == {}
+    if judge_duplicates(mode, result.delivery.duplicated, conformance) is None:
+        assert result.delivery.duplicated == 0, (mode, result.delivery)
 
 
 @dataclass

@@ -20,7 +20,14 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import Workers
 from .profile import PROFILE
-from .scenario import Reckoning, ScorerGroup, for_each_mode, judge_duplicates, reckon
+from .scenario import (
+    Reckoning,
+    ScorerGroup,
+    assert_delivered,
+    for_each_mode,
+    judge_duplicates,
+    reckon,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -69,9 +76,4 @@ def test_every_scorer_crash_point_loses_nothing(
                        **({"duplicates_reason": why} if why else {}))
     for mode, (faults, result) in outcomes.items():
         assert vacuous(faults, len(points)) == []
-        assert result.delivery.missing == 0, (mode, result.delivery)
-        assert result.delivery.inconsistent == result.delivery.unexpected == 0, result.delivery
-        assert result.violations == [], result.violations[:3]
-        assert result.open_transactions == {}
-        if judge_duplicates(mode, result.delivery.duplicated, conformance) is None:
-            assert result.delivery.duplicated == 0, (mode, result.delivery)
+        assert_delivered(mode, result, conformance)

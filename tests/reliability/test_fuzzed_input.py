@@ -14,15 +14,15 @@ import orjson
 import pytest
 
 from schemas import KafkaSettings
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 from .conftest import Figures
 from .fuzz import FEEDBACK_CLASSES, REQUEST_CLASSES, WEIGHT, corpus, for_model
 from .harness import outputs
 from .harness.checker import Request, check_delivery
 from .harness.loadgen import LoadGenerator
-from .harness.processes import SIGNING_KEY, Workers, learner_argv, scorer_argv, wait_for
+from .harness.processes import Workers, learner_argv, scorer_argv, wait_for
 from .profile import PROFILE
+from .scenario import release_untrained
 
 pytestmark = pytest.mark.reliability
 
@@ -149,10 +149,7 @@ def test_malformed_feedback_is_dead_lettered_and_good_labels_learned(
 ) -> None:
     model = f"fuzzed-{uuid.uuid4().hex[:6]}"
     topics = make_topics()
-    spec = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary",
-                     label_type="bool")
-    with Registry(kafka, topics, RegistrySettings(signing_key=SIGNING_KEY)) as registry:
-        registry.release(model, spec, build_estimator(spec))
+    release_untrained(kafka, topics, model)
     classes = {**FEEDBACK_CLASSES}
     per_class = max(1, PROFILE.fuzz_examples // len(classes))
     kinds = [*classes, "second-label"]

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas import KafkaSettings, ModelVersionReleased, SnapshotPublished
 from workers.crashpoint import LEARNER_POINTS
 from workers.learner import verify_snapshot
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from workers.registry import Registry, RegistrySettings
 from workers.registry.records import decode_registry_record
 
 from .conftest import Figures
@@ -26,10 +26,10 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator
 from .harness.processes import RIVERRUN, SIGNING_KEY, Workers, learner_argv, wait_for
 from .profile import PROFILE
+from .scenario import release_untrained
 
 pytestmark = [pytest.mark.reliability, pytest.mark.requires("read_committed")]
 
-SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
 HITS = 2
 
 
@@ -49,8 +49,7 @@ def test_learner_sigkills_keep_every_snapshot_reproducible(
     for future in admin.create_topics([NewTopic(feedback, num_partitions=1)]).values():
         future.result(timeout=30)
     topics = topics.model_copy(update={"feedback": feedback})
-    with Registry(kafka, topics, settings()) as registry:
-        registry.release(model, SPEC, build_estimator(SPEC))
+    release_untrained(kafka, topics, model)
 
     points = sorted(LEARNER_POINTS) * PROFILE.crash_repetitions
     chunk = PROFILE.learner_chunk

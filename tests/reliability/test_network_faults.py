@@ -15,21 +15,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas import KafkaSettings
 from workers.broker.process import free_port
 from workers.broker.tansu import TansuBroker, start_tansu
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 from .conftest import Figures, create_topics, topic_names
 from .harness.checker import Fault, recovery_seconds, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
-from .harness.processes import SIGNING_KEY, Workers, learner_argv, scorer_argv, wait_for
+from .harness.processes import Workers, learner_argv, scorer_argv, wait_for
 from .harness.proxy import FaultProxy
 from .profile import PROFILE
-from .scenario import ScorerGroup, reckon
+from .scenario import ScorerGroup, reckon, release_untrained
 from .watch import Watcher
 
 pytestmark = pytest.mark.reliability
 
 RECOVERY_BOUND_S = 60.0
-SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
 
 
 def hold(seconds: float) -> None:
@@ -69,8 +67,7 @@ def test_broker_outage_through_a_proxy(
     for worker_id in ("a", "b"):
         group.start(worker_id)
     model = f"outage-{uuid.uuid4().hex[:6]}"
-    with Registry(kafka, topics, RegistrySettings(signing_key=SIGNING_KEY)) as registry:
-        registry.release(model, SPEC, build_estimator(SPEC))
+    release_untrained(kafka, topics, model)
     learner = workers.start("learner", learner_argv(kafka.bootstrap_servers, topics, model))
     group.wait_ready()
     wait_for(learner.ready, 90, "the learner to be ready")
@@ -184,8 +181,7 @@ def test_workers_started_before_their_broker_wait_and_become_ready(
         # The release first, then the examples log the learner also waits for: a learner
         # started before any release is refused (it has nothing to learn).
         create(kafka, {topics.models: 1, topics.artifacts: 1})
-        with Registry(kafka, topics, RegistrySettings(signing_key=SIGNING_KEY)) as registry:
-            registry.release(model, SPEC, build_estimator(SPEC))
+        release_untrained(kafka, topics, model)
         create(kafka, {name: 1 if role == "examples" else 4 for role, name in topics.all().items()
                        if role not in ("models", "artifacts")})
         create(kafka, {registry_topics.requests: 4, registry_topics.predictions: 4})

@@ -13,7 +13,6 @@ from river import datasets, linear_model, optim, preprocessing
 
 from schemas import KafkaSettings, SnapshotPublished, encode
 from workers.registry import (
-    ModelSpec,
     RefusedArtifact,
     Registry,
     RegistrySettings,
@@ -32,12 +31,11 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import SIGNING_KEY, Workers, scorer_argv, wait_for
 from .poison import variants
-from .scenario import reckon
+from .scenario import LINEAR_SPEC, reckon
 
 pytestmark = pytest.mark.reliability
 
 MODEL = "phishing"
-SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
 LIMIT = 2 * 1024 * 1024  # the scorer's --max-artifact-bytes in this scenario
 
 
@@ -99,7 +97,7 @@ def test_a_scorer_refuses_poisoned_snapshots_and_keeps_serving(
     topics = make_topics()
     settings = RegistrySettings(signing_key=SIGNING_KEY)
     with Registry(kafka, topics, settings) as registry:
-        _, first = registry.release(MODEL, SPEC, trained(200))
+        _, first = registry.release(MODEL, LINEAR_SPEC, trained(200))
         older = registry.store.get(first.artifact.location, first.artifact.size, LIMIT)
         scorer = workers.start("scorer", scorer_argv(
             kafka.bootstrap_servers, topics, f"poison-{uuid.uuid4().hex[:8]}", "s",

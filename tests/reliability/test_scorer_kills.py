@@ -18,7 +18,14 @@ from .harness.checker import Fault, vacuous
 from .harness.loadgen import LoadGenerator, request_payload
 from .harness.processes import Workers, wait_for
 from .profile import PROFILE
-from .scenario import Reckoning, ScorerGroup, for_each_mode, judge_duplicates, reckon
+from .scenario import (
+    Reckoning,
+    ScorerGroup,
+    assert_delivered,
+    for_each_mode,
+    judge_duplicates,
+    reckon,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -68,9 +75,4 @@ def test_scorer_sigkills_lose_nothing(
         assert vacuous(faults, PROFILE.kills) == []
         assert set(codes.values()) == {0}, codes
         assert len(load.acked) == PROFILE.kill_requests, load.failures[:3]
-        assert result.delivery.missing == 0, (mode, result.delivery)
-        assert result.delivery.inconsistent == result.delivery.unexpected == 0, result.delivery
-        assert result.violations == [], result.violations[:3]
-        assert result.open_transactions == {}
-        if judge_duplicates(mode, result.delivery.duplicated, conformance) is None:
-            assert result.delivery.duplicated == 0, (mode, result.delivery)
+        assert_delivered(mode, result, conformance)
