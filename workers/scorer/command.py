@@ -98,8 +98,9 @@ def run_score(args: argparse.Namespace) -> int:
         health.start()
     try:
         if isinstance(models, RegistryModelSource):
-            # The registry is read before the first request: wait for the broker, then read it.
-            topics = [("models", settings.topics.models)]
+            # The registry is read before the first request: wait for the broker and the topics
+            # (a subscription made before its topic exists waits out a metadata refresh).
+            topics = [("models", settings.topics.models), ("requests", settings.topics.requests)]
             if not wait_for_kafka(settings.kafka, topics, stopping, "the scorer"):
                 return 0
             models.start()
