@@ -162,9 +162,9 @@ class KafkaArtifactStore:
 
         for index in range(count):
             chunk = data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
-            # Keyed by snapshot and chunk, not by artifact id: republishing a snapshot supersedes
-            # its old chunks under compaction instead of keeping them forever.
-            key = f"{model}/{version:010d}/{snapshot:012d}/{index:06d}".encode()
+            # Keyed by artifact id too: two releases racing for one version number each write
+            # chunks before one of them wins, and the loser's must not compact the winner's away.
+            key = f"{model}/{version:010d}/{snapshot:012d}/{artifact_id}/{index:06d}".encode()
             headers: list[tuple[str, str | bytes | None]] = [
                 (_HEADER_ID, artifact_id.encode()),
                 (_HEADER_CHUNK, str(index).encode()),

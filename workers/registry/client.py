@@ -95,7 +95,8 @@ class RegistrySettings(BaseModel):
         )
 
 
-_RELEASE_ATTEMPTS = 5
+_RELEASE_ATTEMPTS = 8
+_FENCED_WAIT_S = 2.0  # per attempt: how long a fenced release lets the other one finish
 _RELEASE_TIMEOUT_S = 30.0
 
 
@@ -251,6 +252,7 @@ class Registry:
         producer = self._release_producer(name)
         try:
             for attempt in range(1, _RELEASE_ATTEMPTS + 1):
+                latest: int | None = None
                 try:
                     producer.begin_transaction()
                     latest = self.refresh().latest_version(name)
@@ -270,7 +272,7 @@ class Registry:
                         producer.produce(self.topics.models, encode(record), key_of(record))
                     producer.commit_transaction(_RELEASE_TIMEOUT_S)
                 except KafkaException as exc:
-                    producer = self._after_release_error(exc, producer, name, attempt)
+                    producer = self._after_release_error(exc, producer, name, attempt, latest)
                     continue
                 logger.info("released %s@%d (%d bytes at %s)", name, version, len(data), location)
                 return released, snapshot
@@ -289,7 +291,9 @@ class Registry:
         producer.init_transactions(_RELEASE_TIMEOUT_S)  # fences a release of `name` in flight
         return producer
 
-    def _after_release_error(self, exc: Any, producer: Any, name: str, attempt: int) -> Any:
+    def _after_release_error(
+        self, exc: Any, producer: Any, name: str, attempt: int, latest: int | None
+    ) -> Any:
         """Abort or replace the release producer after a failed attempt; raise on the last."""
         error = exc.args[0]
         if attempt >= _RELEASE_ATTEMPTS:
@@ -299,12 +303,28 @@ class Registry:
             ) from exc
         logger.warning("release of %s: attempt %d failed (%s); starting again",
                        name, attempt, error.str())
-        time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311  # jitter, not a secret
-        if error.fatal():  # fenced by a concurrent release: take the transactional id back
+        if error.fatal():
+            # Fenced: another release of `name` took the transactional id. Taking it straight
+            # back would fence that one in turn, and two racers can go on fencing each other
+            # for ever; let it commit its version first.
+            self._wait_for_release(name, latest, _FENCED_WAIT_S * attempt)
             return self._release_producer(name)
+        time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311  # jitter, not a secret
         with contextlib.suppress(Exception):
             producer.abort_transaction(_RELEASE_TIMEOUT_S)
         return producer
+
+    def _wait_for_release(self, name: str, latest: int | None, timeout: float) -> None:
+        """Until a version of `name` newer than `latest` is in the registry, or `timeout` s."""
+        deadline = time.monotonic() + timeout
+        if latest is None:  # fenced before this attempt read the registry
+            latest = self.refresh().latest_version(name)
+        while time.monotonic() < deadline:
+            if (self.refresh().latest_version(name) or 0) > (latest or 0):
+                break
+            time.sleep(0.1)
+        # Jitter, so the racers that waited do not all take the id back at once.
+        time.sleep(random.uniform(0.0, 0.2))  # noqa: S311  # jitter, not a secret
 
     def _examples_lineage(self) -> dict[str, int]:
         """The end of the examples log now, as a lineage; empty when there is no such log."""
