@@ -17,8 +17,10 @@ def test_prequential_accuracy_is_rivers_progressive_validation() -> None:
     for x, y in data:
         learn_example(ours, x, y, prequential)
     theirs = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    accuracy = evaluate.progressive_val_score(data, theirs, metrics.Accuracy())
+    accuracy, roc_auc = metrics.Accuracy(), metrics.ROCAUC()
+    evaluate.progressive_val_score(data, theirs, accuracy + roc_auc)
     assert prequential.values()["accuracy"] == pytest.approx(accuracy.get(), abs=1e-12)
+    assert prequential.values()["roc_auc"] == roc_auc.get()  # binned, still River's value
     assert set(prequential.values()) == {"accuracy", "log_loss", "roc_auc", "f1", "examples"}
     assert pickle.dumps(ours) == pickle.dumps(theirs)
 
