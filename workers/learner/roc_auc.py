@@ -37,7 +37,7 @@ class BinnedROCAUC:
         counts[bisect_left(self.thresholds, p_true)] += w
 
     def get(self) -> float:
-        """The area under the discretised ROC curve, as River computes it."""
+        """Return the area under the discretised ROC curve, as River computes it."""
         n = len(self.thresholds)
         positives, negatives = self._positives, self._negatives
         tprs, fprs = [0.0] * n, [0.0] * n
