@@ -152,7 +152,8 @@ def test_a_second_worker_takes_over_partitions(
     assert "scored 0 records" not in second.output(), second.output()
 
 
-@pytest.mark.smoke
+# Apache Kafka only: Tansu shows aborted records to read_committed readers, so it cannot judge
+# exactly-once (tests/integration/test_broker.py measures that).
 def test_exactly_once_survives_sigkill_mid_transaction(
     broker: Any, kafka_settings: KafkaSettings, topics: TopicSettings, start_scorer: Any,
     phishing: list[tuple[dict[str, float], bool]], record_property: Any,

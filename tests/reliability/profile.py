@@ -32,6 +32,7 @@ class Profile:
     judge_fuzz_throughput: bool  # only phases of whole CPU-seconds can judge a 10 % margin
     fuzz_pairs: int  # alternating clean and fuzzed phases
     learner_chunk: int  # labels fed before each learner run
+    learner_kills: bool  # the short profile leaves them to tests/integration/test_learner.py
     soak_seconds: float
     soak_rate: float
     parallel_modes: bool  # at-least-once and exactly-once side by side (less wall time)
@@ -42,7 +43,7 @@ SHORT = Profile(
     crash_repetitions=1, storm_seconds=0.0, storm_every_s=3.0, steady_seconds=4.0,
     storm_rate=1_500.0, black_hole_s=6.0, network_faults=("black-hole",), outage_rate=500.0,
     fuzz_examples=100, fuzz_good=20_000, judge_fuzz_throughput=False, fuzz_pairs=1,
-    learner_chunk=150, soak_seconds=0.0,
+    learner_chunk=150, learner_kills=False, soak_seconds=0.0,
     soak_rate=0.0, parallel_modes=True,
 )  # fmt: skip
 
@@ -51,7 +52,7 @@ LONG = Profile(
     crash_repetitions=3, storm_seconds=60.0, storm_every_s=4.0, steady_seconds=15.0,
     storm_rate=2_000.0, black_hole_s=10.0, network_faults=("black-hole", "latency", "reset"),
     outage_rate=1_000.0, fuzz_examples=400, fuzz_good=80_000, judge_fuzz_throughput=True,
-    fuzz_pairs=5, learner_chunk=250,
+    fuzz_pairs=5, learner_chunk=250, learner_kills=True,
     soak_seconds=1_800.0, soak_rate=1_000.0, parallel_modes=True,
 )  # fmt: skip
 

@@ -28,7 +28,14 @@ from .harness.processes import RIVERRUN, SIGNING_KEY, Workers, learner_argv, wai
 from .profile import PROFILE
 from .scenario import release_untrained
 
-pytestmark = [pytest.mark.reliability, pytest.mark.requires("read_committed")]
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.requires("read_committed"),
+    pytest.mark.skipif(not PROFILE.learner_kills, reason="learner SIGKILLs at every crash point "
+                       "run in the long profile (make reliability); make test has its own in "
+                       "tests/integration/test_learner.py::test_sigkilled_learner_learns_each_"
+                       "example_once_byte_for_byte"),
+]
 
 HITS = 2
 
