@@ -7,6 +7,7 @@ names what is wrong: an error class, the field path and the reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from schemas.events import Event, LabelObserved, PredictionMade, PredictionRequested, utc_now
 
 E = TypeVar("E", bound=Event)
+F = TypeVar("F")
 
 
 class DecodeError(ValueError):
@@ -159,14 +161,6 @@ def decode_request_fields(raw: bytes | None, max_bytes: int | None = None) -> Re
     return RequestFields(request.request_id, request.model, request.features, request.key)
 
 
-def decode_label(data: Any, raw: bytes | None) -> LabelObserved:
-    """Decode labelled feedback already parsed from `raw` (the learner parses once, to route).
-
-    Accepts exactly what `decode(LabelObserved, raw)` accepts and returns an equal event.
-    """
-    return _validated(LabelObserved, data, raw)
-
-
 # The learner reads every label and prediction of its model: their usual shape is checked by
 # hand too, and anything unusual (a field of another type, a timestamp not in UTC) goes through
 # pydantic, which also explains a refusal. Property tests hold the two together.
@@ -199,7 +193,7 @@ class PredictionFields(NamedTuple):
 
 
 def decode_label_fields(data: Any, raw: bytes | None) -> LabelFields | LabelObserved:
-    """Decode feedback parsed from `raw` as `decode_label(data, raw)` would.
+    """Decode feedback parsed from `raw` as `decode(LabelObserved, raw)` would.
 
     Usually by hand; the dict parsed is consumed (features' ints become floats).
 
@@ -207,11 +201,7 @@ def decode_label_fields(data: Any, raw: bytes | None) -> LabelFields | LabelObse
         DecodeError: the record breaks the contract (from pydantic, with the field path).
 
     """
-    if type(data) is dict:
-        fields = _label_fields(data)
-        if fields is not None:
-            return fields
-    return decode_label(data, raw)
+    return _by_hand_or_validated(LabelObserved, _label_fields, data, raw)
 
 
 def decode_prediction_fields(data: Any, raw: bytes | None) -> PredictionFields | PredictionMade:
@@ -223,11 +213,19 @@ def decode_prediction_fields(data: Any, raw: bytes | None) -> PredictionFields |
         DecodeError: the record breaks the contract (from pydantic, with the field path).
 
     """
+    return _by_hand_or_validated(PredictionMade, _prediction_fields, data, raw)
+
+
+def _by_hand_or_validated(
+    event_type: type[E], by_hand: Callable[[dict[str, Any]], F | None], data: Any, raw: bytes | None
+) -> F | E:
+    # The usual shape is checked by hand; anything else (or a refusal) is pydantic's to judge,
+    # from the dict already parsed.
     if type(data) is dict:
-        fields = _prediction_fields(data)
+        fields = by_hand(data)
         if fields is not None:
             return fields
-    return decode(PredictionMade, raw)
+    return _validated(event_type, data, raw)
 
 
 def _label_fields(data: dict[str, Any]) -> LabelFields | None:

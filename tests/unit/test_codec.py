@@ -16,7 +16,6 @@ from schemas import (
     LabelObserved,
     PredictionRequested,
     decode,
-    decode_label,
     decode_request,
     decode_request_fields,
     encode,
@@ -156,27 +155,6 @@ labels = st.fixed_dictionaries(
         "extra": json_scalars,
     },
 )
-
-
-@settings(max_examples=400, deadline=None)
-@given(labels)
-def test_fast_label_decoder_agrees_with_the_contract(data: dict[str, object]) -> None:
-    value = orjson.dumps(data)
-    try:
-        expected = decode(LabelObserved, value)
-    except DecodeError as exc:
-        with pytest.raises(DecodeError) as caught:
-            decode_label(orjson.loads(value), value)
-        assert caught.value.error_class == exc.error_class
-        return
-    fast = decode_label(orjson.loads(value), value)
-    # Without observed_at each decode stamps its own "now".
-    ignored = set() if "observed_at" in data else {"observed_at"}
-    assert fast.model_dump(exclude=ignored) == expected.model_dump(exclude=ignored)
-    assert [type(v) for v in (fast.features or {}).values()] == [
-        type(v) for v in (expected.features or {}).values()
-    ]
-    assert type(fast.label) is type(expected.label)
 
 
 @pytest.mark.parametrize("model", ["fraud\n", "\nfraud", "fraud\nx", "-fraud", "a" * 65])
