@@ -145,6 +145,7 @@ def _river_rates(rows: list[tuple[dict[str, float], bool]]) -> tuple[float, floa
     Each is the best of 3 interleaved rounds, so a neighbour's burst of CPU (the stack winding
     down) cannot skew their ratios.
     """
+    # Each loop is written out in full: a per-example callback would tax the bare loop most.
     loops = (_river_rate, _river_predict_then_learn_rate, _river_test_then_train_rate)
     best = [0.0, 0.0, 0.0]
     for _round in range(3):
