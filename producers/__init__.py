@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from producers.client import (
+from riverrun.producers.client import (
     ClientError,
     Delivery,
     DeliveryError,
     PredictionTimeout,
     RiverrunClient,
 )
-from producers.dataset import DATASETS, DatasetInfo, describe, load
-from producers.replay import ReplayOptions, ReplaySettings, ReplaySummary, replay
+from riverrun.producers.dataset import DATASETS, DatasetInfo, describe, load
+from riverrun.producers.replay import ReplayOptions, ReplaySettings, ReplaySummary, replay
 
 __all__ = [
     "DATASETS",

@@ -11,14 +11,14 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
 
 logger = logging.getLogger(__name__)
 
 
 def register_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `riverrun replay` to the command line."""
-    from producers.replay import ReplayOptions
+    from riverrun.producers.replay import ReplayOptions
 
     parser = subparsers.add_parser(
         "replay",
@@ -34,7 +34,7 @@ def register_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 def run_replay(args: argparse.Namespace) -> int:
     """Handle `riverrun replay`: 0 when every record was delivered, even after a stop signal."""
-    from producers.replay import ReplaySettings, run_with_progress
+    from riverrun.producers.replay import ReplaySettings, run_with_progress
 
     try:
         settings = ReplaySettings.from_overrides(collect_section_flags(args))

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from schemas import (
+from riverrun.schemas import (
     KafkaSettings,
     LabelObserved,
     PredictionMade,
@@ -37,7 +37,7 @@ from schemas import (
     encode,
     utc_now,
 )
-from schemas.codec import DecodeError
+from riverrun.schemas.codec import DecodeError
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from producers.client import DeliveryError, RiverrunClient
-from producers.dataset import DATASETS, Label, describe, load
-from producers.metrics import ReplayMetrics
-from schemas import KafkaSettings, TopicSettings
+from riverrun.producers.client import DeliveryError, RiverrunClient
+from riverrun.producers.dataset import DATASETS, Label, describe, load
+from riverrun.producers.metrics import ReplayMetrics
+from riverrun.schemas import KafkaSettings, TopicSettings
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.codec import (
+from riverrun.schemas.codec import (
     DecodeError,
     LabelFields,
     PredictionFields,
@@ -16,7 +16,7 @@ from schemas.codec import (
     encode_dict,
     parse_json,
 )
-from schemas.events import (
+from riverrun.schemas.events import (
     EVENTS,
     SCHEMA_VERSION,
     ArtifactRef,
@@ -38,7 +38,7 @@ from schemas.events import (
     Version,
     utc_now,
 )
-from schemas.settings import (
+from riverrun.schemas.settings import (
     KafkaSettings,
     TopicSettings,
     add_section_flags,

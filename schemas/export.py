@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import (
+from riverrun.schemas.events import (
     EVENTS,
     SCHEMA_VERSION,
     DeadLetter,
@@ -24,7 +24,7 @@ from schemas.events import (
     PredictionRequested,
     SnapshotPublished,
 )
-from schemas.settings import TopicSettings
+from riverrun.schemas.settings import TopicSettings
 
 HERE = Path(__file__).parent
 JSON_SCHEMA_DIR = HERE / "jsonschema"

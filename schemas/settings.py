@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
 class KafkaSettings(BaseModel):
@@ -173,3 +173,15 @@ def collect_section_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]
             value = pairs
         overrides.setdefault(section, {})[name] = value
     return overrides
+
+
+def explain(exc: ValidationError) -> str:
+    """`RIVERRUN_SCORER__BATCH_SIZE (--batch-size): Input should be greater than 0`, one per line."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        env = "RIVERRUN_" + "__".join(part.upper() for part in loc)
+        flag = "--" + loc[-1].replace("_", "-") if loc else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{env} ({flag}): {message}")
+    return "; ".join(lines)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas import KafkaSettings, TopicSettings
-from workers.broker.check import BrokerCapabilities, check_broker
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.broker.check import BrokerCapabilities, check_broker
 
 PRIMARY = "primary"
 TANSU = "tansu"
@@ -153,10 +153,10 @@ class _BrokerPool:
             container.start()
             return TestBroker(container.get_bootstrap_server(), "kafka", self.plan.chosen_by,
                               handle=container, stop=container.stop)
-        from workers.broker.process import BrokerUnavailableError
+        from riverrun.workers.broker.process import BrokerUnavailableError
 
         try:
-            from workers.broker.kafka import start_kafka
+            from riverrun.workers.broker.kafka import start_kafka
 
             cluster = start_kafka()
         except BrokerUnavailableError as exc:
@@ -167,7 +167,7 @@ class _BrokerPool:
 
     @staticmethod
     def _start_tansu(chosen_by: str) -> TestBroker:
-        from workers.broker.tansu import start_tansu
+        from riverrun.workers.broker.tansu import start_tansu
 
         handle = start_tansu()
         return TestBroker(handle.bootstrap_servers, "tansu", chosen_by, handle=handle,
@@ -304,11 +304,11 @@ def topics(broker: TestBroker, kafka_settings: KafkaSettings) -> TopicSettings:
 @contextlib.contextmanager
 def fresh_kafka(**options: Any) -> Iterator[Any]:
     """A fresh Apache Kafka cluster (`start_kafka(**options)`), or the test skipped saying why."""
-    from workers.broker.process import BrokerUnavailableError
+    from riverrun.workers.broker.process import BrokerUnavailableError
 
     if not _java_and_mvn_answer():
         pytest.skip("a fresh Apache Kafka cluster needs java and mvn on PATH")
-    from workers.broker.kafka import start_kafka
+    from riverrun.workers.broker.kafka import start_kafka
 
     try:
         cluster = start_kafka(**options)

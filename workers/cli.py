@@ -19,7 +19,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _builtin_registrars() -> list[Registrar]:
     # Imported here so that `riverrun --help` stays fast and a broken optional part names itself.
-    from workers.commands import REGISTRARS
+    from riverrun.workers.commands import REGISTRARS
 
     return list(REGISTRARS)
 
@@ -59,7 +59,7 @@ def configure_logging(level: str, log_format: str) -> None:
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
-        from workers.logfmt import JsonFormatter
+        from riverrun.workers.runtime.logfmt import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
     else:
@@ -69,7 +69,7 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    from workers.client_errors import RepeatedLines
+    from riverrun.workers.runtime.kafka import RepeatedLines
 
     librdkafka = logging.getLogger("librdkafka")
     librdkafka.filters[:] = [RepeatedLines()]
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    from workers.profile import Profile, ProfileSettings, profile_violations
+    from riverrun.workers.profile import Profile, ProfileSettings, profile_violations
 
     profile = Profile(args.profile) if args.profile else ProfileSettings().profile
     refused = profile_violations(profile, args)

@@ -9,81 +9,81 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _score(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.scorer.command import register
+    from riverrun.workers.scorer.command import register
 
     register(subparsers)
 
 
 def _topics(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.topics import register
+    from riverrun.workers.broker.topics import register
 
     register(subparsers)
 
 
 def _broker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.broker.command import register
+    from riverrun.workers.broker.command import register
 
     register(subparsers)
 
 
 def _bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.bench import register
+    from riverrun.workers.tools.bench import register
 
     register(subparsers)
 
 
 def _schemas(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.schemas_command import register
+    from riverrun.workers.tools.schemas_export import register
 
     register(subparsers)
 
 
 def _demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.demo import register
+    from riverrun.workers.tools.demo import register
 
     register(subparsers)
 
 
 def _top(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.top.command import register
+    from riverrun.workers.tools.top.command import register
 
     register(subparsers)
 
 
 def _train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.train import register
+    from riverrun.workers.tools.train import register
 
     register(subparsers)
 
 
 def _learn(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.learner.command import register
+    from riverrun.workers.learner.command import register
 
     register(subparsers)
 
 
 def _models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.registry.command import register
+    from riverrun.workers.registry.command import register
 
     register(subparsers)
 
 
 def _models_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # `riverrun models` belongs to the registry; the learner adds its `verify` action to it.
-    from workers.learner.command import add_verify_command
+    from riverrun.workers.learner.command import add_verify_command
 
     add_verify_command(_actions_of(subparsers, "models", "Administer models."))
 
 
 def _models_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # Policies (deploy, promote, rollback, status) are routing's actions under `riverrun models`.
-    from workers.routing.command import add_policy_commands
+    from riverrun.workers.routing.command import add_policy_commands
 
     add_policy_commands(_actions_of(subparsers, "models", "Administer models."))
 
 
 def _judge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from workers.judge.command import register
+    from riverrun.workers.judge.command import register
 
     register(subparsers)
 

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, collect_section_flags
-from workers.registry import RegistrySettings
+from riverrun.schemas import KafkaSettings, collect_section_flags
+from riverrun.workers.registry import RegistrySettings
 
 
 class Profile(StrEnum):

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
 

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from river import datasets, linear_model, optim, preprocessing
 
-from schemas import KafkaSettings, TopicSettings
+from riverrun.schemas import KafkaSettings, TopicSettings
 
 MODEL_NAME = "phishing"
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")

@@ -20,9 +20,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from workers.broker.process import BrokerError, metadata_brokers
+from riverrun.workers.broker.process import BrokerError, metadata_brokers
 
-RIVERRUN = [sys.executable, "-m", "workers.cli"]
+RIVERRUN = [sys.executable, "-m", "riverrun.workers.cli"]
 needs_java_and_mvn = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None,
     reason="Apache Kafka needs java and mvn on PATH",
@@ -182,7 +182,7 @@ def test_pause_and_resume_node(kafka_cluster: Any, unique: Any) -> None:
 
 @needs_java_and_mvn
 def test_node_restarted_on_its_data_dir_keeps_what_it_acknowledged(tmp_path: Path) -> None:
-    from workers.broker.kafka import start_kafka
+    from riverrun.workers.broker.kafka import start_kafka
 
     topic = "persisted"
     with start_kafka(data_dir=tmp_path) as cluster:

@@ -16,8 +16,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from producers import Delivery, DeliveryError, PredictionTimeout, RiverrunClient
-from schemas import (
+from riverrun.producers import Delivery, DeliveryError, PredictionTimeout, RiverrunClient
+from riverrun.schemas import (
     KafkaSettings,
     LabelObserved,
     PredictionMade,

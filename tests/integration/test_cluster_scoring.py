@@ -13,8 +13,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from schemas import KafkaSettings, TopicSettings
-from workers.topics import create_topics
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.broker.topics import create_topics
 
 from .conftest import ScorerProcess, read_all, request_ids, request_payload, wait_for
 

@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from river import tree
 
-from producers.dataset import load
-from schemas import (
+from riverrun.producers.dataset import load
+from riverrun.schemas import (
     DeadLetter,
     KafkaSettings,
     OutcomeRecorded,
@@ -29,9 +29,9 @@ from schemas import (
     encode,
     utc_now,
 )
-from workers.learner.join import outcome_loss
-from workers.registry import Registry, RegistrySettings, read_registry
-from workers.routing import plan_for
+from riverrun.workers.learner.join import outcome_loss
+from riverrun.workers.registry import Registry, RegistrySettings, read_registry
+from riverrun.workers.routing import plan_for
 
 from .conftest import RIVERRUN, ScorerProcess, produce, wait_for
 

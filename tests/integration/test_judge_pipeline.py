@@ -12,9 +12,9 @@ import orjson
 import pytest
 from river import tree
 
-from producers.dataset import load
-from schemas import KafkaSettings, PolicyChanged, PredictionMade, TopicSettings, decode
-from workers.registry import ModelSpec, Registry, RegistrySettings, read_registry
+from riverrun.producers.dataset import load
+from riverrun.schemas import KafkaSettings, PolicyChanged, PredictionMade, TopicSettings, decode
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, read_registry
 
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
 from .test_judge import free_port

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas import (
+from riverrun.schemas import (
     DeadLetter,
     ExampleJoined,
     KafkaSettings,
@@ -25,8 +25,8 @@ from schemas import (
     TopicSettings,
     decode,
 )
-from workers.learner import Learner, LearnerOptions, LearnerSettings, verify_snapshot
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from riverrun.workers.learner import Learner, LearnerOptions, LearnerSettings, verify_snapshot
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
 
@@ -378,7 +378,7 @@ def test_concurrent_releases_take_distinct_versions(
 def test_a_drifting_stream_trips_the_detector_near_the_drift(
     kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
 ) -> None:
-    from producers.dataset import describe, load
+    from riverrun.producers.dataset import describe, load
 
     topics = one_partition_feedback(kafka_settings, topics, unique)
     release(kafka_settings, topics, "drifty")
@@ -442,7 +442,7 @@ def test_the_learner_teaches_the_champion_the_policy_names(
 ) -> None:
     import threading
 
-    from workers.routing.policy import deploy, rollback
+    from riverrun.workers.routing.policy import deploy, rollback
 
     topics = one_partition_feedback(kafka_settings, topics, unique)
     release(kafka_settings, topics, "steered")

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from river import datasets, forest
 
-from schemas import KafkaSettings, SnapshotPublished, TopicSettings
+from riverrun.schemas import KafkaSettings, SnapshotPublished, TopicSettings
 from tests.integration.conftest import wait_for
-from workers.registry import (
+from riverrun.workers.registry import (
     KafkaArtifactStore,
     ModelSpec,
     Registry,
@@ -174,7 +174,7 @@ def test_topics_create_makes_the_artifacts_topic_compacted_with_one_partition(
 ) -> None:
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    from workers.topics import create_topics
+    from riverrun.workers.broker.topics import create_topics
 
     suffix = unique("reg")
     names = TopicSettings(

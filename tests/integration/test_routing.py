@@ -14,8 +14,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from schemas import KafkaSettings, PredictionMade, TopicSettings, decode
-from workers.registry import ModelSpec, Registry, RegistrySettings
+from riverrun.schemas import KafkaSettings, PredictionMade, TopicSettings, decode
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 
 from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for
 from .test_scorer_registry import fresh_model

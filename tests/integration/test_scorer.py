@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.client import RiverrunClient
-from schemas import DeadLetter, KafkaSettings, PredictionMade, TopicSettings, decode
-from workers.model import FileModelSource, load_model_file
-from workers.scorer.loop import Scorer
-from workers.scorer.settings import ScorerOptions, ScorerSettings
+from riverrun.producers.client import RiverrunClient
+from riverrun.schemas import DeadLetter, KafkaSettings, PredictionMade, TopicSettings, decode
+from riverrun.workers.scorer.model import FileModelSource, load_model_file
+from riverrun.workers.scorer.loop import Scorer
+from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
 from .conftest import (
     MODEL_NAME,

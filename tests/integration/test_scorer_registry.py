@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Producer
 from river import linear_model, optim, preprocessing
 
-from schemas import KafkaSettings, PredictionMade, SnapshotPublished, TopicSettings, decode, encode
-from workers.registry import (
+from riverrun.schemas import KafkaSettings, PredictionMade, SnapshotPublished, TopicSettings, decode, encode
+from riverrun.workers.registry import (
     ModelSpec,
     Registry,
     RegistrySettings,

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from schemas import KafkaSettings, TopicSettings
-from workers.errors import ConfigurationError
-from workers.startup import wait_for_kafka
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.runtime.startup import wait_for_kafka
 
 
 def test_the_wait_ends_at_once_when_the_broker_and_its_topics_are_there(

@@ -12,10 +12,10 @@ from typing import Any
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter
 
-from schemas import KafkaSettings, TopicSettings
-from workers.health import HealthServer
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
-from workers.top import scrape_one
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.health import HealthServer
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from riverrun.workers.tools.top import scrape_one
 
 from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for
 

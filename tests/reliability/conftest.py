@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, linear_model, optim, preprocessing
 
-from schemas import KafkaSettings, TopicSettings
+from riverrun.schemas import KafkaSettings, TopicSettings
 from tests.conftest import TestBroker
 
 from .harness.loadgen import LoadGenerator

@@ -21,8 +21,8 @@ from typing import Any
 
 from river.utils import math as river_math
 
-from schemas import ArtifactRef
-from workers.registry import Signer, seal
+from riverrun.schemas import ArtifactRef
+from riverrun.workers.registry import Signer, seal
 
 
 @dataclass(frozen=True)

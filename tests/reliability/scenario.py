@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from schemas import KafkaSettings, TopicSettings
-from workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 from .harness import outputs
 from .harness.checker import (

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 from tests.conftest import TestBroker
-from workers.crashpoint import SCORER_POINTS
+from riverrun.workers.runtime.crashpoint import SCORER_POINTS
 
 from .conftest import Figures
 from .harness import outputs

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 
 from .conftest import Figures
 from .fuzz import FEEDBACK_CLASSES, REQUEST_CLASSES, WEIGHT, corpus, for_model

@@ -14,11 +14,11 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas import KafkaSettings, ModelVersionReleased, SnapshotPublished
-from workers.crashpoint import LEARNER_POINTS
-from workers.learner import verify_snapshot
-from workers.registry import Registry, RegistrySettings
-from workers.registry.records import decode_registry_record
+from riverrun.schemas import KafkaSettings, ModelVersionReleased, SnapshotPublished
+from riverrun.workers.runtime.crashpoint import LEARNER_POINTS
+from riverrun.workers.learner import verify_snapshot
+from riverrun.workers.registry import Registry, RegistrySettings
+from riverrun.workers.registry.records import decode_registry_record
 
 from .conftest import Figures
 from .harness import outputs

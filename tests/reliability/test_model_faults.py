@@ -12,7 +12,7 @@ import orjson
 import pytest
 from river import linear_model
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 
 from .conftest import Figures
 from .harness.loadgen import LoadGenerator

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas import KafkaSettings
-from workers.broker.process import free_port
-from workers.broker.tansu import TansuBroker, start_tansu
+from riverrun.schemas import KafkaSettings
+from riverrun.workers.broker.process import free_port
+from riverrun.workers.broker.tansu import TansuBroker, start_tansu
 
 from .conftest import Figures, create_topics, topic_names
 from .harness.checker import Fault, recovery_seconds, vacuous

@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Producer
 from river import datasets, linear_model, optim, preprocessing
 
-from schemas import KafkaSettings, SnapshotPublished, encode
-from workers.registry import (
+from riverrun.schemas import KafkaSettings, SnapshotPublished, encode
+from riverrun.workers.registry import (
     RefusedArtifact,
     Registry,
     RegistrySettings,

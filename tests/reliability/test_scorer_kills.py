@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 from tests.conftest import TestBroker
 
 from .conftest import Figures

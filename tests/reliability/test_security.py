@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 from tests.conftest import fresh_kafka
-from workers.broker.process import BrokerProcess, free_port, metadata_brokers, wait_until
-from workers.broker.tansu import tansu_binary
+from riverrun.workers.broker.process import BrokerProcess, free_port, metadata_brokers, wait_until
+from riverrun.workers.broker.tansu import tansu_binary
 
 from .conftest import Figures, create_topics
 from .harness.loadgen import LoadGenerator, request_payload
@@ -194,7 +194,7 @@ def test_tls_to_the_embedded_broker_checks_the_ca(
 @pytest.fixture(scope="module")
 def tls_kafka(pki: dict[str, Path]) -> Iterator[Any]:
     """A one-node Apache Kafka with a TLS listener using the test broker certificate."""
-    from workers.broker.kafka import BrokerTls
+    from riverrun.workers.broker.kafka import BrokerTls
 
     tls = BrokerTls(pki["broker"].read_text() + pki["ca"].read_text(),
                     pki["broker-key"].read_text())

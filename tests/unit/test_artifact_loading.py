@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from river import compose, datasets, forest, linear_model, naive_bayes, optim, preprocessing, tree
 
-from workers.registry import (
+from riverrun.workers.registry import (
     FileArtifactStore,
     RefusedArtifact,
     Signer,
@@ -181,7 +181,7 @@ def test_file_store_round_trip(tmp_path: Path) -> None:
     location = store.put("fraud", 2, 7, b"bytes" * 1000)
     assert location.startswith("file:///")
     assert store.get(location, 5000, 10_000) == b"bytes" * 1000
-    from workers.registry import ArtifactTooLarge
+    from riverrun.workers.registry import ArtifactTooLarge
 
     with pytest.raises(ArtifactTooLarge, match="MAX_ARTIFACT_BYTES"):
         store.get(location, 5000, 4000)
@@ -195,8 +195,8 @@ def test_dump_model_refuses_what_no_scorer_could_load() -> None:
 def test_registry_settings_need_a_key_or_insecure_dev(caplog: pytest.LogCaptureFixture) -> None:
     from pydantic import SecretStr
 
-    from workers.errors import ConfigurationError
-    from workers.registry import RegistrySettings
+    from riverrun.workers.runtime.errors import ConfigurationError
+    from riverrun.workers.registry import RegistrySettings
 
     with pytest.raises(ConfigurationError, match="RIVERRUN_REGISTRY__SIGNING_KEY is not set"):
         RegistrySettings().signer()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from river import linear_model, preprocessing
 
-from workers.registry import (
+from riverrun.workers.registry import (
     RefusedArtifact,
     Signer,
     dump_model,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from workers.broker.command import parse_config_pairs
-from workers.broker.kafka.classpath import cache_dir, kafka_version
-from workers.broker.kafka.cluster import new_cluster_id, read_meta_property
-from workers.broker.kafka.config import (
+from riverrun.workers.broker.command import parse_config_pairs
+from riverrun.workers.broker.kafka.classpath import cache_dir, kafka_version
+from riverrun.workers.broker.kafka.cluster import new_cluster_id, read_meta_property
+from riverrun.workers.broker.kafka.config import (
     BrokerTls,
     NodePorts,
     node_properties,
@@ -118,7 +118,7 @@ def test_config_pairs() -> None:
 def test_cached_classpath_is_dropped_when_a_jar_is_gone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from workers.broker.kafka.classpath import cached_classpath
+    from riverrun.workers.broker.kafka.classpath import cached_classpath
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     jar = tmp_path / "a.jar"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.broker_contact import BrokerContact, responses_received
+from riverrun.workers.runtime.contact import BrokerContact, responses_received
 
 
 class Clock:

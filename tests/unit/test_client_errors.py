@@ -8,7 +8,7 @@ import logging
 import pytest
 from confluent_kafka import KafkaError
 
-from workers.client_errors import ClientErrorLog, RepeatedLines
+from riverrun.workers.runtime.kafka import ClientErrorLog, RepeatedLines
 
 
 def test_transport_errors_are_throttled_and_fatal_ones_are_not(caplog: pytest.LogCaptureFixture) -> None:
@@ -34,7 +34,7 @@ def test_a_line_repeated_within_the_interval_is_left_out_then_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr("workers.client_errors.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("riverrun.workers.runtime.kafka.time.monotonic", lambda: now[0])
     lines = RepeatedLines(every_s=30.0)
     refused = "FAIL 127.0.0.1:{}/bootstrap: Connect failed: Connection refused (after {}ms)"
     assert lines.filter(record(refused.format(9092, 0)))

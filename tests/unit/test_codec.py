@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import (
+from riverrun.schemas import (
     EVENTS,
     DeadLetter,
     DecodeError,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from producers import dataset
-from producers.dataset import DATASETS, DatasetInfo, describe, load
+from riverrun.producers import dataset
+from riverrun.producers.dataset import DATASETS, DatasetInfo, describe, load
 
 
 def test_catalog_is_sorted_and_complete() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas import DriftDetected, PolicyAssignment, PolicyChanged
-from workers.demo_plot import (
+from riverrun.schemas import DriftDetected, PolicyAssignment, PolicyChanged
+from riverrun.workers.tools.demo_plot import (
     DemoTimeline,
     Mark,
     Outcome,

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 import yaml
 
-from workers.cli import build_parser
-from workers.scorer.settings import ScorerOptions
+from riverrun.workers.cli import build_parser
+from riverrun.workers.scorer.settings import ScorerOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

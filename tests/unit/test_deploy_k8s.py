@@ -18,11 +18,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from producers.replay import ReplaySettings
-from schemas import TopicSettings
-from workers.cli import build_parser
-from workers.learner.settings import LearnerOptions, LearnerSettings
-from workers.scorer.settings import ScorerOptions, ScorerSettings
+from riverrun.producers.replay import ReplaySettings
+from riverrun.schemas import TopicSettings
+from riverrun.workers.cli import build_parser
+from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
+from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Metric
 
-from workers.learner.metrics import LearnerMetrics
-from workers.metrics import ScorerMetrics
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.scorer.metrics import ScorerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -45,11 +45,11 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": 
 
 def _judge_metrics(registry: CollectorRegistry) -> None:
     # The judge's metrics container, once it exists beside the scorer's and the learner's.
-    if importlib.util.find_spec("workers.judge") is None:
+    if importlib.util.find_spec("riverrun.workers.judge") is None:
         return
-    if importlib.util.find_spec("workers.judge.metrics") is None:
+    if importlib.util.find_spec("riverrun.workers.judge.metrics") is None:
         return
-    container = getattr(importlib.import_module("workers.judge.metrics"), "JudgeMetrics", None)
+    container = getattr(importlib.import_module("riverrun.workers.judge.metrics"), "JudgeMetrics", None)
     if container is not None:
         container(registry)
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 
-from schemas import OutcomeRecorded, PolicyAssignment, PolicyChanged, PredictionMade
-from workers.judge.core import Judge
-from workers.routing import plan_for
+from riverrun.schemas import OutcomeRecorded, PolicyAssignment, PolicyChanged, PredictionMade
+from riverrun.workers.judge.core import Judge
+from riverrun.workers.routing import plan_for
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from schemas import KafkaSettings, collect_section_flags
-from workers.cli import build_parser
-from workers.judge.settings import JudgeSettings
-from workers.judge.state_server import StateServer
+from riverrun.schemas import KafkaSettings, collect_section_flags
+from riverrun.workers.cli import build_parser
+from riverrun.workers.judge.settings import JudgeSettings
+from riverrun.workers.judge.state_server import StateServer
 
 
 def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,7 +33,7 @@ def test_a_bad_value_names_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_broker_urls_for_faust() -> None:
-    from workers.judge.app import broker_credentials, broker_urls
+    from riverrun.workers.judge.app import broker_credentials, broker_urls
 
     kafka = KafkaSettings(bootstrap_servers="a:1,b:2")
     assert broker_urls(kafka) == ["kafka://a:1", "kafka://b:2"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workers.judge.statistics import (
+from riverrun.workers.judge.statistics import (
     Moments,
     compare,
     rate_exceeds,

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from workers.learner.drift import DriftWatch
-from workers.learner.guardrail import Guardrail
+from riverrun.workers.learner.drift import DriftWatch
+from riverrun.workers.learner.guardrail import Guardrail
 
 
 def test_adwin_fires_after_the_loss_level_shifts_and_not_before() -> None:

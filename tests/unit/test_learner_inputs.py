@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas import (
+from riverrun.schemas import (
     DecodeError,
     ExampleJoined,
     LabelFields,
@@ -30,7 +30,7 @@ from schemas import (
     decode_prediction_fields,
     encode,
 )
-from workers.learner.join import Joined, JoinWindow, Outcome, example_value, outcome_value
+from riverrun.workers.learner.join import Joined, JoinWindow, Outcome, example_value, outcome_value
 
 MODEL = "fraud"
 i64 = st.integers(-(2**63), 2**63 - 1)  # what JSON through orjson carries

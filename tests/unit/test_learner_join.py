@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import LabelObserved, PredictionMade
-from workers.learner.join import (
+from riverrun.schemas import LabelObserved, PredictionMade
+from riverrun.workers.learner.join import (
     DUPLICATE_LABEL,
     UNKNOWN_REQUEST,
     WINDOW_EXPIRED,
@@ -138,8 +138,8 @@ def test_outcome_loss(prediction_: object, proba: dict[str, float] | None, label
 
 
 def test_an_example_renders_as_its_contract_decodes_it() -> None:
-    from schemas import ExampleJoined, decode, encode
-    from workers.learner.join import example_value
+    from riverrun.schemas import ExampleJoined, decode, encode
+    from riverrun.workers.learner.join import example_value
 
     example = ExampleJoined(
         request_id="r1", model="fraud", features={"x": 1.5, "city": "Oslo"}, label=True,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas import collect_section_flags
-from workers.cli import build_parser
-from workers.errors import ConfigurationError
-from workers.learner import LearnerOptions, LearnerSettings, parse_reference
+from riverrun.schemas import collect_section_flags
+from riverrun.workers.cli import build_parser
+from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.learner import LearnerOptions, LearnerSettings, parse_reference
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

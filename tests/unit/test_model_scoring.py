@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from river import datasets, linear_model, naive_bayes, optim, preprocessing, tree
 
-from workers.model import (
+from riverrun.workers.scorer.model import (
     LinearPipelineScorer,
     RiverScorer,
     build_scorer,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import ArtifactRef, ModelVersionReleased, PolicyChanged, SnapshotPublished
-from workers.cli import build_parser
-from workers.registry import RegistryView
-from workers.routing import PolicyError, plan_for
-from workers.routing.policy import deploy, parse_step, parse_target, promote, rollback
+from riverrun.schemas import ArtifactRef, ModelVersionReleased, PolicyChanged, SnapshotPublished
+from riverrun.workers.cli import build_parser
+from riverrun.workers.registry import RegistryView
+from riverrun.workers.routing import PolicyError, plan_for
+from riverrun.workers.routing.policy import deploy, parse_step, parse_target, promote, rollback
 
 REF = ArtifactRef(location="kafka://a/0/0?chunks=1", size=1, sha256="0" * 64, signature="00")
 

@@ -8,11 +8,11 @@ import logging
 import pytest
 from pydantic import SecretStr
 
-from schemas import KafkaSettings
-from workers.cli import build_parser
-from workers.logfmt import MASK, JsonFormatter, redact
-from workers.profile import Profile, ProfileSettings, production_violations, profile_violations
-from workers.registry import RegistrySettings
+from riverrun.schemas import KafkaSettings
+from riverrun.workers.cli import build_parser
+from riverrun.workers.runtime.logfmt import MASK, JsonFormatter, redact
+from riverrun.workers.profile import Profile, ProfileSettings, production_violations, profile_violations
+from riverrun.workers.registry import RegistrySettings
 
 KEYED = RegistrySettings(signing_key=SecretStr("k"))
 

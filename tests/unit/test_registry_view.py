@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas import (
+from riverrun.schemas import (
     ArtifactRef,
     DecodeError,
     ModelVersionReleased,
@@ -15,7 +15,7 @@ from schemas import (
     SnapshotPublished,
     encode,
 )
-from workers.registry import (
+from riverrun.workers.registry import (
     RegistryView,
     decode_registry_record,
     policy_key,

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from producers.cli import register_replay
-from producers.replay import (
+from riverrun.producers.cli import register_replay
+from riverrun.producers.replay import (
     FeedbackQueue,
     ReplaySettings,
     TokenBucket,
@@ -108,7 +108,7 @@ def test_request_ids_are_deterministic() -> None:
 def parse(argv: list[str]) -> ReplaySettings:
     import argparse
 
-    from schemas import collect_section_flags
+    from riverrun.schemas import collect_section_flags
 
     parser = argparse.ArgumentParser()
     register_replay(parser.add_subparsers(dest="command"))
@@ -154,7 +154,7 @@ def test_unknown_dataset_names_the_valid_ones() -> None:
 def test_every_replay_field_is_described() -> None:
     for section in ReplaySettings.model_fields.values():
         assert section.description
-    from producers.replay import ReplayOptions
+    from riverrun.producers.replay import ReplayOptions
 
     for field in ReplayOptions.model_fields.values():
         assert field.description

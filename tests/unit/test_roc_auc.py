@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from river import datasets, linear_model, metrics, preprocessing
 
-from workers.learner.roc_auc import BinnedROCAUC
+from riverrun.workers.learner.roc_auc import BinnedROCAUC
 
 probability = st.one_of(
     st.floats(min_value=0.0, max_value=1.0),

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from schemas import CanaryStep, PolicyAssignment, PolicyChanged
-from workers.routing import KeyHasher, PolicyError, plan_for
+from riverrun.schemas import CanaryStep, PolicyAssignment, PolicyChanged
+from riverrun.workers.routing import KeyHasher, PolicyError, plan_for
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEYS = [f"user-{i}".encode() for i in range(100_000)]

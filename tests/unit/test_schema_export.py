@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.export import HERE, asyncapi, rendered
-from schemas.settings import TopicSettings
+from riverrun.schemas.export import HERE, asyncapi, rendered
+from riverrun.schemas.settings import TopicSettings
 
 
 def test_committed_contract_files_match_the_code() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from river import datasets, linear_model, preprocessing
 
-from schemas import DeadLetter, PredictionMade, decode
-from workers.model import FileModelSource, ServedModel, build_scorer
-from workers.model.model_file import expected_features_of
-from workers.scorer.batch import BatchOptions, score_batch
+from riverrun.schemas import DeadLetter, PredictionMade, decode
+from riverrun.workers.scorer.model import FileModelSource, ServedModel, build_scorer
+from riverrun.workers.scorer.model.model_file import expected_features_of
+from riverrun.workers.scorer.batch import BatchOptions, score_batch
 
 OPTIONS = BatchOptions("predictions", "requests.dlq", "w1", 4096, reject_missing_features=True)
 

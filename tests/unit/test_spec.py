@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from river import compose, forest, linear_model, optim, preprocessing
 
-from workers.registry import ModelSpec, SpecError, build_estimator, load_spec
+from riverrun.workers.registry import ModelSpec, SpecError, build_estimator, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

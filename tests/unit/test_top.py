@@ -10,17 +10,17 @@ import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from schemas import (
+from riverrun.schemas import (
     ArtifactRef,
     ModelVersionReleased,
     PolicyAssignment,
     PolicyChanged,
     SnapshotPublished,
 )
-from workers.learner.metrics import LearnerMetrics
-from workers.metrics import ScorerMetrics
-from workers.registry import RegistryView
-from workers.top import (
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.scorer.metrics import ScorerMetrics
+from riverrun.workers.registry import RegistryView
+from riverrun.workers.tools.top import (
     Scrape,
     TopSnapshot,
     collect,
@@ -29,7 +29,7 @@ from workers.top import (
     parse_metrics,
     render,
 )
-from workers.top.command import register, settings_from
+from riverrun.workers.tools.top.command import register, settings_from
 
 SCORER = "http://scorer:9100/metrics"
 LEARNER = "http://learner:9101/metrics"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workers.broker.check import CAPABILITIES, BrokerCapabilities, Restartable, check_broker
-from workers.broker.kafka import KafkaCluster, start_kafka
-from workers.broker.process import BrokerError, BrokerUnavailableError
-from workers.broker.tansu import TansuBroker, start_tansu
+from riverrun.workers.broker.check import CAPABILITIES, BrokerCapabilities, Restartable, check_broker
+from riverrun.workers.broker.kafka import KafkaCluster, start_kafka
+from riverrun.workers.broker.process import BrokerError, BrokerUnavailableError
+from riverrun.workers.broker.tansu import TansuBroker, start_tansu
 
 __all__ = [
     "CAPABILITIES",

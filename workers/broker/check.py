@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, not in its stubs
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, add_section_flags, collect_section_flags
-from workers.broker.process import BrokerError
+from riverrun.schemas import KafkaSettings, add_section_flags, collect_section_flags
+from riverrun.workers.broker.process import BrokerError
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Run `riverrun broker check`: probe the broker, print JSON."""
     from confluent_kafka import KafkaException
 
-    from workers.broker.check import check_broker
+    from riverrun.workers.broker.check import check_broker
 
     overrides: dict[str, Any] = collect_section_flags(args)
     settings = BrokerCheckSettings(**overrides)
@@ -137,10 +137,10 @@ def _start(args: argparse.Namespace) -> Any:
                 "--engine tansu runs one in-memory node: --nodes, --data-dir and --config need "
                 "--engine kafka"
             )
-        from workers.broker.tansu import start_tansu
+        from riverrun.workers.broker.tansu import start_tansu
 
         return start_tansu(port=args.port or None)
-    from workers.broker.kafka import start_kafka
+    from riverrun.workers.broker.kafka import start_kafka
 
     return start_kafka(nodes=args.nodes, port=args.port or None, data_dir=args.data_dir,
                        config=parse_config_pairs(args.config))

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from workers.broker.process import (
+from riverrun.workers.broker.process import (
     BrokerError,
     BrokerProcess,
     BrokerUnavailableError,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from workers.judge.core import Judge, ShadowJoin
-from workers.judge.decision import assess, decide
-from workers.judge.evidence import Tally, VersionEvidence, evidence_key
+from riverrun.workers.judge.core import Judge, ShadowJoin
+from riverrun.workers.judge.decision import assess, decide
+from riverrun.workers.judge.evidence import Tally, VersionEvidence, evidence_key
 
 __all__ = ["Judge", "ShadowJoin", "Tally", "VersionEvidence", "assess", "decide", "evidence_key"]

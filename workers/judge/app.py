@@ -27,7 +27,7 @@ from typing import Any
 
 import faust
 
-from schemas import (
+from riverrun.schemas import (
     DecodeError,
     KafkaSettings,
     OutcomeRecorded,
@@ -36,12 +36,12 @@ from schemas import (
     decode,
     utc_now,
 )
-from workers.judge.core import Judge
-from workers.judge.evidence import parse_key
-from workers.judge.metrics import JudgeMetrics
-from workers.judge.settings import JudgeSettings
-from workers.judge.state_server import StateServer
-from workers.registry import Registry, RegistryFollower, RegistryRecord
+from riverrun.workers.judge.core import Judge
+from riverrun.workers.judge.evidence import parse_key
+from riverrun.workers.judge.metrics import JudgeMetrics
+from riverrun.workers.judge.settings import JudgeSettings
+from riverrun.workers.judge.state_server import StateServer
+from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord
 
 logger = logging.getLogger(__name__)
 

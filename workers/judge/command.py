@@ -9,16 +9,16 @@ import threading
 
 from pydantic import ValidationError
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.errors import ConfigurationError, RetryableError
-from workers.health import HealthServer
-from workers.judge.metrics import JudgeMetrics
-from workers.judge.settings import JudgeOptions, JudgeSettings
-from workers.judge.state_server import StateServer
-from workers.partitions import topic_partitions
-from workers.registry import RegistrySettings
-from workers.settings_errors import explain
-from workers.startup import wait_for_kafka
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
+from riverrun.workers.runtime.health import HealthServer
+from riverrun.workers.judge.metrics import JudgeMetrics
+from riverrun.workers.judge.settings import JudgeOptions, JudgeSettings
+from riverrun.workers.judge.state_server import StateServer
+from riverrun.workers.runtime.kafka import topic_partitions
+from riverrun.workers.registry import RegistrySettings
+from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_judge(args: argparse.Namespace) -> int:
     # faust is imported here only: `riverrun --help` and every other command stay without it.
     import faust
 
-    from workers.judge.app import JudgeApp
+    from riverrun.workers.judge.app import JudgeApp
 
     options = settings.judge
     metrics = JudgeMetrics()

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from schemas import OutcomeRecorded, PolicyChanged, PredictionMade
-from workers.judge.decision import assess, decide
-from workers.judge.evidence import Tally, VersionEvidence, evidence_key, evidence_of, is_correct
-from workers.learner.join import outcome_loss
-from workers.routing import PolicyError, plan_for
+from riverrun.schemas import OutcomeRecorded, PolicyChanged, PredictionMade
+from riverrun.workers.judge.decision import assess, decide
+from riverrun.workers.judge.evidence import Tally, VersionEvidence, evidence_key, evidence_of, is_correct
+from riverrun.workers.learner.join import outcome_loss
+from riverrun.workers.routing import PolicyError, plan_for
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas import PolicyAssignment, PolicyChanged
-from workers.judge.evidence import VersionEvidence
-from workers.judge.statistics import (
+from riverrun.schemas import PolicyAssignment, PolicyChanged
+from riverrun.workers.judge.evidence import VersionEvidence
+from riverrun.workers.judge.statistics import (
     Comparison,
     compare,
     rate_exceeds,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.judge.statistics import Metric, Moments
+from riverrun.workers.judge.statistics import Metric, Moments
 
 Label = bool | int | float | str
 

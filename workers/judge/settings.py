@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, TopicSettings
-from workers.registry import RegistrySettings
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.registry import RegistrySettings
 
 
 class JudgeOptions(BaseModel):

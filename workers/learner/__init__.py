@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.learner.join import (
+from riverrun.workers.learner.join import (
     DUPLICATE_LABEL,
     UNJOINED_REASONS,
     UNKNOWN_REQUEST,
@@ -12,11 +12,11 @@ from workers.learner.join import (
     Unjoined,
     outcome_loss,
 )
-from workers.learner.loop import Learner, LearnSummary
-from workers.learner.metrics import LearnerMetrics
-from workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
-from workers.learner.settings import LearnerOptions, LearnerSettings
-from workers.learner.verify import Verdict, parse_reference, verify_snapshot
+from riverrun.workers.learner.loop import Learner, LearnSummary
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
+from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
+from riverrun.workers.learner.verify import Verdict, parse_reference, verify_snapshot
 
 __all__ = [
     "DUPLICATE_LABEL",

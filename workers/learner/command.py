@@ -11,16 +11,16 @@ from types import FrameType
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.errors import ConfigurationError, FatalError, RiverrunError
-from workers.health import HealthServer
-from workers.learner.loop import Learner
-from workers.learner.metrics import LearnerMetrics
-from workers.learner.settings import LearnerOptions, LearnerSettings
-from workers.learner.verify import verify_snapshot
-from workers.registry import Registry, RegistrySettings
-from workers.settings_errors import explain
-from workers.startup import wait_for_kafka
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
+from riverrun.workers.runtime.health import HealthServer
+from riverrun.workers.learner.loop import Learner
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
+from riverrun.workers.learner.verify import verify_snapshot
+from riverrun.workers.registry import Registry, RegistrySettings
+from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 

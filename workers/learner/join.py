@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from schemas import (
+from riverrun.schemas import (
     SCHEMA_VERSION,
     ExampleJoined,
     LabelFields,

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from schemas import KafkaSettings
-from workers.errors import ConfigurationError, FatalError, RetryableError
-from workers.learner.prequential import Prequential, learn_example
-from workers.partitions import topic_partitions
+from riverrun.schemas import KafkaSettings
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
+from riverrun.workers.learner.prequential import Prequential, learn_example
+from riverrun.workers.runtime.kafka import topic_partitions
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas import (
+from riverrun.schemas import (
     DeadLetter,
     DecodeError,
     DriftDetected,
@@ -45,14 +45,14 @@ from schemas import (
     decode_prediction_fields,
     parse_json,
 )
-from workers.broker_contact import BrokerContact, StatisticsListener
-from workers.client_errors import ClientErrorLog
-from workers.crashpoint import LEARNER_POINTS, CrashPoints
-from workers.errors import ConfigurationError, FatalError, RiverrunError
-from workers.learner.drift import DriftWatch, Stream
-from workers.learner.guardrail import Guardrail
-from workers.learner.join import Joined, JoinWindow, example_value, outcome_value
-from workers.learner.log import (
+from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
+from riverrun.workers.runtime.kafka import ClientErrorLog
+from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
+from riverrun.workers.learner.drift import DriftWatch, Stream
+from riverrun.workers.learner.guardrail import Guardrail
+from riverrun.workers.learner.join import Joined, JoinWindow, example_value, outcome_value
+from riverrun.workers.learner.log import (
     check_single_partition,
     end_offset,
     examples_consumer,
@@ -60,19 +60,19 @@ from workers.learner.log import (
     read_range,
     replay,
 )
-from workers.learner.metrics import LearnerMetrics
-from workers.learner.prequential import (
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.learner.prequential import (
     Prequential,
     SnapshotCadence,
     is_classifier,
     learn_example,
     task_of,
 )
-from workers.learner.settings import LearnerSettings
-from workers.partitions import next_offsets
-from workers.registry import Registry, RegistryFollower, dump_model
-from workers.registry.records import RegistryRecord, lineage_key
-from workers.routing.policy import champion_target
+from riverrun.workers.learner.settings import LearnerSettings
+from riverrun.workers.runtime.kafka import next_offsets
+from riverrun.workers.registry import Registry, RegistryFollower, dump_model
+from riverrun.workers.registry.records import RegistryRecord, lineage_key
+from riverrun.workers.routing.policy import champion_target
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")

@@ -9,9 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, TopicSettings
-from workers.crashpoint import LEARNER_POINTS, CrashPoints
-from workers.registry import RegistrySettings
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
+from riverrun.workers.registry import RegistrySettings
 
 
 def _default_worker_id() -> str:

@@ -11,11 +11,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from schemas import KafkaSettings, TopicSettings
-from workers.errors import ConfigurationError
-from workers.learner.log import replay
-from workers.registry import Registry, dump_model
-from workers.registry.records import lineage_key
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.learner.log import replay
+from riverrun.workers.registry import Registry, dump_model
+from riverrun.workers.registry.records import lineage_key
 
 _REFERENCE = re.compile(
     r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>\d+)#(?P<snapshot>\d+)$"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.registry.artifact import (
+from riverrun.workers.registry.artifact import (
     ArtifactStore,
     ArtifactTooLarge,
     ArtifactUnavailable,
@@ -11,24 +11,24 @@ from workers.registry.artifact import (
     artifact_store,
     dump_model,
 )
-from workers.registry.client import Registry, RegistryFollower, RegistrySettings, read_registry
-from workers.registry.loading import (
+from riverrun.workers.registry.client import Registry, RegistryFollower, RegistrySettings, read_registry
+from riverrun.workers.registry.loading import (
     RefusedArtifact,
     open_artifact,
     scan_artifact,
     seal,
     snapshot_subject,
 )
-from workers.registry.records import (
+from riverrun.workers.registry.records import (
     RegistryRecord,
     decode_registry_record,
     policy_key,
     snapshot_key,
     version_key,
 )
-from workers.registry.signing import Signer
-from workers.registry.spec import ModelSpec, SpecError, WarmStart, build_estimator, load_spec
-from workers.registry.view import RegistryView
+from riverrun.workers.registry.signing import Signer
+from riverrun.workers.registry.spec import ModelSpec, SpecError, WarmStart, build_estimator, load_spec
+from riverrun.workers.registry.view import RegistryView
 
 __all__ = [
     "ArtifactStore",

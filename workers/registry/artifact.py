@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from schemas import KafkaSettings, TopicSettings
-from workers.errors import ConfigurationError, RetryableError
-from workers.registry.loading import restricted_loads
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
+from riverrun.workers.registry.loading import restricted_loads
 
 logger = logging.getLogger(__name__)
 

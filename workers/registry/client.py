@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from schemas import (
+from riverrun.schemas import (
     DecodeError,
     DriftDetected,
     KafkaSettings,
@@ -29,19 +29,19 @@ from schemas import (
     TopicSettings,
     encode,
 )
-from workers.errors import ConfigurationError, FatalError, RetryableError
-from workers.partitions import topic_partitions
-from workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
-from workers.registry.loading import open_artifact, seal, snapshot_subject
-from workers.registry.records import (
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
+from riverrun.workers.runtime.kafka import topic_partitions
+from riverrun.workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
+from riverrun.workers.registry.loading import open_artifact, seal, snapshot_subject
+from riverrun.workers.registry.records import (
     RegistryRecord,
     decode_registry_record,
     key_of,
     lineage_key,
 )
-from workers.registry.signing import Signer
-from workers.registry.spec import ModelSpec
-from workers.registry.view import RegistryView
+from riverrun.workers.registry.signing import Signer
+from riverrun.workers.registry.spec import ModelSpec
+from riverrun.workers.registry.view import RegistryView
 
 logger = logging.getLogger(__name__)
 

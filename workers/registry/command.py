@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import (
+from riverrun.schemas import (
     DriftDetected,
     KafkaSettings,
     ModelVersionReleased,
@@ -24,12 +24,12 @@ from schemas import (
     add_section_flags,
     collect_section_flags,
 )
-from workers.errors import ConfigurationError, RiverrunError
-from workers.registry.client import Registry, RegistrySettings
-from workers.registry.records import RegistryRecord
-from workers.registry.spec import ModelSpec, WarmStart, build_estimator, load_spec
-from workers.registry.view import RegistryView
-from workers.settings_errors import explain
+from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
+from riverrun.workers.registry.client import Registry, RegistrySettings
+from riverrun.workers.registry.records import RegistryRecord
+from riverrun.workers.registry.spec import ModelSpec, WarmStart, build_estimator, load_spec
+from riverrun.workers.registry.view import RegistryView
+from riverrun.schemas.settings import explain
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def guarded(run: Any, refused: tuple[type[Exception], ...] = ()) -> Any:
 
 def warm_start(estimator: Any, spec: ModelSpec, plan: WarmStart) -> int:
     """Learn the plan's dataset prefix; return how many records were learned."""
-    from producers.dataset import load
+    from riverrun.producers.dataset import load
 
     cast = _LABEL_TYPES[spec.label_type]
     seen = 0

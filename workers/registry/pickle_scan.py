@@ -64,7 +64,7 @@ def scan_pickle(data: bytes, allowed: Callable[[str, str], bool], where: str) ->
         if not allowed(module, name):
             raise ScanRefusal("ForbiddenGlobal", f"the pickle names {module}.{name}, which is "
                               "not a River class nor on the allow-list of "
-                              "workers.registry.loading; refusing to load it")
+                              "riverrun.workers.registry.loading; refusing to load it")
 
     try:
         for opcode, arg, _pos in pickletools.genops(data):

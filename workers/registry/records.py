@@ -7,7 +7,7 @@ zero-padded so keys sort in the order of the facts they name.
 
 from __future__ import annotations
 
-from schemas import (
+from riverrun.schemas import (
     DecodeError,
     DriftDetected,
     ModelVersionReleased,
@@ -15,7 +15,7 @@ from schemas import (
     SnapshotPublished,
     decode,
 )
-from schemas.codec import parse_json
+from riverrun.schemas.codec import parse_json
 
 RegistryRecord = ModelVersionReleased | SnapshotPublished | PolicyChanged | DriftDetected
 

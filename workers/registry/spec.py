@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workers.errors import ConfigurationError
+from riverrun.workers.runtime.errors import ConfigurationError
 
 # Module of river, then the classes a spec may name from it.
 _ALLOWED_MODULES: dict[str, tuple[str, ...]] = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas import DriftDetected, ModelVersionReleased, PolicyChanged, SnapshotPublished
-from workers.registry.records import RegistryRecord
+from riverrun.schemas import DriftDetected, ModelVersionReleased, PolicyChanged, SnapshotPublished
+from riverrun.workers.registry.records import RegistryRecord
 
 
 class RegistryView:

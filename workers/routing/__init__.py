@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from workers.routing.canary import CanarySchedule
-from workers.routing.plan import Arm, PolicyError, RoutePlan, champion_plan, plan_for
-from workers.routing.position import KeyHasher
+from riverrun.workers.routing.canary import CanarySchedule
+from riverrun.workers.routing.plan import Arm, PolicyError, RoutePlan, champion_plan, plan_for
+from riverrun.workers.routing.position import KeyHasher
 
 __all__ = [
     "Arm",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from schemas import CanaryStep
+from riverrun.schemas import CanaryStep
 
 
 class CanarySchedule:

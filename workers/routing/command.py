@@ -15,17 +15,17 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from schemas import (
+from riverrun.schemas import (
     KafkaSettings,
     PolicyChanged,
     TopicSettings,
     add_section_flags,
     collect_section_flags,
 )
-from workers.registry.client import Registry, RegistrySettings
-from workers.registry.command import ModelsSettings, guarded
-from workers.routing.plan import PolicyError, plan_for
-from workers.routing.policy import STRATEGIES, deploy, promote, rollback
+from riverrun.workers.registry.client import Registry, RegistrySettings
+from riverrun.workers.registry.command import ModelsSettings, guarded
+from riverrun.workers.routing.plan import PolicyError, plan_for
+from riverrun.workers.routing.policy import STRATEGIES, deploy, promote, rollback
 
 logger = logging.getLogger(__name__)
 

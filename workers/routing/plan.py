@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from schemas import PolicyAssignment, PolicyChanged
-from workers.routing.canary import CanarySchedule
-from workers.routing.position import KeyHasher
+from riverrun.schemas import PolicyAssignment, PolicyChanged
+from riverrun.workers.routing.canary import CanarySchedule
+from riverrun.workers.routing.position import KeyHasher
 
 
 class PolicyError(ValueError):

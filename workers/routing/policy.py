@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from schemas import CanaryStep, PolicyAssignment, PolicyChanged, utc_now
-from workers.registry.view import RegistryView
-from workers.routing.plan import PolicyError, plan_for
+from riverrun.schemas import CanaryStep, PolicyAssignment, PolicyChanged, utc_now
+from riverrun.workers.registry.view import RegistryView
+from riverrun.workers.routing.plan import PolicyError, plan_for
 
 STRATEGIES = ("single", "shadow", "canary", "ab", "bandit", "blue-green")
 _TARGET = re.compile(r"^(\d+)(?:#(\d+))?$")

@@ -11,18 +11,18 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.errors import ConfigurationError, FatalError, RiverrunError
-from workers.health import HealthServer
-from workers.metrics import ScorerMetrics
-from workers.model import FileModelSource, ModelSource, load_model_file
-from workers.model.model_file import ModelFileError
-from workers.model.registry_source import RegistryModelSource
-from workers.registry import Registry, RegistrySettings
-from workers.scorer.loop import Scorer
-from workers.scorer.settings import ScorerOptions, ScorerSettings
-from workers.settings_errors import explain
-from workers.startup import wait_for_kafka
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
+from riverrun.workers.runtime.health import HealthServer
+from riverrun.workers.scorer.metrics import ScorerMetrics
+from riverrun.workers.scorer.model import FileModelSource, ModelSource, load_model_file
+from riverrun.workers.scorer.model.model_file import ModelFileError
+from riverrun.workers.scorer.model.registry_source import RegistryModelSource
+from riverrun.workers.registry import Registry, RegistrySettings
+from riverrun.workers.scorer.loop import Scorer
+from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
+from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 

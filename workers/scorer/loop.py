@@ -24,15 +24,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from workers.broker_contact import BrokerContact, StatisticsListener
-from workers.client_errors import ClientErrorLog
-from workers.crashpoint import CrashPoints
-from workers.errors import FatalError
-from workers.metrics import ScorerMetrics
-from workers.model import ModelSource
-from workers.partitions import first_offsets, next_offsets
-from workers.scorer.batch import BatchOptions, BatchResult, score_batch
-from workers.scorer.settings import ScorerSettings
+from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
+from riverrun.workers.runtime.kafka import ClientErrorLog
+from riverrun.workers.runtime.crashpoint import CrashPoints
+from riverrun.workers.runtime.errors import FatalError
+from riverrun.workers.scorer.metrics import ScorerMetrics
+from riverrun.workers.scorer.model import ModelSource
+from riverrun.workers.runtime.kafka import first_offsets, next_offsets
+from riverrun.workers.scorer.batch import BatchOptions, BatchResult, score_batch
+from riverrun.workers.scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
 # librdkafka's own log lines (connection churn and the like) go through logging, not stderr.

@@ -10,9 +10,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, TopicSettings
-from workers.crashpoint import CrashPoints
-from workers.registry.client import RegistrySettings
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.crashpoint import CrashPoints
+from riverrun.workers.registry.client import RegistrySettings
 
 
 def _default_worker_id() -> str:

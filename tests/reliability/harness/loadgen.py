@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from schemas import KafkaSettings
+from riverrun.schemas import KafkaSettings
 
 from .checker import Request
 

@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas import DeadLetter, KafkaSettings
+from riverrun.schemas import DeadLetter, KafkaSettings
 
 from .checker import Answer, Letter, OffsetSnapshot
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import TopicSettings
-from workers.broker.process import free_port
+from riverrun.schemas import TopicSettings
+from riverrun.workers.broker.process import free_port
 
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
 SIGNING_KEY = "reliability-signing-key"

@@ -11,7 +11,7 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-from workers.broker.process import BrokerUnavailableError
+from riverrun.workers.broker.process import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +21,12 @@ DEPENDENCY_PLUGIN = "3.8.1"
 
 def pom_path() -> Path:
     """Return the committed pom.xml that pins the Kafka version."""
-    return Path(str(files("workers.broker.kafka").joinpath("pom.xml")))
+    return Path(str(files("riverrun.workers.broker.kafka").joinpath("pom.xml")))
 
 
 def log4j_config_path() -> Path:
     """Return the log4j2 configuration that sends broker logs to the node's data dir."""
-    return Path(str(files("workers.broker.kafka").joinpath("log4j2.yaml")))
+    return Path(str(files("riverrun.workers.broker.kafka").joinpath("log4j2.yaml")))
 
 
 def kafka_version() -> str:

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from workers.broker.kafka.classpath import java_binary, log4j_config_path, resolve_classpath
-from workers.broker.kafka.config import BrokerTls, NodePorts, node_properties, render_properties
-from workers.broker.process import (
+from riverrun.workers.broker.kafka.classpath import java_binary, log4j_config_path, resolve_classpath
+from riverrun.workers.broker.kafka.config import BrokerTls, NodePorts, node_properties, render_properties
+from riverrun.workers.broker.process import (
     BrokerError,
     BrokerProcess,
     accepts_connections,
@@ -239,7 +239,7 @@ def _metadata_node_ids(bootstrap_servers: str) -> set[int]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from workers.broker.process import _SILENT
+    from riverrun.workers.broker.process import _SILENT
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _SILENT})  # type: ignore[dict-item]  # confluent-kafka takes a Logger here; its stubs say str
     try:

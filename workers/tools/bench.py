@@ -29,11 +29,11 @@ from pydantic import BaseModel, Field
 from river import linear_model, preprocessing
 from river.datasets import synth
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.model import FileModelSource, load_model_file
-from workers.scorer.loop import Scorer
-from workers.scorer.settings import ScorerOptions, ScorerSettings
-from workers.topics import create_topics
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.workers.scorer.model import FileModelSource, load_model_file
+from riverrun.workers.scorer.loop import Scorer
+from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
+from riverrun.workers.broker.topics import create_topics
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def measure_model(model: Any, rows: list[dict[str, float]]) -> float:
 
 def measure_fast_path(model: Any, rows: list[dict[str, float]], batch: int) -> float | None:
     """The vectorised scorer over the same rows in batches, no Kafka."""
-    from workers.model import linear_fast_path
+    from riverrun.workers.scorer.model import linear_fast_path
 
     fast = linear_fast_path(model)
     if fast is None:
@@ -199,7 +199,7 @@ def measure_latency(
     group = f"bench-latency-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ)
     command = [
-        sys.executable, "-m", "workers.cli", "--log-level", "WARNING", "score",
+        sys.executable, "-m", "riverrun.workers.cli", "--log-level", "WARNING", "score",
         "--bootstrap-servers", kafka.bootstrap_servers,
         "--topic-requests", topics.requests, "--topic-predictions", topics.predictions,
         "--topic-dead-letters", topics.dead_letters,
@@ -307,7 +307,7 @@ def _broker(kafka: KafkaSettings | None) -> Iterator[tuple[KafkaSettings, str]]:
     if kafka is not None:
         yield kafka, "external"
         return
-    from workers.broker.tansu import start_tansu
+    from riverrun.workers.broker.tansu import start_tansu
 
     with start_tansu() as broker:
         yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers), "tansu"
@@ -397,7 +397,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = collect_section_flags(args).get("kafka")
     kafka = KafkaSettings(**overrides) if overrides else None
     if args.freshness:
-        from workers.freshness import measure_freshness
+        from riverrun.workers.tools.freshness import measure_freshness
 
         rate = args.rate if args.rate != 2_000.0 else 200.0
         with tempfile.TemporaryDirectory() as tmp, _broker(kafka) as (settings, name):

@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.settings_errors import explain
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.schemas.settings import explain
 
 logger = logging.getLogger(__name__)
 

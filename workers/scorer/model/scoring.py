@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from workers.model.deployment import Deployment
+    from riverrun.workers.scorer.model.deployment import Deployment
 
 Features = Mapping[str, float | str]
 Label = bool | int | float | str
@@ -92,8 +92,8 @@ class ModelSource(Protocol):
 
 def build_scorer(estimator: Any, *, fast_path: bool = True) -> BatchScorer:
     """The fastest scorer that reproduces River's own answers for this estimator."""
-    from workers.model.generic import RiverScorer
-    from workers.model.linear import linear_fast_path
+    from riverrun.workers.scorer.model.generic import RiverScorer
+    from riverrun.workers.scorer.model.linear import linear_fast_path
 
     if fast_path:
         fast = linear_fast_path(estimator)

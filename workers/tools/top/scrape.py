@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.top.snapshot import Sample, Scrape
+from riverrun.workers.tools.top.snapshot import Sample, Scrape
 
 # Counters also expose `_created` (a start timestamp); nothing here is computed from it.
 _SKIPPED_SUFFIXES = ("_created",)

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import DriftDetected, PolicyChanged
-from workers.registry.records import RegistryRecord
+from riverrun.schemas import DriftDetected, PolicyChanged
+from riverrun.workers.registry.records import RegistryRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from schemas import KafkaSettings
-from workers.errors import ConfigurationError
-from workers.partitions import partitions_in
+from riverrun.schemas import KafkaSettings
+from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.runtime.kafka import partitions_in
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("librdkafka")

@@ -36,14 +36,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from producers.dataset import DATASETS, describe, load
-from producers.replay import ReplaySettings, replay, request_id_for
-from schemas import KafkaSettings, TopicSettings
-from workers.errors import RiverrunError
-from workers.registry import ModelSpec, Registry, RegistrySettings
-from workers.routing.policy import deploy
-from workers.topics import create_topics
-from workers.train import train_linear
+from riverrun.producers.dataset import DATASETS, describe, load
+from riverrun.producers.replay import ReplaySettings, replay, request_id_for
+from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.runtime.errors import RiverrunError
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
+from riverrun.workers.routing.policy import deploy
+from riverrun.workers.broker.topics import create_topics
+from riverrun.workers.tools.train import train_linear
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def run_demo(args: argparse.Namespace) -> int:
     total = args.limit or info.length
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from workers.broker.tansu import start_tansu
+    from riverrun.workers.broker.tansu import start_tansu
 
     console.print(f"[bold]riverrun demo[/]: {args.dataset} ({info.description})")
     with start_tansu() as broker, contextlib.ExitStack() as cleanup:
@@ -309,7 +309,7 @@ def _start(
     log = log_path.open("wb")
     cleanup.callback(log.close)
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "--log-format", "text", *argv],
+        [sys.executable, "-m", "riverrun.workers.cli", "--log-format", "text", *argv],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     cleanup.callback(_stop_process, process)
@@ -354,7 +354,7 @@ def _draw(
     path: Path, dataset: str, drift_at: int | None, tally: Tally, registry: Registry
 ) -> Path:
     """Draw rolling accuracy per version over the stream, the registry's policies and drifts."""
-    from workers.demo_plot import DemoTimeline, Outcome, marks_from_registry, plot_demo
+    from riverrun.workers.tools.demo_plot import DemoTimeline, Outcome, marks_from_registry, plot_demo
 
     try:
         records = registry.refresh().history(dataset)

@@ -14,7 +14,7 @@ from typing import Any
 
 from river import linear_model, optim, preprocessing
 
-from producers.dataset import DATASETS, load
+from riverrun.producers.dataset import DATASETS, load
 
 logger = logging.getLogger(__name__)
 

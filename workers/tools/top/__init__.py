@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workers.top.collect import collect, histogram_quantile
-from workers.top.render import render
-from workers.top.scrape import normalise_endpoint, parse_metrics, scrape_all, scrape_one
-from workers.top.snapshot import (
+from riverrun.workers.tools.top.collect import collect, histogram_quantile
+from riverrun.workers.tools.top.render import render
+from riverrun.workers.tools.top.scrape import normalise_endpoint, parse_metrics, scrape_all, scrape_one
+from riverrun.workers.tools.top.snapshot import (
     Decision,
     EndpointStatus,
     Latency,

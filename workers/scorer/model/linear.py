@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from river import compose, linear_model, preprocessing
 
-from workers.model.generic import RiverScorer
-from workers.model.scoring import Features, ScoredBatch
+from riverrun.workers.scorer.model.generic import RiverScorer
+from riverrun.workers.scorer.model.scoring import Features, ScoredBatch
 
 _PROBA_TOLERANCE = 1e-12
 _PROBE_ROWS = 64
@@ -120,7 +120,7 @@ class LinearPipelineScorer:
 
     @staticmethod
     def _flag_non_finite(batch: ScoredBatch, fast_index: list[int], raw: np.ndarray) -> None:
-        from workers.model.scoring import RowFailure
+        from riverrun.workers.scorer.model.scoring import RowFailure
 
         if len(fast_index) and not np.isfinite(raw).all():
             for i, z in zip(fast_index, raw.tolist(), strict=True):

@@ -13,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from schemas import PolicyChanged
-from workers.registry.view import RegistryView
-from workers.routing.plan import PolicyError, plan_for
-from workers.top.snapshot import (
+from riverrun.schemas import PolicyChanged
+from riverrun.workers.registry.view import RegistryView
+from riverrun.workers.routing.plan import PolicyError, plan_for
+from riverrun.workers.tools.top.snapshot import (
     Decision,
     EndpointStatus,
     Latency,

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from workers.top.snapshot import Decision, ModelStatus, TopSnapshot
+from riverrun.workers.tools.top.snapshot import Decision, ModelStatus, TopSnapshot
 
 _METRIC_NAMES = {"accuracy": "acc", "log_loss": "logloss", "roc_auc": "auc"}
 

@@ -29,10 +29,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import BaseModel, Field
 from river import linear_model, preprocessing
 
-from schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, encode
-from workers.learner.prequential import Prequential, learn_example
-from workers.registry import ModelSpec, Registry, RegistrySettings
-from workers.topics import create_topics
+from riverrun.schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, encode
+from riverrun.workers.learner.prequential import Prequential, learn_example
+from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
+from riverrun.workers.broker.topics import create_topics
 
 MODEL = "fresh"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
@@ -76,7 +76,7 @@ def _free_port() -> int:
 
 def _riverrun(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "--log-format", "text", *argv],
+    return subprocess.Popen([sys.executable, "-m", "riverrun.workers.cli", "--log-format", "text", *argv],
                             stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 

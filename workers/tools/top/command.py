@@ -23,16 +23,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.live import Live
 
-from schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from workers.errors import RiverrunError
-from workers.registry.client import RegistryFollower, read_registry
-from workers.registry.records import RegistryRecord
-from workers.registry.view import RegistryView
-from workers.settings_errors import explain
-from workers.top.collect import collect
-from workers.top.render import render
-from workers.top.scrape import normalise_endpoint, scrape_all
-from workers.top.snapshot import Scrape
+from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.workers.runtime.errors import RiverrunError
+from riverrun.workers.registry.client import RegistryFollower, read_registry
+from riverrun.workers.registry.records import RegistryRecord
+from riverrun.workers.registry.view import RegistryView
+from riverrun.schemas.settings import explain
+from riverrun.workers.tools.top.collect import collect
+from riverrun.workers.tools.top.render import render
+from riverrun.workers.tools.top.scrape import normalise_endpoint, scrape_all
+from riverrun.workers.tools.top.snapshot import Scrape
 
 logger = logging.getLogger(__name__)
 

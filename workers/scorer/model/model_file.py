@@ -10,11 +10,11 @@ import pickle  # noqa: S403  # an operator-provided file, not network input
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.model.readonly import freeze_for_scoring
-from workers.model.scoring import ServedModel, build_scorer
+from riverrun.workers.scorer.model.readonly import freeze_for_scoring
+from riverrun.workers.scorer.model.scoring import ServedModel, build_scorer
 
 if TYPE_CHECKING:
-    from workers.model.deployment import Deployment
+    from riverrun.workers.scorer.model.deployment import Deployment
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class FileModelSource:
     """Serves the one model loaded from a file, under the name it was given."""
 
     def __init__(self, model: ServedModel) -> None:
-        from workers.model.deployment import Deployment
+        from riverrun.workers.scorer.model.deployment import Deployment
 
         self._model = model
         self._deployment = Deployment.single(model)

@@ -23,15 +23,15 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from schemas import SnapshotPublished
-from workers.errors import RiverrunError
-from workers.metrics import ScorerMetrics
-from workers.model.deployment import Deployment, Target
-from workers.model.model_file import expected_features_of
-from workers.model.readonly import freeze_for_scoring
-from workers.model.scoring import ServedModel, build_scorer
-from workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
-from workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
+from riverrun.schemas import SnapshotPublished
+from riverrun.workers.runtime.errors import RiverrunError
+from riverrun.workers.scorer.metrics import ScorerMetrics
+from riverrun.workers.scorer.model.deployment import Deployment, Target
+from riverrun.workers.scorer.model.model_file import expected_features_of
+from riverrun.workers.scorer.model.readonly import freeze_for_scoring
+from riverrun.workers.scorer.model.scoring import ServedModel, build_scorer
+from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
+from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
 
 logger = logging.getLogger(__name__)
 
