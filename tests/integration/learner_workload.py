@@ -7,8 +7,9 @@ examples log, the outcomes, the dead letters, every registry record the learner 
 hashes, lineage, metrics) and the run summaries, with times and topic names taken out, so two
 runs of the same learner code compare equal byte for byte.
 
-`test_learner_workload.py` runs it twice and compares; as a script it prints the digest, so a
-learner before and after a change can be compared on one broker:
+`test_learner_workload.py` holds the learner to the digest recorded in
+`learner_workload.sha256.json`; as a script it prints the digest, so a learner before and after
+a change can be compared on one broker:
 
     python tests/integration/learner_workload.py --bootstrap-servers 127.0.0.1:9092 > after.json
 """
@@ -170,7 +171,8 @@ def _plain(record: Any, topics: TopicSettings, examples_before: Any = None) -> d
 
 def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
     """Run the three learner phases on fresh topics named after `prefix`; return the digest."""
-    topics = TopicSettings(**{role: f"{prefix}-{name}" for role, name in TopicSettings().all().items()})
+    names = TopicSettings().all()
+    topics = TopicSettings(**{role: f"{prefix}-{name}" for role, name in names.items()})
     admin = AdminClient(kafka.client_config())
     new = [NewTopic(name, num_partitions=1) for name in topics.all().values()]
     for future in admin.create_topics(new).values():
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
     digest = run_workload(kafka, f"workload-{uuid.uuid4().hex[:8]}")
-    sys.stdout.write(orjson.dumps(digest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    sys.stdout.write(orjson.dumps(digest, option=options).decode())
     return 0
 
 

@@ -1,42 +1,44 @@
-"""The learner: joins labels with features into an ordered examples log and learns it online."""
+"""The learner: joins labels with features into an ordered examples log and learns it online.
+
+Its settings import nothing heavy; the rest is loaded on first use, so that the command line
+builds its parser without importing River.
+"""
 
 from __future__ import annotations
 
-from riverrun.workers.learner.join import (
-    DUPLICATE_LABEL,
-    UNJOINED_REASONS,
-    UNKNOWN_REQUEST,
-    WINDOW_EXPIRED,
-    Joined,
-    JoinWindow,
-    Unjoined,
-    outcome_loss,
-)
-from riverrun.workers.learner.loop import Learner, LearnSummary
-from riverrun.workers.learner.metrics import LearnerMetrics
-from riverrun.workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
-from riverrun.workers.learner.verify import Verdict, parse_reference, verify_snapshot
+from riverrun.workers.learner.summary import LearnSummary
+
+if TYPE_CHECKING:
+    from riverrun.workers.learner.loop import Learner
+    from riverrun.workers.learner.metrics import LearnerMetrics
+    from riverrun.workers.learner.verify import Verdict, parse_reference, verify_snapshot
+
+_ON_FIRST_USE = {
+    "Learner": "riverrun.workers.learner.loop",
+    "LearnerMetrics": "riverrun.workers.learner.metrics",
+    "Verdict": "riverrun.workers.learner.verify",
+    "parse_reference": "riverrun.workers.learner.verify",
+    "verify_snapshot": "riverrun.workers.learner.verify",
+}
 
 __all__ = [
-    "DUPLICATE_LABEL",
-    "UNJOINED_REASONS",
-    "UNKNOWN_REQUEST",
-    "WINDOW_EXPIRED",
-    "JoinWindow",
-    "Joined",
     "LearnSummary",
     "Learner",
     "LearnerMetrics",
     "LearnerOptions",
     "LearnerSettings",
-    "Prequential",
-    "SnapshotCadence",
-    "Unjoined",
     "Verdict",
-    "learn_example",
-    "outcome_loss",
     "parse_reference",
-    "task_of",
     "verify_snapshot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,4 +1,8 @@
-"""`riverrun learn` (run a model's learner until SIGTERM) and `riverrun models verify`."""
+"""`riverrun learn` (run a model's learner until SIGTERM) and `riverrun models verify`.
+
+The flags come from the settings alone; the learner (River, Prometheus) is imported by the
+handlers, so that building the command line stays quick.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +13,24 @@ import threading
 from types import FrameType
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
-from riverrun.workers.runtime.health import HealthServer
-from riverrun.workers.learner.loop import Learner
-from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.schemas import (
+    KafkaSettings,
+    RiverrunSettings,
+    TopicSettings,
+    add_section_flags,
+    collect_section_flags,
+    explain,
+)
 from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
-from riverrun.workers.learner.verify import verify_snapshot
 from riverrun.workers.registry import Registry, RegistrySettings
-from riverrun.schemas.settings import explain
-from riverrun.workers.runtime.startup import wait_for_kafka
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
 
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun learn` to the command line."""
-    parser = subparsers.add_parser(
-        "learn", help="Learn a model online from labelled feedback and publish its snapshots."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun learn`."""
     add_section_flags(parser, "kafka", KafkaSettings)
     add_section_flags(parser, "topics", TopicSettings)
     add_section_flags(parser, "registry", RegistrySettings)
@@ -45,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_learn(args: argparse.Namespace) -> int:
     """Build the settings, start the learner, stop it cleanly on a signal."""
+    from riverrun.workers.learner.loop import Learner
+    from riverrun.workers.learner.metrics import LearnerMetrics
+    from riverrun.workers.runtime.health import HealthServer
+    from riverrun.workers.runtime.startup import wait_for_kafka
+
     try:
         settings = LearnerSettings(**collect_section_flags(args))
     except ValidationError as exc:
@@ -101,19 +107,15 @@ def run_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-class VerifySettings(BaseSettings):
+class VerifySettings(RiverrunSettings):
     """Settings of `riverrun models verify`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
 
-def add_verify_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_verify(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `verify` under `riverrun models`."""
     parser = actions.add_parser(
         "verify",
@@ -128,6 +130,8 @@ def add_verify_command(actions: argparse._SubParsersAction[argparse.ArgumentPars
 
 def run_verify(args: argparse.Namespace) -> int:
     """Print OK or MISMATCH with both digests; exit 0 when the bytes match, 1 when not."""
+    from riverrun.workers.learner.verify import verify_snapshot
+
     try:
         settings = VerifySettings(**collect_section_flags(args))
     except ValidationError as exc:

@@ -8,12 +8,19 @@ loss fall, which is a change, but not the drift operators need to hear about.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from river import drift
+
+from riverrun.schemas import DriftDetected
+from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 Stream = Literal["learning", "served"]
 _RECENT = 200  # losses averaged for the record of a detection
@@ -78,3 +85,28 @@ class DriftWatch:
                 found.append(Detection(version, stream, type(detector).__name__, watched.seen,
                                        sum(recent) / len(recent)))
         return found
+
+
+class DriftReporter:
+    """A model's drift watch and where its detections go: a metric, a log line, a record."""
+
+    def __init__(
+        self, model: str, watch: DriftWatch, registry: Registry, metrics: LearnerMetrics
+    ) -> None:
+        self._model = model
+        self._watch = watch
+        self._registry = registry
+        self._metrics = metrics
+
+    def observe_many(self, version: int, stream: Stream, losses: Iterable[float]) -> None:
+        """Feed a batch of one stream's losses; publish a `DriftDetected` per detection."""
+        for found in self._watch.observe_many(version, stream, losses):
+            self._metrics.drift_detected.labels(self._model, str(version), stream).inc()
+            logger.warning(
+                "drift on %s@%d (%s loss): %s fired after %d losses, recent mean %.4f",
+                self._model, version, stream, found.detector, found.position, found.mean_loss,
+            )  # fmt: skip
+            self._registry.publish_drift(DriftDetected(
+                model=self._model, version=version, stream=stream, detector=found.detector,
+                position=found.position, mean_loss=found.mean_loss,
+            ))  # fmt: skip

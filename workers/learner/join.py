@@ -11,7 +11,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,16 +24,12 @@ from riverrun.schemas import (
     PredictionFields,
     PredictionMade,
 )
-
-Task = Literal["binary", "multiclass", "regression"]
+from riverrun.schemas.loss import outcome_loss
 
 UNKNOWN_REQUEST = "UnknownRequest"
 WINDOW_EXPIRED = "WindowExpired"
 DUPLICATE_LABEL = "DuplicateLabel"
 UNJOINED_REASONS = (DUPLICATE_LABEL, UNKNOWN_REQUEST, WINDOW_EXPIRED)
-
-# Log loss of a probability of zero is infinite; clip as river.metrics.LogLoss does.
-_EPSILON = 1e-15
 
 
 class JoinedExample(NamedTuple):
@@ -245,34 +241,3 @@ def _joined(
     outcome = Outcome(request_id, model, version, snapshot, route, predicted, value, loss,
                       proba, observed_at)  # fmt: skip
     return Joined(example, outcome)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def outcome_loss(
-    prediction: object, proba: dict[str, float] | None, label: object, task: Task | None = None
-) -> float:
-    """Return the loss of one prediction against its label.
-
-    Classifiers with probabilities: log loss of the true class. Classifiers without: 0/1 error.
-    Regressors: squared error. The task is inferred when not given: probabilities mean a
-    classifier, a numeric (non-boolean) prediction and label mean a regressor.
-    """
-    if task is None:
-        if proba:
-            task = "binary"
-        elif _is_number(prediction) and _is_number(label):
-            task = "regression"
-        else:
-            task = "multiclass"
-    if task == "regression":
-        if not (_is_number(prediction) and _is_number(label)):
-            return 0.0 if prediction == label else 1.0
-        error = float(prediction) - float(label)  # type: ignore[arg-type]  # numbers, checked
-        return error * error
-    if proba:
-        p = proba.get(str(label), 0.0)
-        return -math.log(min(max(p, _EPSILON), 1.0))
-    return 0.0 if prediction == label else 1.0

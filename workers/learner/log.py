@@ -16,9 +16,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from riverrun.schemas import KafkaSettings
-from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
 from riverrun.workers.learner.prequential import Prequential, learn_example
-from riverrun.workers.runtime.kafka import topic_partitions
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
+from riverrun.workers.runtime.kafka import consumer_config, topic_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,10 @@ def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | 
 
 def examples_consumer(kafka: KafkaSettings, client_id: str) -> Consumer:
     """Build a group-less consumer of committed examples (assigned, never subscribed)."""
-    return Consumer(kafka.client_config({
-        "group.id": f"{client_id}-unused",  # required by librdkafka; never joined or committed
-        "client.id": client_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 50,
-    }))  # fmt: skip
+    # A group id is required by librdkafka; this one is never joined or committed.
+    return Consumer(consumer_config(
+        kafka, f"{client_id}-unused", client_id=client_id, options={"fetch.wait.max.ms": 50}
+    ))
 
 
 def check_single_partition(consumer: Consumer, topic: str, timeout: float = 15.0) -> None:

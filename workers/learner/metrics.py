@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from riverrun.workers.scorer.metrics import ConsumerLag
+from riverrun.workers.runtime.metrics import ConsumerLag
 
 
 class LearnerMetrics:

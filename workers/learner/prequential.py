@@ -16,7 +16,7 @@ from typing import Any
 from river import base
 from river import metrics as river_metrics
 
-from riverrun.workers.learner.join import Task
+from riverrun.schemas.loss import Task
 from riverrun.workers.learner.roc_auc import BinnedROCAUC
 
 _EPSILON = 1e-15  # river.metrics.LogLoss clips probabilities the same way

@@ -7,11 +7,10 @@ import socket
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
+from riverrun.schemas import KafkaSettings, RiverrunSettings, TopicSettings
 from riverrun.workers.registry import RegistrySettings
+from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
 
 
 def _default_worker_id() -> str:
@@ -101,12 +100,8 @@ class LearnerOptions(BaseModel):
         return f"riverrun-learner-{self.model}"
 
 
-class LearnerSettings(BaseSettings):
+class LearnerSettings(RiverrunSettings):
     """Everything the `riverrun learn` process reads, from flags and `RIVERRUN_*`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.errors import ConfigurationError
 from riverrun.workers.learner.log import replay
 from riverrun.workers.registry import Registry, dump_model
 from riverrun.workers.registry.records import lineage_key
+from riverrun.workers.runtime.errors import ConfigurationError
 
 _REFERENCE = re.compile(
     r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>\d+)#(?P<snapshot>\d+)$"

@@ -1,0 +1,30 @@
+"""The learner's whole output on a mixed workload, held against the digest recorded before the
+learner was split into its join and learn stages: the examples log, outcomes, dead letters,
+registry records (artifact hashes, lineage, metrics) and run summaries, byte for byte."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import orjson
+
+from riverrun.schemas import KafkaSettings
+
+from .learner_workload import run_workload
+
+RECORDED = Path(__file__).with_name("learner_workload.sha256.json")
+
+
+def test_the_learner_writes_exactly_what_it_wrote_before_its_restructuring(
+    kafka_settings: KafkaSettings,
+) -> None:
+    digest = run_workload(kafka_settings, f"workload-{uuid.uuid4().hex[:8]}")
+    assert len(digest["examples"]) == 1250
+    assert {letter["headers"]["riverrun.error.class"] for letter in digest["dead_letters"]} == {
+        "UnknownRequest", "DuplicateLabel", "NotJson", "InvalidEvent"}
+    assert any(r["value"].get("restored_from") is not None for r in digest["models"]), (
+        "the workload is meant to trip the guardrail")
+    # A deliberate change of what the learner writes changes these: record the new digest with
+    # `python tests/integration/learner_workload.py --bootstrap-servers HOST:PORT` and say why.
+    assert digest["sha256"] == orjson.loads(RECORDED.read_bytes())
