@@ -9,9 +9,9 @@ import orjson
 from river import datasets, linear_model, preprocessing
 
 from riverrun.schemas import DeadLetter, PredictionMade, decode
-from riverrun.workers.scorer.model import FileModelSource, ServedModel, build_scorer
-from riverrun.workers.scorer.model.model_file import expected_features_of
 from riverrun.workers.scorer.batch import BatchOptions, score_batch
+from riverrun.workers.scorer.model import FileModelSource, ServedModel, build_scorer
+from riverrun.workers.scorer.model.source import expected_features_of
 
 OPTIONS = BatchOptions("predictions", "requests.dlq", "w1", 4096, reject_missing_features=True)
 

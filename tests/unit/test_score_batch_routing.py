@@ -11,11 +11,11 @@ import orjson
 from river import datasets, linear_model, preprocessing
 
 from riverrun.schemas import DeadLetter, PolicyAssignment, PolicyChanged, PredictionMade, decode
-from riverrun.workers.scorer.model import ServedModel, build_scorer
-from riverrun.workers.scorer.model.deployment import Deployment
-from riverrun.workers.scorer.model.model_file import expected_features_of
 from riverrun.workers.routing import plan_for
 from riverrun.workers.scorer.batch import BatchOptions, score_batch
+from riverrun.workers.scorer.model import ServedModel, build_scorer
+from riverrun.workers.scorer.model.deployment import Deployment
+from riverrun.workers.scorer.model.source import expected_features_of
 
 OPTIONS = BatchOptions("predictions", "requests.dlq", "w1", 4096, reject_missing_features=True,
                        shadow_topic="predictions.shadow")

@@ -14,11 +14,17 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from riverrun.schemas import SCHEMA_VERSION, DeadLetter, DecodeError, RequestFields, decode_request_fields
+from riverrun.schemas import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    DecodeError,
+    RequestFields,
+    decode_request_fields,
+)
 from riverrun.schemas.codec import encode_dict
 from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.model.deployment import Deployment
-from riverrun.workers.scorer.model.scoring import Label, RowFailure
+from riverrun.workers.scorer.model.protocol import Label, RowFailure
 
 
 class Record(Protocol):

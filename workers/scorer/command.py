@@ -1,4 +1,8 @@
-"""`riverrun score`: run a scoring worker until SIGTERM or SIGINT."""
+"""`riverrun score`: run a scoring worker until SIGTERM or SIGINT.
+
+The flags come from the settings alone; the worker (River, NumPy, Prometheus) is imported by
+the handler, so that building the command line stays quick.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,30 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
-from riverrun.workers.runtime.health import HealthServer
-from riverrun.workers.scorer.metrics import ScorerMetrics
-from riverrun.workers.scorer.model import FileModelSource, ModelSource, load_model_file
-from riverrun.workers.scorer.model.model_file import ModelFileError
-from riverrun.workers.scorer.model.registry_source import RegistryModelSource
+from riverrun.schemas import (
+    KafkaSettings,
+    TopicSettings,
+    add_section_flags,
+    collect_section_flags,
+    explain,
+)
 from riverrun.workers.registry import Registry, RegistrySettings
-from riverrun.workers.scorer.loop import Scorer
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
 from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
-from riverrun.schemas.settings import explain
-from riverrun.workers.runtime.startup import wait_for_kafka
+
+if TYPE_CHECKING:
+    from riverrun.workers.scorer.metrics import ScorerMetrics
+    from riverrun.workers.scorer.model import ModelSource
 
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun score` to the command line."""
-    parser = subparsers.add_parser(
-        "score", help="Score requests from Kafka with a River model (a consumer-group worker)."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun score`."""
     add_section_flags(parser, "kafka", KafkaSettings)
     add_section_flags(parser, "topics", TopicSettings)
     add_section_flags(parser, "scorer", ScorerOptions)
@@ -47,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = None) -> ModelSource:
     """A model file when one is given, else the registry on the models topic (not started)."""
+    from riverrun.workers.scorer.model import FileModelSource, load_model_file
+    from riverrun.workers.scorer.model.registry_source import RegistryModelSource
+
     options = settings.scorer
     if options.model_file is None:
         registry = Registry(settings.kafka, settings.topics, settings.registry)
@@ -67,6 +74,13 @@ def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = N
 
 def run_score(args: argparse.Namespace) -> int:
     """Build the settings, start the worker, stop it cleanly on a signal."""
+    from riverrun.workers.runtime.health import HealthServer
+    from riverrun.workers.runtime.startup import wait_for_kafka
+    from riverrun.workers.scorer.loop import Scorer
+    from riverrun.workers.scorer.metrics import ScorerMetrics
+    from riverrun.workers.scorer.model.model_file import ModelFileError
+    from riverrun.workers.scorer.model.registry_source import RegistryModelSource
+
     metrics = ScorerMetrics()
     try:
         settings = ScorerSettings(**collect_section_flags(args))

@@ -15,28 +15,27 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
-from riverrun.workers.runtime.kafka import ClientErrorLog
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import FatalError
+from riverrun.workers.runtime.kafka import (
+    ClientErrorLog,
+    Transactions,
+    consumer_config,
+    drop_errors,
+    first_offsets,
+    next_offsets,
+    produce_all,
+    producer_config,
+)
+from riverrun.workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.scorer.model import ModelSource
-from riverrun.workers.runtime.kafka import first_offsets, next_offsets
-from riverrun.workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from riverrun.workers.scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
-# librdkafka's own log lines (connection churn and the like) go through logging, not stderr.
-_librdkafka_logger = logging.getLogger("librdkafka")
 
 _TXN_TIMEOUT_S = 30.0
 
@@ -105,6 +104,7 @@ class Scorer:
         self._in_flight: deque[_InFlight] = deque()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._transactions: Transactions | None = None
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._crash = CrashPoints(settings.scorer.crash_at)
         self._contact = BrokerContact.for_interval(settings.scorer.statistics_interval_ms)
@@ -114,48 +114,37 @@ class Scorer:
 
     # -- configuration -------------------------------------------------------------------
 
+    @property
+    def _client_id(self) -> str:
+        return f"{self._settings.kafka.client_id}-scorer-{self._options.worker_id}"
+
     def _consumer_config(self) -> dict[str, Any]:
-        exactly_once = self._options.exactly_once
-        return self._settings.kafka.client_config(
-            {
-                "group.id": self._options.group_id,
-                "client.id": f"{self._settings.kafka.client_id}-scorer-{self._options.worker_id}",
+        return consumer_config(
+            self._settings.kafka, self._options.group_id, client_id=self._client_id,
+            options={
                 "partition.assignment.strategy": "cooperative-sticky",
-                "auto.offset.reset": "earliest",
-                # Offsets are stored by hand once the batch's outputs are acknowledged; the
-                # background commit then only ever commits delivered work.
-                "enable.auto.offset.store": False,
-                "enable.auto.commit": not exactly_once,
+                # The background commit only ever commits offsets stored after delivery.
+                "enable.auto.commit": not self._options.exactly_once,
                 "auto.commit.interval.ms": 1000,
-                "isolation.level": "read_committed",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "fetch.wait.max.ms": 100,
-                # Consumer lag per partition for /metrics, parsed on librdkafka's interval.
-                "statistics.interval.ms": self._options.statistics_interval_ms,
-                "error_cb": self._on_error,
-                "stats_cb": self._statistics,
-                "logger": _librdkafka_logger,
-            }
-        )
+            },
+            on_error=self._on_error, on_statistics=self._statistics,
+            statistics_interval_ms=self._options.statistics_interval_ms,
+        )  # fmt: skip
 
     def _producer_config(self) -> dict[str, Any]:
-        defaults: dict[str, Any] = {
-            "client.id": f"{self._settings.kafka.client_id}-scorer-{self._options.worker_id}",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "batch.num.messages": 10_000,
-            # Kafka's own partitioner, so keys land where Java and Go producers put them.
-            "partitioner": "murmur2_random",
-            "error_cb": self._on_error,
-            "logger": _librdkafka_logger,
-        }
-        if self._options.exactly_once:
-            defaults["transactional.id"] = self._options.transactional_id
-            defaults["transaction.timeout.ms"] = int(_TXN_TIMEOUT_S * 1000)
-        return self._settings.kafka.client_config(defaults)
+        exactly_once = self._options.exactly_once
+        return producer_config(
+            self._settings.kafka, client_id=self._client_id,
+            options={
+                "compression.type": "lz4",
+                "batch.num.messages": 10_000,
+                # Kafka's own partitioner, so keys land where Java and Go producers put them.
+                "partitioner": "murmur2_random",
+            },
+            on_error=self._on_error,
+            transactional_id=self._options.transactional_id if exactly_once else None,
+            transaction_timeout_s=_TXN_TIMEOUT_S,
+        )  # fmt: skip
 
     # -- rebalance callbacks -------------------------------------------------------------
 
@@ -206,9 +195,13 @@ class Scorer:
         """Score until stopped, or until `max_messages` consumed or `idle_timeout` s of quiet."""
         summary = RunSummary()
         options = self._options
-        self._producer = Producer(self._producer_config())
         if options.exactly_once:
-            self._init_transactions()
+            self._transactions = Transactions(
+                lambda: Producer(self._producer_config()), _TXN_TIMEOUT_S
+            )
+            self._producer = self._transactions.producer
+        else:
+            self._producer = Producer(self._producer_config())
         consumer = Consumer(self._consumer_config())
         self._consumer = consumer
         consumer.subscribe(
@@ -240,7 +233,7 @@ class Scorer:
                 # New snapshots are swapped in here, between batches, never inside one.
                 self._models.refresh()
                 if records:
-                    records = self._drop_errors(records)
+                    records = drop_errors(records, logger)
                 if not records:
                     self._settle(block=False)
                     if not self._joined:
@@ -261,18 +254,6 @@ class Scorer:
             self._shutdown(clean)
         summary.last_delivered_at = time.monotonic()
         return summary
-
-    def _drop_errors(self, records: list[Message]) -> list[Message]:
-        good = []
-        for record in records:
-            err = record.error()
-            if err is None:
-                good.append(record)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                if err.fatal():
-                    raise FatalError(f"consumer failed for good: {err}")
-                logger.warning("consume error: %s", err)
-        return good
 
     def _process(self, records: list[Message], summary: RunSummary) -> None:
         started = time.perf_counter()
@@ -313,16 +294,7 @@ class Scorer:
         assert producer is not None  # noqa: S101  # set in run()
         pending = _InFlight(next_offsets(records), len(result.outputs))
         self._in_flight.append(pending)
-        ack = pending.ack
-        produce = producer.produce
-        for out in result.outputs:
-            while True:
-                try:
-                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=ack)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.poll(0)
+        produce_all(producer, result.outputs, on_delivery=pending.ack)
         if self._crash.enabled:
             producer.flush(self._options.shutdown_timeout_s)  # outputs on the broker, uncommitted
             self._crash.hit("after-produce-before-commit")
@@ -377,68 +349,25 @@ class Scorer:
 
     # -- exactly-once --------------------------------------------------------------------
 
-    def _init_transactions(self) -> None:
-        producer = self._producer
-        assert producer is not None  # noqa: S101  # set in run()
-        producer.init_transactions(_TXN_TIMEOUT_S)
-
     def _produce_transaction(self, records: list[Message], result: BatchResult) -> bool:
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None  # noqa: S101  # set in run()
+        transactions, consumer = self._transactions, self._consumer
+        assert transactions is not None and consumer is not None  # noqa: S101  # set in run()
         try:
-            producer.begin_transaction()
-            produce = producer.produce
-            for out in result.outputs:
-                while True:
-                    try:
-                        produce(out.topic, out.value, out.key, headers=out.headers)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+            transactions.begin()
+            produce_all(transactions.producer, result.outputs)
             if self._crash.enabled:
-                producer.flush(_TXN_TIMEOUT_S)  # outputs really on the broker, uncommitted
+                transactions.producer.flush(_TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
                 self._crash.hit("after-produce-before-commit")
-            producer.send_offsets_to_transaction(
-                next_offsets(records), consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
-            )
-            self._commit_transaction(producer)
-            self.metrics.transactions.labels("committed").inc()
-            if self._crash.enabled:
-                self._crash.hit("after-commit")
-            return True
+            transactions.commit(next_offsets(records), consumer.consumer_group_metadata())
         except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.fatal():
-                logger.error("transaction failed fatally (%s): new producer, rewinding", error)
-                self.metrics.transactions.labels("fatal").inc()
-                self._recreate_producer()
-            else:
-                logger.warning("transaction aborted (%s): rewinding the batch", error)
-                self.metrics.transactions.labels("aborted").inc()
-                try:
-                    producer.abort_transaction(_TXN_TIMEOUT_S)
-                except KafkaException as abort_exc:
-                    logger.error("abort failed (%s): new producer", abort_exc)
-                    self._recreate_producer()
+            self.metrics.transactions.labels(transactions.recover(exc)).inc()
+            self._producer = transactions.producer
             self._rewind(consumer, records)
             return False
-
-    def _commit_transaction(self, producer: Producer) -> None:
-        for attempt in range(3):
-            try:
-                producer.commit_transaction(_TXN_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.retriable() and attempt < 2:
-                    continue
-                raise
-
-    def _recreate_producer(self) -> None:
-        # A fatal transactional error (fenced, or a broken epoch) poisons this producer for
-        # good (librdkafka #3928): a new one re-initialises and fences whatever is left.
-        self._producer = Producer(self._producer_config())
-        self._init_transactions()
+        self.metrics.transactions.labels("committed").inc()
+        if self._crash.enabled:
+            self._crash.hit("after-commit")
+        return True
 
     def _rewind(self, consumer: Consumer, records: list[Message]) -> None:
         for tp in first_offsets(records):
@@ -467,5 +396,6 @@ class Scorer:
                 producer.flush(self._options.shutdown_timeout_s)
             self._consumer = None
             self._producer = None
+            self._transactions = None
             self.metrics.ready.set(0)
             logger.info("scorer stopped (%s)", "clean" if clean else "after a failure")

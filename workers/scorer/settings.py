@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.crashpoint import CrashPoints
+from riverrun.schemas import KafkaSettings, RiverrunSettings, TopicSettings
 from riverrun.workers.registry.client import RegistrySettings
+from riverrun.workers.runtime.crashpoint import CrashPoints
 
 
 def _default_worker_id() -> str:
@@ -92,12 +91,8 @@ class ScorerOptions(BaseModel):
         return f"{self.group_id}-{self.worker_id}"
 
 
-class ScorerSettings(BaseSettings):
+class ScorerSettings(RiverrunSettings):
     """Everything the `riverrun score` process reads, from flags and `RIVERRUN_*`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)

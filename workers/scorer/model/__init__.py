@@ -5,8 +5,9 @@ from __future__ import annotations
 from riverrun.workers.scorer.model.generic import RiverScorer
 from riverrun.workers.scorer.model.linear import LinearPipelineScorer, linear_fast_path
 from riverrun.workers.scorer.model.model_file import FileModelSource, load_model_file
+from riverrun.workers.scorer.model.protocol import BatchScorer, RowFailure, ServedModel
 from riverrun.workers.scorer.model.readonly import freeze_for_scoring
-from riverrun.workers.scorer.model.scoring import BatchScorer, ModelSource, RowFailure, ServedModel, build_scorer
+from riverrun.workers.scorer.model.source import ModelSource, build_scorer, serve
 
 __all__ = [
     "BatchScorer",
@@ -20,4 +21,5 @@ __all__ = [
     "freeze_for_scoring",
     "linear_fast_path",
     "load_model_file",
+    "serve",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from riverrun.workers.scorer.model.scoring import ServedModel
 from riverrun.workers.routing import RoutePlan, champion_plan
+from riverrun.workers.scorer.model.protocol import ServedModel
 
 Target = tuple[int, int | None]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from river import base
 
-from riverrun.workers.scorer.model.scoring import Features, Label, RowFailure, ScoredBatch
+from riverrun.workers.scorer.model.protocol import Features, Label, RowFailure, ScoredBatch
 
 
 class NonFiniteAnswer(ArithmeticError):

@@ -2,7 +2,10 @@
 
 River scores one dict at a time; for a linear model the whole batch is one matrix product.
 The fast path is only used when a self-check on probe rows reproduces River's own predictions
-exactly and its probabilities to 1e-12, so routing never sees a different answer.
+exactly and its probabilities to 1e-12, so routing never sees a different answer. Only rows of
+plain numbers over exactly the trained features take it; any other row (a category or a
+numeric string, a missing or an extra feature) goes through River itself, alone, so a row is
+answered or refused as River would, whatever its neighbours in the batch.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import numpy as np
 from river import compose, linear_model, preprocessing
 
 from riverrun.workers.scorer.model.generic import RiverScorer
-from riverrun.workers.scorer.model.scoring import Features, ScoredBatch
+from riverrun.workers.scorer.model.protocol import Features, RowFailure, ScoredBatch
 
 _PROBA_TOLERANCE = 1e-12
 _PROBE_ROWS = 64
+# Values River does arithmetic on as numbers (bool is an int to Python and to River).
+_NUMBERS = frozenset({float, int, bool})
 
 
 def _sigmoid(z: float) -> float:
@@ -69,7 +74,7 @@ class LinearPipelineScorer:
         return list(self._columns)
 
     def predict_many(self, rows: Sequence[Features]) -> ScoredBatch:
-        """Score rows in one product; rows of another shape go through River itself."""
+        """Score rows in one product; rows of another shape or kind go through River itself."""
         n = len(rows)
         width = len(self._columns)
         pick = self._pick
@@ -82,14 +87,21 @@ class LinearPipelineScorer:
                 except KeyError:
                     continue
                 fast_index.append(i)
+        # Without a dtype NumPy keeps what it was given: a string (even "1.5", which a float
+        # dtype would parse and River would refuse) makes the array text, a huge int objects.
         try:
-            x = np.array(matrix, dtype=np.float64).reshape(len(matrix), width)
-        except (TypeError, ValueError):  # a categorical value among the numbers
-            return self._fallback.predict_many(rows)
+            x = np.array(matrix).reshape(len(matrix), width)
+        except ValueError:  # values of uneven shapes (not numbers): sorted out row by row
+            x = np.array((), dtype=object)
+        if x.dtype.kind not in "fiub":
+            fast_index, x = self._numbers_only(matrix, fast_index, width)
+        x = x.astype(np.float64, copy=False)
 
         scaled = (x - self._means) / self._safe_stds
         scaled[:, self._zero_std] = 0.0
-        raw = scaled @ self._weights + self._intercept
+        # Summed row by row (not a matrix product, whose blocking depends on the batch's size),
+        # so that a row's answer is bit for bit the same whatever batch it comes in.
+        raw = (scaled * self._weights).sum(axis=1) + self._intercept
 
         batch = ScoredBatch([None] * n, [None] * n)
         predictions = batch.predictions
@@ -108,7 +120,26 @@ class LinearPipelineScorer:
         self._flag_non_finite(batch, fast_index, raw)
         return batch
 
-    def _score_rest(self, rows: Sequence[Features], fast_index: list[int], batch: ScoredBatch) -> None:
+    @staticmethod
+    def _numbers_only(
+        matrix: list[Any], fast_index: list[int], width: int
+    ) -> tuple[list[int], np.ndarray]:
+        """Keep the rows whose every value is a number; the others are River's to answer."""
+        kept: list[int] = []
+        numbers: list[list[float]] = []
+        for j, values in enumerate(matrix):
+            if all(type(v) in _NUMBERS for v in values):
+                try:
+                    numbers.append([float(v) for v in values])
+                except OverflowError:  # an int beyond any float: River refuses it too
+                    continue
+                kept.append(j)
+        x = np.array(numbers, dtype=np.float64).reshape(len(kept), width)
+        return [fast_index[j] for j in kept], x
+
+    def _score_rest(
+        self, rows: Sequence[Features], fast_index: list[int], batch: ScoredBatch
+    ) -> None:
         done = set(fast_index)
         rest = [i for i in range(len(rows)) if i not in done]
         slow = self._fallback.predict_many([rows[i] for i in rest])
@@ -118,13 +149,12 @@ class LinearPipelineScorer:
             if j in slow.failures:
                 batch.failures[i] = slow.failures[j]
 
-    @staticmethod
-    def _flag_non_finite(batch: ScoredBatch, fast_index: list[int], raw: np.ndarray) -> None:
-        from riverrun.workers.scorer.model.scoring import RowFailure
-
-        if len(fast_index) and not np.isfinite(raw).all():
+    def _flag_non_finite(self, batch: ScoredBatch, fast_index: list[int], raw: np.ndarray) -> None:
+        # River's sigmoid turns an infinite score into a certain class; only NaN has no answer.
+        bad = np.isnan(raw) if self._logistic else ~np.isfinite(raw)
+        if len(fast_index) and bad.any():
             for i, z in zip(fast_index, raw.tolist(), strict=True):
-                if not math.isfinite(z):
+                if math.isnan(z) or not (self._logistic or math.isfinite(z)):
                     batch.failures[i] = RowFailure(
                         "ModelReturnedNonFinite", f"the linear score is {z}"
                     )

@@ -8,30 +8,16 @@ from __future__ import annotations
 import logging
 import pickle  # noqa: S403  # an operator-provided file, not network input
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from riverrun.workers.scorer.model.readonly import freeze_for_scoring
-from riverrun.workers.scorer.model.scoring import ServedModel, build_scorer
-
-if TYPE_CHECKING:
-    from riverrun.workers.scorer.model.deployment import Deployment
+from riverrun.workers.scorer.model.deployment import Deployment
+from riverrun.workers.scorer.model.protocol import ServedModel
+from riverrun.workers.scorer.model.source import serve
 
 logger = logging.getLogger(__name__)
 
 
 class ModelFileError(RuntimeError):
     """The model file cannot be served. Disposition: stop at start with this message."""
-
-
-def expected_features_of(estimator: Any) -> frozenset[str] | None:
-    """Feature names a trained pipeline relies on, when River exposes them."""
-    steps = list(getattr(estimator, "steps", {}).values()) or [estimator]
-    first = steps[0]
-    for attribute in ("means", "_weights"):
-        table = getattr(first, attribute, None)
-        if table:
-            return frozenset(str(k) for k in dict(table))
-    return None
 
 
 def load_model_file(
@@ -54,35 +40,18 @@ def load_model_file(
             f"--model-file {path} holds a {type(estimator).__name__}, which cannot predict: "
             "pickle a River classifier, regressor or pipeline"
         )
-    estimator = freeze_for_scoring(estimator)
-    scorer = build_scorer(estimator, fast_path=fast_path)
-    logger.info(
-        "serving %s@%d#%d from %s with %s", name, version, snapshot, path, type(scorer).__name__
-    )
-    return ServedModel(
-        name=name,
-        version=version,
-        snapshot=snapshot,
-        scorer=scorer,
-        estimator=estimator,
-        expected_features=expected_features_of(estimator),
-        # The file's modification time stands for its publication.
-        published_at=path.stat().st_mtime,
-    )
+    # The file's modification time stands for its publication.
+    served = serve(estimator, name, version, snapshot, path.stat().st_mtime, fast_path=fast_path)
+    logger.info("serving %s from %s with %s", served.label, path, type(served.scorer).__name__)
+    return served
 
 
 class FileModelSource:
     """Serves the one model loaded from a file, under the name it was given."""
 
     def __init__(self, model: ServedModel) -> None:
-        from riverrun.workers.scorer.model.deployment import Deployment
-
         self._model = model
         self._deployment = Deployment.single(model)
-
-    def get(self, name: str) -> ServedModel | None:
-        """The file's model when the name matches, else None (the request is dead-lettered)."""
-        return self._model if name == self._model.name else None
 
     def deployment(self, name: str) -> Deployment | None:
         """The file's model answering everything as champion, when the name matches."""

@@ -24,14 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from riverrun.schemas import SnapshotPublished
+from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
+from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
 from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.scorer.model.deployment import Deployment, Target
-from riverrun.workers.scorer.model.model_file import expected_features_of
-from riverrun.workers.scorer.model.readonly import freeze_for_scoring
-from riverrun.workers.scorer.model.scoring import ServedModel, build_scorer
-from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
-from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
+from riverrun.workers.scorer.model.protocol import ServedModel
+from riverrun.workers.scorer.model.source import serve
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +102,6 @@ class RegistryModelSource:
         if deployment is not None:
             self._activate(deployment)
         return deployment
-
-    def get(self, name: str) -> ServedModel | None:
-        """The snapshot answering as champion (the first arm) for `name`."""
-        deployment = self.deployment(name)
-        return deployment.arms[0] if deployment is not None else None
 
     def unavailable_reason(self, name: str) -> str:
         """Why a request for `name` cannot be served, for its dead letter."""
@@ -243,16 +237,8 @@ class RegistryModelSource:
             logger.error("refused snapshot %s: %s; the last good snapshot keeps serving",
                          label, reason)
             raise
-        estimator = freeze_for_scoring(estimator)
-        served = ServedModel(
-            name=target.model,
-            version=target.version,
-            snapshot=target.snapshot,
-            scorer=build_scorer(estimator, fast_path=self._fast_path),
-            estimator=estimator,
-            expected_features=expected_features_of(estimator),
-            published_at=target.published_at.timestamp(),
-        )
+        served = serve(estimator, target.model, target.version, target.snapshot,
+                       target.published_at.timestamp(), fast_path=self._fast_path)  # fmt: skip
         elapsed = time.perf_counter() - started
         if self._metrics is not None:
             self._metrics.snapshot_load_seconds.labels(target.model).observe(elapsed)

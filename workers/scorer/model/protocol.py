@@ -1,17 +1,14 @@
 """The protocol between the scorer's loop and a model: score a batch of feature dicts at once.
 
 Routing and the loop never touch River directly: they call `predict_many`, so a vectorised
-fast path can stand beside the generic per-row one.
+fast path can stand beside the generic per-row one. A leaf: it imports nothing of ours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from riverrun.workers.scorer.model.deployment import Deployment
+from typing import Any, Protocol
 
 Features = Mapping[str, float | str]
 Label = bool | int | float | str
@@ -64,39 +61,3 @@ class ServedModel:
     def label(self) -> str:
         """`name@version#snapshot`, the way operators write it."""
         return f"{self.name}@{self.version}#{self.snapshot}"
-
-
-class ModelSource(Protocol):
-    """Where the scorer gets its models; a file today, the registry on Kafka later."""
-
-    def get(self, name: str) -> ServedModel | None:
-        """The snapshot to serve for a model name, or None when the model is not served."""
-        ...
-
-    def deployment(self, name: str) -> Deployment | None:
-        """The model's route plan and its loaded snapshots, or None when it is not served."""
-        ...
-
-    def refresh(self) -> None:
-        """Take in new snapshots; called between batches, never inside one."""
-        ...
-
-    def unavailable_reason(self, name: str) -> str:
-        """Why `get(name)` gave None, for the request's dead letter."""
-        ...
-
-    def served(self) -> list[ServedModel]:
-        """The snapshots held for serving now; read by the metrics thread at each scrape."""
-        ...
-
-
-def build_scorer(estimator: Any, *, fast_path: bool = True) -> BatchScorer:
-    """The fastest scorer that reproduces River's own answers for this estimator."""
-    from riverrun.workers.scorer.model.generic import RiverScorer
-    from riverrun.workers.scorer.model.linear import linear_fast_path
-
-    if fast_path:
-        fast = linear_fast_path(estimator)
-        if fast is not None:
-            return fast
-    return RiverScorer(estimator)
