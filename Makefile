@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test reliability bench lint clean venv
+.PHONY: demo test reliability bench client-size clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,embedded,test]'
+	# The workers (server extra), the embedded broker and the test tools; quiet about the
+	# editable install's advice, which a checkout of this layout does not need.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[server,embedded,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,6 +30,10 @@ reliability: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/riverrun bench --json $(BENCH_ARGS)
+
+# What `pip install riverrun` (the client, no extras) installs: names and megabytes, as JSON.
+client-size: $(STAMP)
+	$(BIN)/python tests/e2e/client_install.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

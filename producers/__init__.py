@@ -1,4 +1,12 @@
-"""riverrun's client side: the upstream client library, dataset replay and load generation."""
+"""riverrun's client: what an upstream or downstream service imports, and nothing heavier.
+
+    from riverrun.producers import KafkaSettings, RiverrunClient
+
+`RiverrunClient` sends prediction requests and labels and awaits predictions; the settings that
+say how to reach Kafka and the topic names come along. The dataset catalog and `replay` (River,
+Prometheus) are in `riverrun.producers.dataset` and `riverrun.producers.replay`, with the server
+extra.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +17,14 @@ from riverrun.producers.client import (
     PredictionTimeout,
     RiverrunClient,
 )
-from riverrun.producers.dataset import DATASETS, DatasetInfo, describe, load
-from riverrun.producers.replay import ReplayOptions, ReplaySettings, ReplaySummary, replay
+from riverrun.schemas import KafkaSettings, TopicSettings
 
 __all__ = [
-    "DATASETS",
     "ClientError",
-    "DatasetInfo",
     "Delivery",
     "DeliveryError",
+    "KafkaSettings",
     "PredictionTimeout",
-    "ReplayOptions",
-    "ReplaySettings",
-    "ReplaySummary",
     "RiverrunClient",
-    "describe",
-    "load",
-    "replay",
+    "TopicSettings",
 ]

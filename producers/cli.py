@@ -1,4 +1,4 @@
-"""The `riverrun replay` sub-command, contributed to the CLI through an entry point."""
+"""The `riverrun replay` sub-command: its flags, and the handler that runs the replay."""
 
 from __future__ import annotations
 
@@ -16,15 +16,13 @@ from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, co
 logger = logging.getLogger(__name__)
 
 
-def register_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun replay` to the command line."""
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun replay`."""
     from riverrun.producers.replay import ReplayOptions
 
-    parser = subparsers.add_parser(
-        "replay",
-        help="Stream a dataset into requests and feedback.",
-        description="Stream a dataset into the requests topic at a chosen rate, and a seeded "
-        "share of its labels into feedback after a delay. Prints a one-line JSON summary.",
+    parser.description = (
+        "Stream a dataset into the requests topic at a chosen rate, and a seeded share of its "
+        "labels into feedback after a delay. Prints a one-line JSON summary."
     )
     add_section_flags(parser, "replay", ReplayOptions)
     add_section_flags(parser, "kafka", KafkaSettings)

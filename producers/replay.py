@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riverrun.producers.client import DeliveryError, RiverrunClient
 from riverrun.producers.dataset import DATASETS, Label, describe, load
 from riverrun.producers.metrics import ReplayMetrics
-from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.schemas import KafkaSettings, RiverrunSettings, TopicSettings
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +82,8 @@ class ReplayOptions(BaseModel):
         return self.model or self.dataset
 
 
-class ReplaySettings(BaseSettings):
+class ReplaySettings(RiverrunSettings):
     """Settings of `riverrun replay`: `RIVERRUN_<SECTION>__<FIELD>` or command-line flags."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="How to reach the Kafka cluster."

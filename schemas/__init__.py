@@ -40,9 +40,11 @@ from riverrun.schemas.events import (
 )
 from riverrun.schemas.settings import (
     KafkaSettings,
+    RiverrunSettings,
     TopicSettings,
     add_section_flags,
     collect_section_flags,
+    explain,
 )
 
 __all__ = [
@@ -51,8 +53,8 @@ __all__ = [
     "ArtifactRef",
     "CanaryStep",
     "DeadLetter",
-    "DriftDetected",
     "DecodeError",
+    "DriftDetected",
     "Event",
     "ExampleJoined",
     "KafkaSettings",
@@ -67,6 +69,7 @@ __all__ = [
     "PredictionMade",
     "PredictionRequested",
     "RequestFields",
+    "RiverrunSettings",
     "SnapshotId",
     "SnapshotPublished",
     "TopicSettings",
@@ -80,6 +83,7 @@ __all__ = [
     "decode_request_fields",
     "encode",
     "encode_dict",
+    "explain",
     "parse_json",
     "utc_now",
 ]

@@ -14,7 +14,13 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from riverrun.schemas.events import Event, LabelObserved, PredictionMade, PredictionRequested, utc_now
+from riverrun.schemas.events import (
+    Event,
+    LabelObserved,
+    PredictionMade,
+    PredictionRequested,
+    utc_now,
+)
 
 E = TypeVar("E", bound=Event)
 F = TypeVar("F")

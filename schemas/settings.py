@@ -1,6 +1,7 @@
-"""Settings sections shared by every riverrun process: how to reach Kafka, and the topic names.
+"""Settings every riverrun process shares: the base class, how to reach Kafka, the topic names.
 
-These are nested sections; each process role composes them into its own settings class.
+Each process role composes these nested sections into its own `RiverrunSettings` subclass,
+read once from flags and `RIVERRUN_<SECTION>__<FIELD>` environment variables.
 """
 
 from __future__ import annotations
@@ -10,6 +11,15 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RiverrunSettings(BaseSettings):
+    """The base of every process's settings: flags win over `RIVERRUN_<SECTION>__<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -176,7 +186,10 @@ def collect_section_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]
 
 
 def explain(exc: ValidationError) -> str:
-    """`RIVERRUN_SCORER__BATCH_SIZE (--batch-size): Input should be greater than 0`, one per line."""
+    """Name each setting that failed, with its flag and the reason, joined by "; ".
+
+    For example `RIVERRUN_SCORER__BATCH_SIZE (--batch-size): Input should be greater than 0`.
+    """
     lines = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"]]

@@ -325,3 +325,15 @@ def kafka_cluster() -> Iterator[Any]:
     """A fresh 3-node Apache Kafka cluster for cluster tests (skipped without java and mvn)."""
     with fresh_kafka(nodes=3) as cluster:
         yield cluster
+
+
+def signal_node(cluster: Any, node_id: int, signum: signal.Signals) -> None:
+    """Send a signal to one node's JVM: SIGKILL (no controlled shutdown, no flush), SIGSTOP (it
+    keeps its sockets but answers nothing) or SIGCONT."""
+    process = cluster.node(node_id).process
+    if process is None:
+        return
+    if signum == signal.SIGKILL:
+        process.kill()
+    else:
+        process.signal(signum)

@@ -1,31 +1,94 @@
-"""The `riverrun` command line: parses flags, builds settings, configures logging, dispatches.
+"""The `riverrun` command line: a table of commands, each imported only when it is run.
 
 This is the composition root and the only layer that reads the environment (through the
-settings classes) or configures logging. Sub-commands from packages the server must not import
-(the replay of `producers/`) arrive through the `riverrun.commands` entry-point group.
+settings classes) or configures logging. `riverrun --help` lists the table without importing
+any command; `riverrun COMMAND ...` imports that command's module alone, which builds its flags
+from its settings and imports its heavy dependencies (River, faust, SciPy) only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from dataclasses import dataclass
+from importlib.util import find_spec
 
 Handler = Callable[[argparse.Namespace], int]
-Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+# What the workers need beyond the client: `pip install 'riverrun[server]'` brings them.
+SERVER_MODULES = ("river", "faust", "numpy", "scipy", "prometheus_client", "yaml", "rich")
 
 
-def _builtin_registrars() -> list[Registrar]:
-    # Imported here so that `riverrun --help` stays fast and a broken optional part names itself.
-    from riverrun.workers.commands import REGISTRARS
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its summary for `riverrun --help`, and where its flags are added.
 
-    return list(REGISTRARS)
+    Each registrar is "module:function" and receives the command's parser, or, when `actions`
+    is set, the command's sub-commands (`riverrun models release|list|...`), which several
+    modules contribute to.
+    """
+
+    name: str
+    summary: str
+    registrars: tuple[str, ...]
+    actions: bool = False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line, built-in commands first, then entry-point plugins."""
+COMMANDS = (
+    Command("broker", "Run a local Kafka broker (Tansu or Apache Kafka), or check what a broker "
+            "guarantees.", ("riverrun.workers.broker.command:register",)),
+    Command("topics", "Administer riverrun's topics.",
+            ("riverrun.workers.broker.topics:register",)),
+    Command("train", "Fit StandardScaler | LogisticRegression on a dataset and write a model file.",
+            ("riverrun.workers.tools.train:register",)),
+    Command("score", "Score requests from Kafka with River models (a consumer-group worker).",
+            ("riverrun.workers.scorer.command:register",)),
+    Command("learn", "Learn a model online from labelled feedback and publish its snapshots.",
+            ("riverrun.workers.learner.command:register",)),
+    Command("models", "Administer models: release, list, show, history, verify, deploy, promote, "
+            "rollback, status.", (
+                "riverrun.workers.registry.command:register",
+                "riverrun.workers.learner.command:register_verify",
+                "riverrun.workers.routing.command:register",
+            ), actions=True),
+    Command("judge", "Judge the live policies from their outcomes; promote, roll back, re-weight.",
+            ("riverrun.workers.judge.command:register",)),
+    Command("replay", "Stream a dataset into requests and feedback.",
+            ("riverrun.producers.cli:register",)),
+    Command("bench", "Measure the scorer against the raw pipe and the model, in one run.",
+            ("riverrun.workers.tools.bench:register",)),
+    Command("schemas", "Publish the event contracts.",
+            ("riverrun.workers.tools.schemas_export:register",)),
+    Command("demo", "Run the whole pipe on the embedded broker.",
+            ("riverrun.workers.tools.demo:register",)),
+    Command("top", "A live view: versions and shares, throughput, lag, latency, decisions.",
+            ("riverrun.workers.tools.top.command:register",)),
+)  # fmt: skip
+_BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def _chosen(argv: Sequence[str]) -> Command | None:
+    """The command named on the line: the first word that is one (global flags come first)."""
+    for word in argv:
+        if word in _BY_NAME:
+            return _BY_NAME[word]
+    return None
+
+
+def _register(command: Command, parser: argparse.ArgumentParser) -> None:
+    target: object = parser
+    if command.actions:
+        target = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for registrar in command.registrars:
+        module, _, function = registrar.partition(":")
+        getattr(importlib.import_module(module), function)(target)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line; only the command that `argv` names gets its flags (and its imports)."""
     parser = argparse.ArgumentParser(
         prog="riverrun",
         description="Event-driven Model-on-Demand stream processing with online River models.",
@@ -47,20 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
         "key [env RIVERRUN_PROFILE, default development]",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in _builtin_registrars():
-        register(subparsers)
-    for entry in sorted(entry_points(group="riverrun.commands"), key=lambda e: e.name):
-        entry.load()(subparsers)
+    chosen = _chosen(argv)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.summary, description=command.summary)
+        if command is chosen:
+            _register(command, sub)
     return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line, with the flags of the command it names."""
+    return build_parser(argv).parse_args(argv)
+
+
+def missing_server_modules() -> list[str]:
+    """The server's dependencies this environment lacks (found without importing them)."""
+    return [name for name in SERVER_MODULES if find_spec(name) is None]
 
 
 def configure_logging(level: str, log_format: str) -> None:
     """JSON lines in containers and pipes, readable text on a terminal."""
+    from riverrun.workers.runtime.logfmt import JsonFormatter, RepeatedLines
+
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
-        from riverrun.workers.runtime.logfmt import JsonFormatter
-
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
@@ -69,16 +143,21 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    from riverrun.workers.runtime.kafka import RepeatedLines
-
-    librdkafka = logging.getLogger("librdkafka")
-    librdkafka.filters[:] = [RepeatedLines()]
+    logging.getLogger("librdkafka").filters[:] = [RepeatedLines()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `riverrun` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    missing = missing_server_modules()
+    if missing:
+        print(
+            "riverrun: the command line runs the workers, which need the server extra "
+            f"(missing: {', '.join(missing)}): pip install 'riverrun[server]'",
+            file=sys.stderr,
+        )
+        return 2
+    args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     from riverrun.workers.profile import Profile, ProfileSettings, profile_violations
 

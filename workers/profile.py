@@ -13,9 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, collect_section_flags
+from riverrun.schemas import KafkaSettings, RiverrunSettings, collect_section_flags
 from riverrun.workers.registry import RegistrySettings
 
 
@@ -26,10 +25,8 @@ class Profile(StrEnum):
     PRODUCTION = "production"
 
 
-class ProfileSettings(BaseSettings):
+class ProfileSettings(RiverrunSettings):
     """The profile (`RIVERRUN_PROFILE`, or `--profile`)."""
-
-    model_config = SettingsConfigDict(env_prefix="RIVERRUN_", frozen=True, extra="ignore")
 
     profile: Profile = Field(
         default=Profile.DEVELOPMENT,
@@ -37,12 +34,8 @@ class ProfileSettings(BaseSettings):
     )
 
 
-class _Connection(BaseSettings):
+class _Connection(RiverrunSettings):
     """The sections a profile judges, read as the command will read them."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from riverrun.workers.broker.process import BrokerError, metadata_brokers
+from tests.conftest import signal_node
 
 RIVERRUN = [sys.executable, "-m", "riverrun.workers.cli"]
 needs_java_and_mvn = pytest.mark.skipif(
@@ -152,7 +153,7 @@ def test_killed_leader_loses_no_acknowledged_record(kafka_cluster: Any, unique: 
     assert len(acked) == 300
 
     leader = kafka_cluster.leader_of(topic, 0)
-    kafka_cluster.kill_node(leader)
+    signal_node(kafka_cluster, leader, signal.SIGKILL)
     wait_for(lambda: leader_or_none(kafka_cluster, topic, 0) not in (None, leader), 30,
              "a new leader")
     # Two of three replicas are left, which meets min.insync.replicas=2: acks=all still works.
@@ -170,12 +171,12 @@ def test_pause_and_resume_node(kafka_cluster: Any, unique: Any) -> None:
     topic = unique("pause")
     create_topic(bootstrap, topic, partitions=1, replication=3)
     node = kafka_cluster.nodes[-1]
-    kafka_cluster.pause_node(node)
+    signal_node(kafka_cluster, node, signal.SIGSTOP)
     try:
         # A paused node keeps its pid: it is stopped, not gone.
         assert kafka_cluster.node(node).alive()
     finally:
-        kafka_cluster.resume_node(node)
+        signal_node(kafka_cluster, node, signal.SIGCONT)
     acked = produce(bootstrap, topic, [b"%d" % i for i in range(50)])
     assert len(acked) == 50
 

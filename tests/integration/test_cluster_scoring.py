@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from confluent_kafka import Producer
 
 from riverrun.schemas import KafkaSettings, TopicSettings
 from riverrun.workers.broker.topics import create_topics
+from tests.conftest import signal_node
 
 from .conftest import ScorerProcess, read_all, request_ids, request_payload, wait_for
 
@@ -74,7 +76,7 @@ def test_killed_leader_mid_stream_every_acknowledged_request_is_scored(
         sender.start()
         assert halfway.wait(60)
         leader = kafka_cluster.leader_of(topics.requests, 0)
-        kafka_cluster.kill_node(leader)
+        signal_node(kafka_cluster, leader, signal.SIGKILL)
         time.sleep(3)
         assert scorer.alive(), scorer.output()
         kafka_cluster.restart_node(leader)

@@ -29,7 +29,7 @@ from riverrun.schemas import (
     encode,
     utc_now,
 )
-from riverrun.workers.learner.join import outcome_loss
+from riverrun.schemas.loss import outcome_loss
 from riverrun.workers.registry import Registry, RegistrySettings, read_registry
 from riverrun.workers.routing import plan_for
 

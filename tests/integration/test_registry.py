@@ -14,7 +14,6 @@ import pytest
 from river import datasets, forest
 
 from riverrun.schemas import KafkaSettings, SnapshotPublished, TopicSettings
-from tests.integration.conftest import wait_for
 from riverrun.workers.registry import (
     KafkaArtifactStore,
     ModelSpec,
@@ -25,6 +24,7 @@ from riverrun.workers.registry import (
     build_estimator,
     dump_model,
 )
+from tests.integration.conftest import wait_for
 
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,21 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from riverrun.producers import ReplaySettings, replay
 from riverrun.producers.metrics import ReplayMetrics
-from riverrun.producers.replay import ReplayOptions, feedback_mask, request_id_for
-from riverrun.schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, decode
+from riverrun.producers.replay import (
+    ReplayOptions,
+    ReplaySettings,
+    feedback_mask,
+    replay,
+    request_id_for,
+)
+from riverrun.schemas import (
+    KafkaSettings,
+    LabelObserved,
+    PredictionRequested,
+    TopicSettings,
+    decode,
+)
 
 
 def read_all(

@@ -14,8 +14,8 @@ import pytest
 
 from riverrun.producers.client import RiverrunClient
 from riverrun.schemas import DeadLetter, KafkaSettings, PredictionMade, TopicSettings, decode
-from riverrun.workers.scorer.model import FileModelSource, load_model_file
 from riverrun.workers.scorer.loop import Scorer
+from riverrun.workers.scorer.model import FileModelSource, load_model_file
 from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
 from .conftest import (

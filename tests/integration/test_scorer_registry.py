@@ -15,7 +15,14 @@ import pytest
 from confluent_kafka import Producer
 from river import linear_model, optim, preprocessing
 
-from riverrun.schemas import KafkaSettings, PredictionMade, SnapshotPublished, TopicSettings, decode, encode
+from riverrun.schemas import (
+    KafkaSettings,
+    PredictionMade,
+    SnapshotPublished,
+    TopicSettings,
+    decode,
+    encode,
+)
 from riverrun.workers.registry import (
     ModelSpec,
     Registry,

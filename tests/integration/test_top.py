@@ -13,8 +13,8 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.health import HealthServer
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from riverrun.workers.runtime.health import HealthServer
 from riverrun.workers.tools.top import scrape_one
 
 from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for

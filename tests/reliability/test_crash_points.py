@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from riverrun.schemas import KafkaSettings
-from tests.conftest import TestBroker
 from riverrun.workers.runtime.crashpoint import SCORER_POINTS
+from tests.conftest import TestBroker
 
 from .conftest import Figures
 from .harness import outputs

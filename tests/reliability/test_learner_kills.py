@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from riverrun.schemas import KafkaSettings, ModelVersionReleased, SnapshotPublished
-from riverrun.workers.runtime.crashpoint import LEARNER_POINTS
 from riverrun.workers.learner import verify_snapshot
 from riverrun.workers.registry import Registry, RegistrySettings
 from riverrun.workers.registry.records import decode_registry_record
+from riverrun.workers.runtime.crashpoint import LEARNER_POINTS
 
 from .conftest import Figures
 from .harness import outputs

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from riverrun.schemas import KafkaSettings
-from tests.conftest import fresh_kafka
 from riverrun.workers.broker.process import BrokerProcess, free_port, metadata_brokers, wait_until
 from riverrun.workers.broker.tansu import tansu_binary
+from tests.conftest import fresh_kafka
 
 from .conftest import Figures, create_topics
 from .harness.loadgen import LoadGenerator, request_payload

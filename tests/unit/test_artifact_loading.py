@@ -195,8 +195,8 @@ def test_dump_model_refuses_what_no_scorer_could_load() -> None:
 def test_registry_settings_need_a_key_or_insecure_dev(caplog: pytest.LogCaptureFixture) -> None:
     from pydantic import SecretStr
 
-    from riverrun.workers.runtime.errors import ConfigurationError
     from riverrun.workers.registry import RegistrySettings
+    from riverrun.workers.runtime.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="RIVERRUN_REGISTRY__SIGNING_KEY is not set"):
         RegistrySettings().signer()

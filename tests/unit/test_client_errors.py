@@ -8,7 +8,8 @@ import logging
 import pytest
 from confluent_kafka import KafkaError
 
-from riverrun.workers.runtime.kafka import ClientErrorLog, RepeatedLines
+from riverrun.workers.runtime.kafka import ClientErrorLog
+from riverrun.workers.runtime.logfmt import RepeatedLines
 
 
 def test_transport_errors_are_throttled_and_fatal_ones_are_not(caplog: pytest.LogCaptureFixture) -> None:

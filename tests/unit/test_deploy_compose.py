@@ -4,7 +4,6 @@ and what the services share (ports, mounted files, the model spec inside the ima
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from riverrun.workers.cli import build_parser
+from riverrun.workers.cli import parse_args
 from riverrun.workers.scorer.settings import ScorerOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,18 +69,11 @@ def test_the_stack_has_every_part() -> None:
         assert services()[name]["environment"]["RIVERRUN_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
 
 
-def _commands() -> set[str]:
-    parser = build_parser()
-    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return set(subparsers.choices)
-
 
 @pytest.mark.parametrize("name", RIVERRUN_SERVICES)
 def test_every_service_runs_a_command_riverrun_knows(name: str) -> None:
     command = services()[name]["command"]
-    if command[0] == "judge" and "judge" not in _commands():
-        pytest.skip("`riverrun judge` is not registered yet (workers/judge/ is being written)")
-    parsed = build_parser().parse_args([*ENTRYPOINT, *command])
+    parsed = parse_args([*ENTRYPOINT, *command])
     assert parsed.command == command[0]
 
 

@@ -5,7 +5,6 @@ shutdown time, consumer group, topic, settings names."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import yaml
 
 from riverrun.producers.replay import ReplaySettings
 from riverrun.schemas import TopicSettings
-from riverrun.workers.cli import build_parser
+from riverrun.workers.cli import parse_args
 from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
 from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
@@ -362,19 +361,12 @@ def test_config_map_and_secret_hold_settings_the_processes_read(
     assert LearnerSettings().learner.model == config()["RIVERRUN_LEARNER__MODEL"]
 
 
-def _commands() -> set[str]:
-    parser = build_parser()
-    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return set(subparsers.choices)
-
 
 @pytest.mark.parametrize("name", ["riverrun-scorer", "riverrun-learner", "riverrun-judge"])
 def test_every_container_runs_a_command_riverrun_knows(name: str) -> None:
     args = container(name)["args"]
-    if args[0] == "judge" and "judge" not in _commands():
-        pytest.skip("`riverrun judge` is not registered yet (workers/judge/ is being written)")
     # The image's entry point is `riverrun --log-format json`.
-    parsed = build_parser().parse_args(["--log-format", "json", *args])
+    parsed = parse_args(["--log-format", "json", *args])
     assert parsed.command == args[0]
 
 

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from riverrun.schemas import KafkaSettings, collect_section_flags
-from riverrun.workers.cli import build_parser
+from riverrun.workers.cli import parse_args
 from riverrun.workers.judge.settings import JudgeSettings
 from riverrun.workers.judge.state_server import StateServer
 
@@ -18,7 +18,7 @@ def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIVERRUN_JUDGE__HTTP_PORT", "9200")
     monkeypatch.setenv("RIVERRUN_JUDGE__DECIDE_INTERVAL_S", "5")
     assert JudgeSettings().judge.http_port == 9200
-    args = build_parser().parse_args(["judge", "--http-port", "9300", "--app-id", "j1",
+    args = parse_args(["judge", "--http-port", "9300", "--app-id", "j1",
                                       "--metrics-port", "9103"])
     settings = JudgeSettings(**collect_section_flags(args))
     assert (settings.judge.http_port, settings.judge.app_id, settings.judge.metrics_port) == (

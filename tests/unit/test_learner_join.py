@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from riverrun.schemas import LabelObserved, PredictionMade
+from riverrun.schemas.loss import outcome_loss
 from riverrun.workers.learner.join import (
     DUPLICATE_LABEL,
     UNKNOWN_REQUEST,
@@ -15,7 +16,6 @@ from riverrun.workers.learner.join import (
     Joined,
     JoinWindow,
     Unjoined,
-    outcome_loss,
 )
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from riverrun.schemas import collect_section_flags
-from riverrun.workers.cli import build_parser
-from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.cli import parse_args
 from riverrun.workers.learner import LearnerOptions, LearnerSettings, parse_reference
+from riverrun.workers.runtime.errors import ConfigurationError
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +30,7 @@ def test_unknown_crash_points_are_refused_with_the_known_ones() -> None:
 
 
 def test_flags_reach_the_settings() -> None:
-    args = build_parser().parse_args([
+    args = parse_args([
         "learn", "--model", "fraud", "--snapshot-every", "10", "--snapshot-interval", "5",
         "--topic-examples", "ex", "--insecure-dev", "--max-examples", "7",
     ])  # fmt: skip

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from riverrun.workers.scorer.metrics import BulkHistogram, ModelStaleness, ScorerMetrics, consumer_lag_from_stats
+from riverrun.workers.runtime.metrics import BulkHistogram, consumer_lag_from_stats
+from riverrun.workers.scorer.metrics import ModelStaleness, ScorerMetrics
 from riverrun.workers.scorer.model import FileModelSource, load_model_file
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from riverrun.schemas import ArtifactRef, ModelVersionReleased, PolicyChanged, SnapshotPublished
-from riverrun.workers.cli import build_parser
+from riverrun.workers.cli import parse_args
 from riverrun.workers.registry import RegistryView
 from riverrun.workers.routing import PolicyError, plan_for
 from riverrun.workers.routing.policy import deploy, parse_step, parse_target, promote, rollback
@@ -130,10 +130,9 @@ def test_nothing_to_promote_on_a_single_champion() -> None:
 
 
 def test_the_command_line_has_the_policy_actions() -> None:
-    parser = build_parser()
-    args = parser.parse_args(["models", "deploy", "fraud", "--strategy", "canary",
+    args = parse_args(["models", "deploy", "fraud", "--strategy", "canary",
                               "--challenger", "2", "--weight", "0.1", "--step", "0.5@60"])
     assert args.strategy == "canary" and args.challenger == ["2"] and args.step == ["0.5@60"]
     for argv in (["models", "promote", "fraud"], ["models", "rollback", "fraud", "--to", "1#3"],
                  ["models", "status", "fraud", "--judge-url", "http://127.0.0.1:1"]):
-        assert callable(parser.parse_args(argv).handler)
+        assert callable(parse_args(argv).handler)

@@ -7,7 +7,12 @@ import pickle
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
-from riverrun.workers.learner.prequential import Prequential, SnapshotCadence, learn_example, task_of
+from riverrun.workers.learner.prequential import (
+    Prequential,
+    SnapshotCadence,
+    learn_example,
+    task_of,
+)
 
 
 def test_prequential_accuracy_is_rivers_progressive_validation() -> None:

@@ -9,10 +9,15 @@ import pytest
 from pydantic import SecretStr
 
 from riverrun.schemas import KafkaSettings
-from riverrun.workers.cli import build_parser
-from riverrun.workers.runtime.logfmt import MASK, JsonFormatter, redact
-from riverrun.workers.profile import Profile, ProfileSettings, production_violations, profile_violations
+from riverrun.workers.cli import parse_args
+from riverrun.workers.profile import (
+    Profile,
+    ProfileSettings,
+    production_violations,
+    profile_violations,
+)
 from riverrun.workers.registry import RegistrySettings
+from riverrun.workers.runtime.logfmt import MASK, JsonFormatter, redact
 
 KEYED = RegistrySettings(signing_key=SecretStr("k"))
 
@@ -41,15 +46,14 @@ def test_production_accepts_verified_tls_and_refuses_the_development_key() -> No
 def test_the_profile_reads_the_command_line_and_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    parser = build_parser()
-    plain = parser.parse_args(["score", "--bootstrap-servers", "b:9092"])
+    plain = parse_args(["score", "--bootstrap-servers", "b:9092"])
     assert profile_violations(Profile.DEVELOPMENT, plain) == []
     assert profile_violations(Profile.PRODUCTION, plain)
     monkeypatch.setenv("RIVERRUN_KAFKA__SECURITY_PROTOCOL", "SSL")
     assert profile_violations(Profile.PRODUCTION, plain) == []
-    flagged = parser.parse_args(["score", "--security-protocol", "PLAINTEXT"])
+    flagged = parse_args(["score", "--security-protocol", "PLAINTEXT"])
     assert profile_violations(Profile.PRODUCTION, flagged)  # a flag wins over the environment
-    assert profile_violations(Profile.PRODUCTION, parser.parse_args(["schemas", "export"])) == []
+    assert profile_violations(Profile.PRODUCTION, parse_args(["schemas", "export"])) == []
     monkeypatch.setenv("RIVERRUN_PROFILE", "production")
     assert ProfileSettings().profile is Profile.PRODUCTION
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from riverrun.producers.cli import register_replay
+from riverrun.producers.cli import register
 from riverrun.producers.replay import (
     FeedbackQueue,
     ReplaySettings,
@@ -111,8 +111,8 @@ def parse(argv: list[str]) -> ReplaySettings:
     from riverrun.schemas import collect_section_flags
 
     parser = argparse.ArgumentParser()
-    register_replay(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["replay", *argv])
+    register(parser)
+    args = parser.parse_args(argv)
     return ReplaySettings.from_overrides(collect_section_flags(args))
 
 

@@ -18,8 +18,8 @@ from riverrun.schemas import (
     SnapshotPublished,
 )
 from riverrun.workers.learner.metrics import LearnerMetrics
-from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.registry import RegistryView
+from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.tools.top import (
     Scrape,
     TopSnapshot,
@@ -245,8 +245,8 @@ def test_render_says_when_there_is_nothing_yet() -> None:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["top", *argv])
+    register(parser)
+    return parser.parse_args(argv)
 
 
 def test_endpoints_come_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from riverrun.workers.broker.check import CAPABILITIES, BrokerCapabilities, Restartable, check_broker
+from riverrun.workers.broker.check import (
+    CAPABILITIES,
+    BrokerCapabilities,
+    Restartable,
+    check_broker,
+)
 from riverrun.workers.broker.kafka import KafkaCluster, start_kafka
 from riverrun.workers.broker.process import BrokerError, BrokerUnavailableError
 from riverrun.workers.broker.tansu import TansuBroker, start_tansu

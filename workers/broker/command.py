@@ -12,9 +12,14 @@ from types import FrameType
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, add_section_flags, collect_section_flags
+from riverrun.schemas import (
+    KafkaSettings,
+    RiverrunSettings,
+    add_section_flags,
+    collect_section_flags,
+)
 from riverrun.workers.broker.process import BrokerError
 
 logger = logging.getLogger(__name__)
@@ -22,12 +27,10 @@ logger = logging.getLogger(__name__)
 ENGINES = ("tansu", "kafka")
 
 
-class BrokerCheckSettings(BaseSettings):
+class BrokerCheckSettings(RiverrunSettings):
     """Settings of `riverrun broker check`: how to reach the broker to probe."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
+    model_config = SettingsConfigDict(extra="forbid")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="The broker.")
 
@@ -43,13 +46,11 @@ def parse_config_pairs(pairs: list[str] | None) -> dict[str, str]:
     return config
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun broker` and `riverrun broker check`."""
-    parser = subparsers.add_parser(
-        "broker",
-        help="Run a local Kafka broker (Tansu or Apache Kafka) or check what a broker guarantees.",
-        description="Run a local broker in the foreground until SIGTERM or Ctrl-C. Prints one "
-        "line, 'bootstrap: host:port[,...]', once every node accepts connections.",
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun broker`, and `riverrun broker check`."""
+    parser.description = (
+        "Run a local broker in the foreground until SIGTERM or Ctrl-C. Prints one line, "
+        "'bootstrap: host:port[,...]', once every node accepts connections."
     )
     parser.add_argument("--engine", choices=ENGINES, default="tansu",
                         help="tansu: embedded, in memory, starts at once [default]; kafka: "

@@ -8,9 +8,14 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.schemas import (
+    KafkaSettings,
+    RiverrunSettings,
+    TopicSettings,
+    add_section_flags,
+    collect_section_flags,
+)
 from riverrun.schemas.settings import explain
 
 logger = logging.getLogger(__name__)
@@ -24,12 +29,9 @@ _REGISTRY_ROLES = {"models", "artifacts"}
 _SINGLE_PARTITION = frozenset({"models", "examples", "artifacts"})
 
 
-class TopicAdminSettings(BaseSettings):
+class TopicAdminSettings(RiverrunSettings):
     """Settings of `riverrun topics`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
 
@@ -62,9 +64,8 @@ def create_topics(
     return results
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun topics create` to the command line."""
-    parser = subparsers.add_parser("topics", help="Administer riverrun's topics.")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add `riverrun topics create`."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="Create the topics (existing ones are fine).")
     create.add_argument("--partitions", type=int, default=4, help="Partitions per topic [4].")

@@ -1,9 +1,9 @@
-"""The judge: outcomes per version, the statistics of each policy, and its decisions."""
+"""The judge: outcomes per version, the statistics of each policy, and its decisions.
+
+`core.py` is the judge with no I/O, `app.py` the faust-streaming app around it; both are
+loaded only when `riverrun judge` runs (faust and SciPy are heavy).
+"""
 
 from __future__ import annotations
 
-from riverrun.workers.judge.core import Judge, ShadowJoin
-from riverrun.workers.judge.decision import assess, decide
-from riverrun.workers.judge.evidence import Tally, VersionEvidence, evidence_key
-
-__all__ = ["Judge", "ShadowJoin", "Tally", "VersionEvidence", "assess", "decide", "evidence_key"]
+__all__: list[str] = []

@@ -10,24 +10,21 @@ import threading
 from pydantic import ValidationError
 
 from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
-from riverrun.workers.runtime.health import HealthServer
+from riverrun.schemas.settings import explain
 from riverrun.workers.judge.metrics import JudgeMetrics
 from riverrun.workers.judge.settings import JudgeOptions, JudgeSettings
 from riverrun.workers.judge.state_server import StateServer
-from riverrun.workers.runtime.kafka import topic_partitions
 from riverrun.workers.registry import RegistrySettings
-from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
+from riverrun.workers.runtime.health import HealthServer
+from riverrun.workers.runtime.kafka import topic_partitions
 from riverrun.workers.runtime.startup import wait_for_kafka
 
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun judge` to the command line."""
-    parser = subparsers.add_parser(
-        "judge", help="Judge the live policies from their outcomes; promote, roll back, re-weight."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun judge`."""
     add_section_flags(parser, "kafka", KafkaSettings)
     add_section_flags(parser, "topics", TopicSettings)
     add_section_flags(parser, "registry", RegistrySettings)

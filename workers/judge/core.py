@@ -22,9 +22,15 @@ from typing import Any
 import numpy as np
 
 from riverrun.schemas import OutcomeRecorded, PolicyChanged, PredictionMade
+from riverrun.schemas.loss import outcome_loss
 from riverrun.workers.judge.decision import assess, decide
-from riverrun.workers.judge.evidence import Tally, VersionEvidence, evidence_key, evidence_of, is_correct
-from riverrun.workers.learner.join import outcome_loss
+from riverrun.workers.judge.evidence import (
+    Tally,
+    VersionEvidence,
+    evidence_key,
+    evidence_of,
+    is_correct,
+)
 from riverrun.workers.routing import PolicyError, plan_for
 
 logger = logging.getLogger(__name__)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.schemas import KafkaSettings, RiverrunSettings, TopicSettings
 from riverrun.workers.registry import RegistrySettings
 
 
@@ -61,12 +60,8 @@ class JudgeOptions(BaseModel):
     )
 
 
-class JudgeSettings(BaseSettings):
+class JudgeSettings(RiverrunSettings):
     """Everything the `riverrun judge` process reads, from flags and `RIVERRUN_*`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)

@@ -11,7 +11,12 @@ from riverrun.workers.registry.artifact import (
     artifact_store,
     dump_model,
 )
-from riverrun.workers.registry.client import Registry, RegistryFollower, RegistrySettings, read_registry
+from riverrun.workers.registry.client import (
+    Registry,
+    RegistryFollower,
+    RegistrySettings,
+    read_registry,
+)
 from riverrun.workers.registry.loading import (
     RefusedArtifact,
     open_artifact,
@@ -27,7 +32,13 @@ from riverrun.workers.registry.records import (
     version_key,
 )
 from riverrun.workers.registry.signing import Signer
-from riverrun.workers.registry.spec import ModelSpec, SpecError, WarmStart, build_estimator, load_spec
+from riverrun.workers.registry.spec import (
+    ModelSpec,
+    SpecError,
+    WarmStart,
+    build_estimator,
+    load_spec,
+)
 from riverrun.workers.registry.view import RegistryView
 
 __all__ = [
@@ -56,7 +67,7 @@ __all__ = [
     "read_registry",
     "scan_artifact",
     "seal",
-    "snapshot_subject",
     "snapshot_key",
+    "snapshot_subject",
     "version_key",
 ]

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
 from riverrun.workers.registry.loading import restricted_loads
+from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
+from riverrun.workers.runtime.kafka import consumer_config, produce, producer_config
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +149,7 @@ class KafkaArtifactStore:
         # One producer for the store's life: a new idempotent producer costs a round of
         # metadata and producer-id requests, which dominated every snapshot's publish time.
         if self._producer is None:
-            self._producer = Producer(self.kafka.client_config({
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
+            self._producer = Producer(producer_config(self.kafka, options={
                 # A chunk plus headers must fit one request; chunks stay under the default 1 MB.
                 "message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
                 "compression.type": "none",
@@ -177,13 +175,8 @@ class KafkaArtifactStore:
                 else:
                     offsets[index] = msg.offset()
 
-            while True:
-                try:
-                    producer.produce(self.topic, chunk, key, partition=0, headers=headers,
-                                     on_delivery=deliver)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, self.topic, chunk, key, partition=0, headers=headers,
+                    on_delivery=deliver)  # fmt: skip
             producer.poll(0)
         remaining = producer.flush(self.timeout)
         if remaining or errors or len(offsets) != count:
@@ -209,13 +202,10 @@ class KafkaArtifactStore:
 
         _check_sizes(location, expected_size, max_bytes)
         topic, partition, first, count, artifact_id = parse_kafka_location(location)
-        consumer = Consumer(self.kafka.client_config({
-            "group.id": f"riverrun-artifact-reader-{uuid.uuid4().hex[:8]}",  # never joined
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "fetch.message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
-            "isolation.level": "read_committed",
-        }))  # fmt: skip
+        consumer = Consumer(consumer_config(
+            self.kafka, f"riverrun-artifact-reader-{uuid.uuid4().hex[:8]}",  # never joined
+            options={"fetch.message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536)},
+        ))  # fmt: skip
         chunks: dict[int, bytes] = {}
         total = 0
         try:

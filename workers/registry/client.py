@@ -29,9 +29,12 @@ from riverrun.schemas import (
     TopicSettings,
     encode,
 )
-from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
-from riverrun.workers.runtime.kafka import topic_partitions
-from riverrun.workers.registry.artifact import ArtifactStore, artifact_store, dump_model, store_for_location
+from riverrun.workers.registry.artifact import (
+    ArtifactStore,
+    artifact_store,
+    dump_model,
+    store_for_location,
+)
 from riverrun.workers.registry.loading import open_artifact, seal, snapshot_subject
 from riverrun.workers.registry.records import (
     RegistryRecord,
@@ -42,6 +45,14 @@ from riverrun.workers.registry.records import (
 from riverrun.workers.registry.signing import Signer
 from riverrun.workers.registry.spec import ModelSpec
 from riverrun.workers.registry.view import RegistryView
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError
+from riverrun.workers.runtime.kafka import (
+    consumer_config,
+    produce,
+    producer_config,
+    topic_partitions,
+    watermarks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +112,8 @@ _RELEASE_TIMEOUT_S = 30.0
 
 
 def _reader_config(kafka: KafkaSettings) -> dict[str, Any]:
-    return kafka.client_config({
-        "group.id": f"riverrun-registry-reader-{uuid.uuid4().hex[:8]}",  # assigned, never joined
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "fetch.wait.max.ms": 100,
-    })  # fmt: skip
+    # Assigned, never joined: the group id is only what librdkafka requires.
+    return consumer_config(kafka, f"riverrun-registry-reader-{uuid.uuid4().hex[:8]}")
 
 
 def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
@@ -118,37 +124,6 @@ def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
     except DecodeError as exc:
         logger.warning("skipping unreadable registry record at %s: %s", where, exc)
         return None
-
-
-def _watermarks(consumer: Any, partition: Any, deadline: float) -> tuple[int, int]:
-    """A partition's (low, high) offsets, retrying while a new topic's leader is elected."""
-    from confluent_kafka import KafkaException
-
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                partition, timeout=max(0.5, deadline - time.monotonic())
-            )
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if time.monotonic() >= deadline or not _transient(error):
-                raise RetryableError(
-                    f"cannot read the end of {partition.topic}[{partition.partition}]: {exc}"
-                ) from exc
-            time.sleep(0.1)  # back off before asking again; the leader is being elected
-
-
-def _transient(error: Any) -> bool:
-    from confluent_kafka import KafkaError
-
-    return bool(error.retriable()) or error.code() in {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-    }
 
 
 def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> list[RegistryRecord]:
@@ -166,7 +141,7 @@ def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> li
         ends: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         for partition in partitions:
-            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
+            low, high = watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
         if not ends:
@@ -283,11 +258,10 @@ class Registry:
     def _release_producer(self, name: str) -> Any:
         from confluent_kafka import Producer
 
-        producer = Producer(self.kafka.client_config({
-            "transactional.id": f"riverrun-release-{name}",
-            "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-            "transaction.timeout.ms": int(_RELEASE_TIMEOUT_S * 1000),
-        }))  # fmt: skip
+        producer = Producer(producer_config(
+            self.kafka, transactional_id=f"riverrun-release-{name}",
+            transaction_timeout_s=_RELEASE_TIMEOUT_S,
+        ))  # fmt: skip
         producer.init_transactions(_RELEASE_TIMEOUT_S)  # fences a release of `name` in flight
         return producer
 
@@ -336,7 +310,7 @@ class Registry:
             info = consumer.list_topics(topic, timeout=10).topics.get(topic)
             if info is None or info.error is not None or not info.partitions:
                 return {}
-            _low, high = _watermarks(consumer, TopicPartition(topic, 0), time.monotonic() + 10)
+            _low, high = watermarks(consumer, TopicPartition(topic, 0), time.monotonic() + 10)
             return {lineage_key(topic): high}
         finally:
             consumer.close()
@@ -412,9 +386,7 @@ class Registry:
         from confluent_kafka import Producer
 
         if self._producer is None:
-            self._producer = Producer(self.kafka.client_config(
-                {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
-            ))
+            self._producer = Producer(producer_config(self.kafka))
         errors: list[str] = []
 
         def on_delivery(err: Any, _msg: Any) -> None:
@@ -422,14 +394,8 @@ class Registry:
                 errors.append(err.str())
 
         for record in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        self.topics.models, encode(record), key_of(record), on_delivery=on_delivery
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce(self._producer, self.topics.models, encode(record), key_of(record),
+                    on_delivery=on_delivery)  # fmt: skip
             self._producer.poll(0)
         remaining = self._producer.flush(30)
         if errors or remaining:

@@ -13,53 +13,38 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riverrun.schemas import (
     DriftDetected,
     KafkaSettings,
     ModelVersionReleased,
+    RiverrunSettings,
     SnapshotPublished,
     TopicSettings,
     add_section_flags,
     collect_section_flags,
 )
-from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
+from riverrun.schemas.settings import explain
 from riverrun.workers.registry.client import Registry, RegistrySettings
 from riverrun.workers.registry.records import RegistryRecord
 from riverrun.workers.registry.spec import ModelSpec, WarmStart, build_estimator, load_spec
 from riverrun.workers.registry.view import RegistryView
-from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
 
 logger = logging.getLogger(__name__)
 
 _LABEL_TYPES: dict[str, type] = {"bool": bool, "int": int, "str": str, "float": float}
 
 
-class ModelsSettings(BaseSettings):
+class ModelsSettings(RiverrunSettings):
     """Settings of `riverrun models`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add `riverrun models` with the registry's actions; return its actions for other parts."""
-    parser = subparsers.add_parser(
-        "models", help="Administer models: release, list, show, history, verify."
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_registry_commands(actions)
-    return actions
-
-
-def add_registry_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `release`, `list`, `show` and `history` under `riverrun models`."""
     release = actions.add_parser("release", help="Release the next version of a model from a spec.")
     release.add_argument("name", help="Model name, e.g. fraud.")

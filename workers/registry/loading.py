@@ -19,9 +19,9 @@ import pickle
 from typing import Any
 
 from riverrun.schemas import ArtifactRef
-from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.registry.pickle_scan import ScanRefusal, scan_pickle
 from riverrun.workers.registry.signing import Signer
+from riverrun.workers.runtime.errors import RiverrunError
 
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     # Not bytes, bytearray or range: called with one integer they allocate whatever it says

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_JUDGE_URL = "http://127.0.0.1:9102"
 
 
-def add_policy_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `deploy`, `promote`, `rollback` and `status` under `riverrun models`."""
     dep = actions.add_parser("deploy", help="Deploy versions of a model under a strategy.")
     dep.add_argument("name", help="Model name.")

@@ -110,13 +110,6 @@ class RoutePlan:
         edges = self._edges_at(now)
         return np.searchsorted(edges, self._hasher.position_many(keys), side="right")
 
-    def assign_one(self, key: bytes, now: float) -> int:
-        """The arm index of one key."""
-        if len(self.arms) == 1:
-            return 0
-        edges = self._edges_at(now)
-        return int(np.searchsorted(edges, self._hasher.position_one(key), side="right"))
-
     def _edges_at(self, now: float) -> npt.NDArray[np.float64]:
         if now < self._valid_until:
             return self._edges

@@ -56,6 +56,7 @@ class CrashPoints:
             return
         self._hits += 1
         if self._hits >= self._at:
-            logger.warning("crash point %s reached (hit %d): killing this process", point, self._hits)
+            logger.warning("crash point %s reached (hit %d): killing this process",
+                           point, self._hits)  # fmt: skip
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,29 +1,113 @@
-"""Kafka plumbing every worker shares, knowing no role: the error callback, librdkafka's log,
-partitions and offsets.
+"""Kafka plumbing every worker shares, knowing no role.
 
-librdkafka retries an unreachable broker on its own and reports each failure; a worker logs
-the first and then at most one line every few seconds, so an outage is visible but not a flood.
+Client configs rendered from settings (riverrun's safe defaults, then the role's own options,
+then the user's, connection and security), produce with backpressure, transactions with their
+three ways to fail, partitions and offsets, and librdkafka's error callback.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
+from riverrun.schemas import KafkaSettings
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
 
-_DIGITS = re.compile(r"\d+")
+logger = logging.getLogger(__name__)
+# librdkafka's own log lines (connection churn and the like) go through logging, not stderr.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class Outgoing(NamedTuple):
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+# -- client configs ----------------------------------------------------------------------------
+
+
+def producer_config(
+    kafka: KafkaSettings,
+    *,
+    client_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    on_error: Callable[[KafkaError], None] | None = None,
+    transactional_id: str | None = None,
+    transaction_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """An idempotent producer's options: acknowledged by every in-sync replica, in order."""
+    config: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    if client_id is not None:
+        config["client.id"] = client_id
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = int(transaction_timeout_s * 1000)
+    config.update(options or {})
+    if on_error is not None:
+        config["error_cb"] = on_error
+        config["logger"] = LIBRDKAFKA_LOG
+    return kafka.client_config(config)
+
+
+def consumer_config(
+    kafka: KafkaSettings,
+    group_id: str,
+    *,
+    client_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    on_error: Callable[[KafkaError], None] | None = None,
+    on_statistics: Callable[[str], None] | None = None,
+    statistics_interval_ms: int = 0,
+) -> dict[str, Any]:
+    """A consumer's options: committed records only, offsets stored and committed by hand.
+
+    A group-less reader (assigned, never subscribed) still needs a `group_id`; it is never
+    joined. Statistics (consumer lag, broker contact) arrive every `statistics_interval_ms`.
+    """
+    config: dict[str, Any] = {
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        # Offsets are stored (or sent in a transaction) only once their outputs are delivered.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "fetch.wait.max.ms": 100,
+    }
+    if client_id is not None:
+        config["client.id"] = client_id
+    config.update(options or {})
+    if on_statistics is not None and statistics_interval_ms > 0:
+        config["statistics.interval.ms"] = statistics_interval_ms
+        config["stats_cb"] = on_statistics
+    if on_error is not None:
+        config["error_cb"] = on_error
+        config["logger"] = LIBRDKAFKA_LOG
+    return kafka.client_config(config)
 
 
 class ClientErrorLog:
-    """A callable for the `error_cb` option of a consumer or producer."""
+    """A callable for the `error_cb` option of a consumer or producer.
 
-    def __init__(self, logger: logging.Logger, bootstrap_servers: str, every_s: float = 10.0) -> None:
-        self._logger = logger
+    librdkafka retries an unreachable broker on its own and reports each failure; a worker logs
+    the first and then at most one line every `every_s`, so an outage is visible but not a flood.
+    """
+
+    def __init__(
+        self, log: logging.Logger, bootstrap_servers: str, every_s: float = 10.0
+    ) -> None:
+        self._log = log
         self._bootstrap_servers = bootstrap_servers
         self._every_s = every_s
         self._last = float("-inf")
@@ -31,43 +115,179 @@ class ClientErrorLog:
     def __call__(self, err: KafkaError) -> None:
         """Log a fatal error every time, any other at most once per `every_s`."""
         if err.fatal():
-            self._logger.error("fatal Kafka client error: %s", err)
+            self._log.error("fatal Kafka client error: %s", err)
             return
         now = time.monotonic()
         if now - self._last > self._every_s:
             self._last = now
-            self._logger.warning(
+            self._log.warning(
                 "Kafka not reachable or unhappy (%s); still trying %s", err, self._bootstrap_servers
             )
 
 
-class RepeatedLines(logging.Filter):
-    """Drops a log line that repeats one let through less than `every_s` ago (digits aside).
+# -- producing ---------------------------------------------------------------------------------
 
-    librdkafka logs every refused reconnect (several a second while a broker is away); the
-    first of a kind passes, then one per interval saying how many were left out.
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
+    on_delivery: DeliveryCallback | None = None,
+) -> None:
+    """Hand one record to the producer; a full queue is drained by serving reports, then retried."""
+    extra: dict[str, Any] = {}
+    if partition is not None:
+        extra["partition"] = partition
+    if on_delivery is not None:
+        extra["on_delivery"] = on_delivery
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers, **extra)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def produce_all(
+    producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None = None
+) -> None:
+    """Hand records to the producer in order, then serve the delivery reports that are ready."""
+    for topic, key, value, headers in records:
+        produce(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
+    producer.poll(0)
+
+
+def flush_or_raise(producer: Producer, timeout_s: float, what: str) -> None:
+    """Wait for every record handed over to be acknowledged, or say how many were not."""
+    remaining = producer.flush(timeout_s)
+    if remaining:
+        raise FatalError(f"{remaining} {what} not acknowledged within {timeout_s:.0f} s")
+
+
+# -- consuming ---------------------------------------------------------------------------------
+
+
+def drop_errors(records: list[Message], log: logging.Logger = logger) -> list[Message]:
+    """The records of a batch that carry data; end-of-partition events are dropped silently.
+
+    Raises:
+        FatalError: the consumer reports a fatal error (it cannot go on).
+
+    """
+    good = []
+    for record in records:
+        err = record.error()
+        if err is None:
+            good.append(record)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            if err.fatal():
+                raise FatalError(f"consumer failed for good: {err}")
+            log.warning("consume error: %s", err)
+    return good
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A partition's (low, high) offsets, retrying while a new topic's leader is elected.
+
+    Raises:
+        RetryableError: no answer before `deadline` (monotonic), or a lasting error.
+
+    """
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                partition, timeout=max(0.5, deadline - time.monotonic())
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if time.monotonic() >= deadline or not _transient(error):
+                raise RetryableError(
+                    f"cannot read the end of {partition.topic}[{partition.partition}]: {exc}"
+                ) from exc
+            time.sleep(0.1)  # back off before asking again; the leader is being elected
+
+
+def _transient(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+
+
+# -- transactions ------------------------------------------------------------------------------
+
+
+class Transactions:
+    """A transactional producer: one transaction per batch, with the consumed offsets inside.
+
+    A failure is one of three kinds. Retriable on commit: commit again (twice at most).
+    Abortable: abort, and the caller rewinds its batch. Fatal (fenced, or a broken epoch): the
+    producer is poisoned for good (librdkafka #3928), so a new one is made, which re-initialises
+    and fences whatever is left of the old one.
     """
 
-    def __init__(self, every_s: float = 30.0) -> None:
-        super().__init__()
-        self._every_s = every_s
-        self._seen: dict[str, tuple[float, int]] = {}
+    def __init__(self, make_producer: Callable[[], Producer], timeout_s: float) -> None:
+        self._make_producer = make_producer
+        self.timeout_s = timeout_s
+        self.producer = make_producer()
+        # Fences a previous producer of this transactional id and aborts its open transaction.
+        self.producer.init_transactions(timeout_s)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Let the record through unless it repeats a recent one."""
-        key = _DIGITS.sub("", record.getMessage())
-        now = time.monotonic()
-        last, dropped = self._seen.get(key, (float("-inf"), 0))
-        if now - last < self._every_s:
-            self._seen[key] = (last, dropped + 1)
-            return False
-        if len(self._seen) > 1000:  # bounded: forget everything rather than grow
-            self._seen.clear()
-        self._seen[key] = (now, 0)
-        if dropped:
-            record.msg = f"{record.getMessage()} ({dropped} similar lines left out)"
-            record.args = ()
-        return True
+    def begin(self) -> None:
+        """Open a transaction."""
+        self.producer.begin_transaction()
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Send the consumed offsets into the transaction and commit it.
+
+        Raises:
+            KafkaException: the transaction failed; pass it to `recover`.
+
+        """
+        producer = self.producer
+        producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+        for attempt in range(3):
+            try:
+                producer.commit_transaction(self.timeout_s)
+                return
+            except KafkaException as exc:
+                if exc.args[0].retriable() and attempt < 2:
+                    continue
+                raise
+
+    def recover(self, exc: KafkaException) -> str:
+        """Abort a failed transaction, or replace a poisoned producer; return which was done.
+
+        "aborted" or "fatal": either way nothing of the transaction was committed, and the
+        caller rewinds its batch.
+        """
+        error: KafkaError = exc.args[0]
+        if error.fatal():
+            logger.error("transaction failed fatally (%s): new producer, rewinding", error)
+            self._renew()
+            return "fatal"
+        logger.warning("transaction aborted (%s): rewinding the batch", error)
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as abort_exc:
+            logger.error("abort failed (%s): new producer", abort_exc)
+            self._renew()
+        return "aborted"
+
+    def _renew(self) -> None:
+        self.producer = self._make_producer()
+        self.producer.init_transactions(self.timeout_s)
+
+
+# -- partitions and offsets --------------------------------------------------------------------
 
 
 def topic_partitions(consumer: Any, topic: str, role: str, timeout: float = 15.0) -> list[int]:

@@ -1,5 +1,7 @@
 """`riverrun bench`: the scorer's speed as a ratio to the pipe's own limit, measured in one run.
 
+River and the scorer are imported when a measurement runs, so that the parser stays quick.
+
 Four figures over the same broker and the same data: the raw consume-and-produce limit (bytes
 untouched), the model's own `predict_proba_one` rate with no Kafka, the real scorer end to end,
 and end-to-end latency percentiles under a fixed offered load.
@@ -26,14 +28,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer
 from pydantic import BaseModel, Field
-from river import linear_model, preprocessing
-from river.datasets import synth
 
 from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from riverrun.workers.scorer.model import FileModelSource, load_model_file
-from riverrun.workers.scorer.loop import Scorer
-from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 from riverrun.workers.broker.topics import create_topics
+from riverrun.workers.runtime.kafka import produce
+from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +60,17 @@ class BenchResult(BaseModel):
 
 
 def _rows(n: int, seed: int = 7) -> list[dict[str, float]]:
+    from river.datasets import synth
+
     return [
         {k: float(v) for k, v in x.items()} for x, _ in synth.Agrawal(seed=seed).take(n)
     ]
 
 
 def _trained_model() -> Any:
+    from river import linear_model, preprocessing
+    from river.datasets import synth
+
     model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     for x, y in synth.Agrawal(seed=1).take(TRAIN_ROWS):
         model.learn_one({k: float(v) for k, v in x.items()}, y)
@@ -97,17 +101,15 @@ def _producer_config(kafka: KafkaSettings) -> dict[str, Any]:
 def _load(kafka: KafkaSettings, topic: str, payloads: list[bytes], prefix: str) -> None:
     producer = Producer(_producer_config(kafka))
     for i, payload in enumerate(payloads):
-        while True:
-            try:
-                producer.produce(topic, payload, f"{prefix}-{i}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, payload, f"{prefix}-{i}".encode())
     producer.flush(60)
 
 
 def measure_limit(kafka: KafkaSettings, source: str, sink: str, n: int, batch: int) -> float:
-    """A consume-and-produce loop that copies bytes untouched: the pipe's own limit."""
+    """A consume-and-produce loop that copies bytes untouched: the pipe's own limit.
+
+    Written out by hand, with no riverrun code in it: it is what the scorer is measured against.
+    """
     consumer = Consumer(
         kafka.client_config(
             {
@@ -183,6 +185,9 @@ def measure_scorer(
             batch_size=batch,
         ),
     )
+    from riverrun.workers.scorer.loop import Scorer
+    from riverrun.workers.scorer.model import FileModelSource, load_model_file
+
     source = FileModelSource(load_model_file(model_file, MODEL_NAME))
     summary = Scorer(settings, source).run(max_messages=n)
     return n / summary.busy_seconds if summary.busy_seconds > 0 else 0.0
@@ -364,11 +369,8 @@ def run_bench(
     )
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun bench` to the command line."""
-    parser = subparsers.add_parser(
-        "bench", help="Measure the scorer against the raw pipe and the model, in one run."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun bench`."""
     parser.add_argument("--messages", type=int, default=200_000, help="Requests to load [200000].")
     parser.add_argument(
         "--rate", type=float, default=2_000.0, help="Offered load for latency, per second [2000]."

@@ -39,10 +39,10 @@ from rich.table import Table
 from riverrun.producers.dataset import DATASETS, describe, load
 from riverrun.producers.replay import ReplaySettings, replay, request_id_for
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.runtime.errors import RiverrunError
+from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 from riverrun.workers.routing.policy import deploy
-from riverrun.workers.broker.topics import create_topics
+from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.tools.train import train_linear
 
 logger = logging.getLogger(__name__)
@@ -354,7 +354,12 @@ def _draw(
     path: Path, dataset: str, drift_at: int | None, tally: Tally, registry: Registry
 ) -> Path:
     """Draw rolling accuracy per version over the stream, the registry's policies and drifts."""
-    from riverrun.workers.tools.demo_plot import DemoTimeline, Outcome, marks_from_registry, plot_demo
+    from riverrun.workers.tools.demo_plot import (
+        DemoTimeline,
+        Outcome,
+        marks_from_registry,
+        plot_demo,
+    )
 
     try:
         records = registry.refresh().history(dataset)
@@ -413,9 +418,8 @@ def _summary(
     console.print(table)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun demo` to the command line."""
-    parser = subparsers.add_parser("demo", help="Run the whole pipe on the embedded broker.")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun demo`."""
     parser.add_argument("--dataset", default="agrawal-drift", choices=DATASETS,
                         help="Stream to replay [agrawal-drift].")
     parser.add_argument("--rate", type=float, default=500.0, help="Requests per second [500].")

@@ -29,10 +29,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import BaseModel, Field
 from river import linear_model, preprocessing
 
-from riverrun.schemas import KafkaSettings, LabelObserved, PredictionRequested, TopicSettings, encode
+from riverrun.schemas import (
+    KafkaSettings,
+    LabelObserved,
+    PredictionRequested,
+    TopicSettings,
+    encode,
+)
+from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.learner.prequential import Prequential, learn_example
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
-from riverrun.workers.broker.topics import create_topics
 
 MODEL = "fresh"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")

@@ -8,9 +8,8 @@ from pathlib import Path
 from riverrun.schemas.export import HERE, write_all
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun schemas export` to the command line."""
-    parser = subparsers.add_parser("schemas", help="Publish the event contracts.")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add `riverrun schemas export`."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="Write JSON Schema files and an AsyncAPI document.")
     export.add_argument(

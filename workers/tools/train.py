@@ -12,8 +12,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from river import linear_model, optim, preprocessing
-
 from riverrun.producers.dataset import DATASETS, load
 
 logger = logging.getLogger(__name__)
@@ -21,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 def train_linear(dataset: str, limit: int, seed: int, learning_rate: float = 0.01) -> Any:
     """A `StandardScaler | LogisticRegression` fitted online on the first `limit` records."""
+    from river import linear_model, optim, preprocessing  # on use: the parser stays quick
+
     model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.SGD(learning_rate)
     )
@@ -29,11 +29,8 @@ def train_linear(dataset: str, limit: int, seed: int, learning_rate: float = 0.0
     return model
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun train` to the command line."""
-    parser = subparsers.add_parser(
-        "train", help="Fit StandardScaler | LogisticRegression on a dataset and write a model file."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun train`."""
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="Dataset to learn.")
     parser.add_argument("--limit", type=int, default=2000, help="Records to learn from [2000].")
     parser.add_argument("--seed", type=int, default=1, help="Seed of synthetic datasets [1].")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from riverrun.workers.broker.kafka.classpath import kafka_version, resolve_classpath
 from riverrun.workers.broker.kafka.cluster import KafkaCluster, KafkaNode, start_kafka
-from riverrun.workers.broker.kafka.config import BrokerTls, NodePorts, node_properties, render_properties
+from riverrun.workers.broker.kafka.config import (
+    BrokerTls,
+    NodePorts,
+    node_properties,
+    render_properties,
+)
 
 __all__ = [
     "BrokerTls",

@@ -16,8 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from riverrun.workers.broker.kafka.classpath import java_binary, log4j_config_path, resolve_classpath
-from riverrun.workers.broker.kafka.config import BrokerTls, NodePorts, node_properties, render_properties
+from riverrun.workers.broker.kafka.classpath import (
+    java_binary,
+    log4j_config_path,
+    resolve_classpath,
+)
+from riverrun.workers.broker.kafka.config import (
+    BrokerTls,
+    NodePorts,
+    node_properties,
+    render_properties,
+)
 from riverrun.workers.broker.process import (
     BrokerError,
     BrokerProcess,
@@ -130,24 +139,6 @@ class KafkaCluster:
         process = self.node(node_id).process
         if process is not None:
             process.stop()
-
-    def kill_node(self, node_id: int) -> None:
-        """SIGKILL the node: no controlled shutdown, no flush."""
-        process = self.node(node_id).process
-        if process is not None:
-            process.kill()
-
-    def pause_node(self, node_id: int) -> None:
-        """SIGSTOP the node: it keeps its sockets but answers nothing."""
-        process = self.node(node_id).process
-        if process is not None:
-            process.signal(signal.SIGSTOP)
-
-    def resume_node(self, node_id: int) -> None:
-        """SIGCONT a paused node."""
-        process = self.node(node_id).process
-        if process is not None:
-            process.signal(signal.SIGCONT)
 
     def restart_node(self, node_id: int) -> None:
         """Start a stopped or killed node again on its data dir and ports; wait until it serves."""

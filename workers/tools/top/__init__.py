@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from riverrun.workers.tools.top.collect import collect, histogram_quantile
 from riverrun.workers.tools.top.render import render
-from riverrun.workers.tools.top.scrape import normalise_endpoint, parse_metrics, scrape_all, scrape_one
+from riverrun.workers.tools.top.scrape import (
+    normalise_endpoint,
+    parse_metrics,
+    scrape_all,
+    scrape_one,
+)
 from riverrun.workers.tools.top.snapshot import (
     Decision,
     EndpointStatus,

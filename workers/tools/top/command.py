@@ -19,16 +19,21 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.live import Live
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
-from riverrun.workers.runtime.errors import RiverrunError
+from riverrun.schemas import (
+    KafkaSettings,
+    RiverrunSettings,
+    TopicSettings,
+    add_section_flags,
+    collect_section_flags,
+)
+from riverrun.schemas.settings import explain
 from riverrun.workers.registry.client import RegistryFollower, read_registry
 from riverrun.workers.registry.records import RegistryRecord
 from riverrun.workers.registry.view import RegistryView
-from riverrun.schemas.settings import explain
+from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.tools.top.collect import collect
 from riverrun.workers.tools.top.render import render
 from riverrun.workers.tools.top.scrape import normalise_endpoint, scrape_all
@@ -66,12 +71,9 @@ class TopOptions(BaseModel):
         return list(dict.fromkeys(urls))  # one scrape per endpoint, in the order given
 
 
-class TopSettings(BaseSettings):
+class TopSettings(RiverrunSettings):
     """Settings of `riverrun top`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RIVERRUN_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     top: TopOptions = Field(default_factory=TopOptions)
@@ -126,11 +128,8 @@ class RegistryWatch:
             self._follower.stop(timeout=2.0)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `riverrun top` to the command line."""
-    parser = subparsers.add_parser(
-        "top", help="A live view: versions and shares, throughput, lag, latency, decisions."
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of `riverrun top`."""
     parser.add_argument(
         "--endpoint", dest="endpoints", action="append", default=None, metavar="URL",
         help="A metrics endpoint to scrape (repeat for each scorer, learner, judge). "
