@@ -11,22 +11,20 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.schemas import add_settings_flags, collect_section_flags
 
 logger = logging.getLogger(__name__)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the flags of `riverrun replay`."""
-    from riverrun.producers.replay import ReplayOptions
+    from riverrun.producers.replay import ReplaySettings
 
     parser.description = (
         "Stream a dataset into the requests topic at a chosen rate, and a seeded share of its "
         "labels into feedback after a delay. Prints a one-line JSON summary."
     )
-    add_section_flags(parser, "replay", ReplayOptions)
-    add_section_flags(parser, "kafka", KafkaSettings)
-    add_section_flags(parser, "topics", TopicSettings)
+    add_settings_flags(parser, ReplaySettings)
     parser.set_defaults(handler=run_replay)
 
 

@@ -43,6 +43,7 @@ from riverrun.schemas.settings import (
     RiverrunSettings,
     TopicSettings,
     add_section_flags,
+    add_settings_flags,
     collect_section_flags,
     explain,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "TopicSettings",
     "Version",
     "add_section_flags",
+    "add_settings_flags",
     "collect_section_flags",
     "decode",
     "decode_label_fields",

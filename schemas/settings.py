@@ -166,6 +166,14 @@ def add_section_flags(
             group.add_argument(flag, dest=dest, default=None, metavar=name.upper(), help=help_text)
 
 
+def add_settings_flags(parser: argparse.ArgumentParser, settings: type[BaseModel]) -> None:
+    """Add the flags of every nested section of a process's settings (`kafka`, `topics`, ...)."""
+    for name, field in settings.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            add_section_flags(parser, name, section)
+
+
 def collect_section_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Turn the flags a user gave into nested overrides for a pydantic-settings class."""
     overrides: dict[str, dict[str, Any]] = {}

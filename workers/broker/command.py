@@ -17,7 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from riverrun.schemas import (
     KafkaSettings,
     RiverrunSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
 )
 from riverrun.workers.broker.process import BrokerError
@@ -74,7 +74,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--compaction-timeout", type=float, default=6.0,
                        help="Seconds to wait for the cleaner to compact [default 6].")
-    add_section_flags(check, "kafka", KafkaSettings)
+    add_settings_flags(check, BrokerCheckSettings)
     check.set_defaults(handler=run_check)
 
 

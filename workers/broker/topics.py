@@ -13,7 +13,7 @@ from riverrun.schemas import (
     KafkaSettings,
     RiverrunSettings,
     TopicSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
 )
 from riverrun.schemas.settings import explain
@@ -72,8 +72,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--replication-factor", type=int, default=-1, help="Replicas per partition [broker default]."
     )
-    add_section_flags(create, "kafka", KafkaSettings)
-    add_section_flags(create, "topics", TopicSettings)
+    add_settings_flags(create, TopicAdminSettings)
     create.set_defaults(handler=_run_create)
 
 

@@ -9,12 +9,14 @@ import threading
 
 from pydantic import ValidationError
 
-from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
+from riverrun.schemas import (
+    add_settings_flags,
+    collect_section_flags,
+)
 from riverrun.schemas.settings import explain
 from riverrun.workers.judge.metrics import JudgeMetrics
-from riverrun.workers.judge.settings import JudgeOptions, JudgeSettings
+from riverrun.workers.judge.settings import JudgeSettings
 from riverrun.workers.judge.state_server import StateServer
-from riverrun.workers.registry import RegistrySettings
 from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
 from riverrun.workers.runtime.health import HealthServer
 from riverrun.workers.runtime.kafka import topic_partitions
@@ -25,10 +27,7 @@ logger = logging.getLogger(__name__)
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the flags of `riverrun judge`."""
-    add_section_flags(parser, "kafka", KafkaSettings)
-    add_section_flags(parser, "topics", TopicSettings)
-    add_section_flags(parser, "registry", RegistrySettings)
-    add_section_flags(parser, "judge", JudgeOptions)
+    add_settings_flags(parser, JudgeSettings)
     parser.set_defaults(handler=run_judge)
 
 

@@ -18,11 +18,11 @@ from riverrun.schemas import (
     KafkaSettings,
     RiverrunSettings,
     TopicSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
     explain,
 )
-from riverrun.workers.learner.settings import LearnerOptions, LearnerSettings
+from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.registry import Registry, RegistrySettings
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
 
@@ -31,10 +31,7 @@ logger = logging.getLogger(__name__)
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the flags of `riverrun learn`."""
-    add_section_flags(parser, "kafka", KafkaSettings)
-    add_section_flags(parser, "topics", TopicSettings)
-    add_section_flags(parser, "registry", RegistrySettings)
-    add_section_flags(parser, "learner", LearnerOptions)
+    add_settings_flags(parser, LearnerSettings)
     parser.add_argument(
         "--max-examples", type=int, default=None, help="Stop after learning this many (tests)."
     )
@@ -122,9 +119,7 @@ def register_verify(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         help="Replay the examples log and check a snapshot's artifact byte for byte.",
     )
     parser.add_argument("reference", metavar="NAME@VERSION#SNAPSHOT", help="e.g. fraud@3#12")
-    add_section_flags(parser, "kafka", KafkaSettings)
-    add_section_flags(parser, "topics", TopicSettings)
-    add_section_flags(parser, "registry", RegistrySettings)
+    add_settings_flags(parser, VerifySettings)
     parser.set_defaults(handler=run_verify)
 
 

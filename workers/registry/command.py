@@ -21,7 +21,7 @@ from riverrun.schemas import (
     RiverrunSettings,
     SnapshotPublished,
     TopicSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
 )
 from riverrun.schemas.settings import explain
@@ -69,9 +69,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     for sub in (release, listing, show, history):
         sub.add_argument("--json", action="store_true", help="Print JSON instead of text.")
-        add_section_flags(sub, "kafka", KafkaSettings)
-        add_section_flags(sub, "topics", TopicSettings)
-        add_section_flags(sub, "registry", RegistrySettings)
+        add_settings_flags(sub, ModelsSettings)
 
 
 def _settings(args: argparse.Namespace) -> ModelsSettings:

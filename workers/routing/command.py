@@ -16,13 +16,11 @@ import urllib.request
 from typing import Any
 
 from riverrun.schemas import (
-    KafkaSettings,
     PolicyChanged,
-    TopicSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
 )
-from riverrun.workers.registry.client import Registry, RegistrySettings
+from riverrun.workers.registry.client import Registry
 from riverrun.workers.registry.command import ModelsSettings, guarded
 from riverrun.workers.routing.plan import PolicyError, plan_for
 from riverrun.workers.routing.policy import STRATEGIES, deploy, promote, rollback
@@ -84,9 +82,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     for sub in (dep, pro, back, status):
         sub.add_argument("--json", action="store_true", help="Print JSON instead of text.")
-        add_section_flags(sub, "kafka", KafkaSettings)
-        add_section_flags(sub, "topics", TopicSettings)
-        add_section_flags(sub, "registry", RegistrySettings)
+        add_settings_flags(sub, ModelsSettings)
 
 
 def _settings(args: argparse.Namespace) -> ModelsSettings:

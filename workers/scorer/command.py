@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from riverrun.schemas import (
-    KafkaSettings,
-    TopicSettings,
-    add_section_flags,
+    add_settings_flags,
     collect_section_flags,
     explain,
 )
-from riverrun.workers.registry import Registry, RegistrySettings
+from riverrun.workers.registry import Registry
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RiverrunError
-from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
+from riverrun.workers.scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
     from riverrun.workers.scorer.metrics import ScorerMetrics
@@ -36,10 +34,7 @@ logger = logging.getLogger(__name__)
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the flags of `riverrun score`."""
-    add_section_flags(parser, "kafka", KafkaSettings)
-    add_section_flags(parser, "topics", TopicSettings)
-    add_section_flags(parser, "scorer", ScorerOptions)
-    add_section_flags(parser, "registry", RegistrySettings)
+    add_settings_flags(parser, ScorerSettings)
     parser.add_argument(
         "--max-messages", type=int, default=None, help="Stop after this many records (tests)."
     )
