@@ -3,6 +3,7 @@ with their reason, and exactly-once learning through SIGKILLs, checked byte for 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -26,7 +27,14 @@ from riverrun.schemas import (
     decode,
 )
 from riverrun.workers.learner import Learner, LearnerOptions, LearnerSettings, verify_snapshot
-from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
+from riverrun.workers.learner.prequential import learn_example
+from riverrun.workers.registry import (
+    ModelSpec,
+    Registry,
+    RegistrySettings,
+    build_estimator,
+    dump_model,
+)
 
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
 
@@ -159,7 +167,7 @@ def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_
         (b"req-404", label_payload("req-404", "joiner", True, None)),  # never predicted
         (b"req-3", label_payload("req-3", "joiner", False, None)),  # a second label
         (b"req-99", label_payload("req-99", "joiner", True, None)),  # another model's request
-        (b"req-5", label_payload("req-5", "someone-else", True, None)),  # not this learner's
+        (b"req-5", label_payload("req-5", "someone-else", True, None)),  # a model not released
         (b"junk", b"{not json"),
     ]
     where = produce(kafka_settings, topics.feedback, feedback)
@@ -168,7 +176,7 @@ def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_
     with Registry(kafka_settings, topics, settings.registry) as registry:
         summary = Learner(settings, registry).run(idle_timeout=5)
     assert summary.labels_joined == 20 and summary.examples_learned == 20
-    assert summary.labels_unjoined == 4
+    assert summary.labels_unjoined == 5
 
     examples = [decode(ExampleJoined, r.value) for r in
                 read_all(kafka_settings, topics.examples, at_least=20)]
@@ -181,13 +189,13 @@ def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_
 
     letters = read_all(kafka_settings, topics.dead_letters, at_least=4)
     reasons = Counter(DeadLetter.from_headers(list(r.headers.items())).error_class for r in letters)
-    assert reasons == {"UnknownRequest": 2, "DuplicateLabel": 1, "NotJson": 1}
+    assert reasons == {"UnknownRequest": 2, "DuplicateLabel": 1, "NotJson": 1, "UnknownModel": 1}
     by_source = {}
     for r in letters:
         letter = DeadLetter.from_headers(list(r.headers.items()))
         assert letter.source_topic == topics.feedback
         by_source[(letter.source_partition, letter.source_offset)] = r
-    for index in (20, 21, 22, 24):
+    for index in (20, 21, 22, 23, 24):
         assert by_source[where[index]].value == feedback[index][1]  # the original bytes
 
 
@@ -489,3 +497,52 @@ def test_the_learner_teaches_the_champion_the_policy_names(
         for reference in (f"steered@1#{v1.snapshot}", f"steered@2#{v2.snapshot}"):
             verdict = verify_snapshot(registry, kafka_settings, topics, reference)
             assert verdict.matches, verdict
+
+
+def test_an_example_the_model_cannot_learn_is_dead_lettered_and_the_rest_learned(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    """A poison example among 1,000 good ones, with a restart after it: the learner goes on,
+    dead-letters it, and ends on the very model of a learner that never saw it; labels a bool
+    model cannot take are dead-lettered at the door."""
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    release(kafka_settings, topics, "poisoned")
+    good = labels_of(phishing[:1000], "poisoned")
+    poison = (b"req-poison", label_payload("req-poison", "poisoned", True,
+                                           {"salary": "high", "age": 30.0}))  # type: ignore[dict-item]
+    refused = [(b"req-two", label_payload("req-two", "poisoned", 2, phishing[0][0])),
+               (b"req-yes", label_payload("req-yes", "poisoned", "yes", phishing[0][0])),
+               (b"req-nan", b'{"request_id": "req-nan", "model": "poisoned", "label": NaN, '
+                            b'"observed_at": "2026-01-01T00:00:00+00:00"}')]  # fmt: skip
+    produce(kafka_settings, topics.feedback,
+            [*good[:500], poison, *refused, *good[500:]])  # type: ignore[arg-type]
+
+    settings = learner_settings(kafka_settings, topics, "poisoned", snapshot_every=100,
+                                snapshot_interval=3600.0)
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        first = Learner(settings, registry)
+        first.run(max_examples=650, idle_timeout=60)  # past the poison, then a restart
+        assert first.metrics.registry.get_sample_value(
+            "riverrun_learner_examples_not_learned_total",
+            {"model": "poisoned", "version": "1"}) == 1
+        Learner(settings, registry).run(max_examples=1001 - 650, idle_timeout=60)
+        final = latest(kafka_settings, topics, "poisoned")
+        assert final.examples_seen == 1001
+        for snapshot in (5, 6, final.snapshot):  # before the poison, just after it, the last
+            verdict = verify_snapshot(registry, kafka_settings, topics, f"poisoned@1#{snapshot}")
+            assert verdict.matches, verdict
+
+    clean = build_estimator(SPEC)
+    for x, y in phishing[:1000]:
+        learn_example(clean, x, y, None)
+    assert hashlib.sha256(dump_model(clean)).hexdigest() == final.artifact.sha256
+
+    letters = read_all(kafka_settings, topics.dead_letters, at_least=4)
+    by_class: dict[str, list[DeadLetter]] = {}
+    for r in letters:
+        letter = DeadLetter.from_headers(list(r.headers.items()))
+        by_class.setdefault(letter.error_class, []).append(letter)
+    (not_learned,) = by_class["NotLearned"]
+    assert "TypeError" in not_learned.reason and not_learned.source_topic == topics.examples
+    assert len(by_class["LabelTypeMismatch"]) == 2 and len(by_class["NotJson"]) == 1

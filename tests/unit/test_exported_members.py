@@ -19,8 +19,8 @@ SCHEMAS = [
     "ModelName", "ModelVersionReleased", "OutcomeRecorded", "PolicyAssignment", "PolicyChanged",
     "PredictionFields", "PredictionMade", "PredictionRequested", "RequestFields",
     "RiverrunSettings", "SnapshotId", "SnapshotPublished", "TopicSettings", "Version",
-    "add_section_flags", "add_settings_flags", "collect_section_flags", "decode", "decode_label_fields",
-    "decode_prediction_fields", "decode_request", "decode_request_fields", "encode",
+    "add_section_flags", "add_settings_flags", "collect_section_flags", "decode",
+    "decode_label_fields", "decode_prediction_fields", "decode_request", "decode_request_fields", "encode",
     "encode_dict", "explain", "parse_json", "utc_now",
 ]  # fmt: skip
 

@@ -16,6 +16,7 @@ from riverrun.workers.learner.join import (
     Joined,
     JoinWindow,
     Unjoined,
+    coerce_label,
 )
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -148,3 +149,27 @@ def test_an_example_renders_as_its_contract_decodes_it() -> None:
     )  # fmt: skip
     assert decode(ExampleJoined, example_value(example)) == example
     assert example_value(example) == encode(example)
+
+
+@pytest.mark.parametrize(
+    ("label_type", "value", "expected"),
+    [("bool", True, True), ("bool", 1, True), ("bool", 0.0, False), ("int", 3, 3),
+     ("int", 3.0, 3), ("int", "-7", -7), ("float", 2, 2.0), ("float", "2.5", 2.5),
+     ("str", "cat", "cat"), ("str", 4, "4"), (None, "anything", "anything")],
+)
+def test_labels_are_coerced_to_the_label_type(label_type: str | None, value: object,
+                                              expected: object) -> None:
+    coerced = coerce_label(value, label_type)
+    assert coerced == expected and type(coerced) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("label_type", "value"),
+    [("bool", 2), ("bool", 2.5), ("bool", -1), ("bool", 1e308), ("bool", "yes"), ("bool", "1"),
+     ("int", 2.5), ("int", True), ("int", "x"), ("float", True), ("float", "nan"),
+     ("float", "inf"), ("float", "high"), ("str", True), ("str", 1.5)],
+)
+def test_labels_the_type_cannot_take_are_refused_naming_the_type(label_type: str,
+                                                                 value: object) -> None:
+    with pytest.raises(ValueError, match=label_type):
+        coerce_label(value, label_type)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
-from river import datasets, evaluate, linear_model, metrics, preprocessing
+from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 
 from riverrun.workers.learner.prequential import (
+    NotLearned,
     Prequential,
     SnapshotCadence,
     learn_example,
@@ -90,3 +92,37 @@ def test_count_cadence_is_checked_per_example_whatever_the_batch() -> None:
             published_at.append(n)
             cadence.published(0.0)
     assert published_at == [60, 120, 180, 240]
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=1),
+     lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+     lambda: naive_bayes.GaussianNB()],
+    ids=["hoeffding-adaptive-tree", "scaled-logistic", "gaussian-nb"],
+)
+def test_every_metric_is_rivers_from_an_untrained_model_on(factory: Any) -> None:
+    """An untrained model first predicts nothing (`{}`); River's validation skips that example."""
+    data = list(datasets.Phishing())
+    ours = factory()
+    prequential = Prequential("binary")
+    for x, y in data:
+        learn_example(ours, x, y, prequential)
+    theirs = {name: cls() for name, cls in (("accuracy", metrics.Accuracy),
+                                           ("log_loss", metrics.LogLoss),
+                                           ("roc_auc", metrics.ROCAUC), ("f1", metrics.F1))}
+    evaluate.progressive_val_score(data, factory(), metrics.base.Metrics(list(theirs.values())))
+    values = prequential.values()
+    for name, metric in theirs.items():
+        assert values[name] == pytest.approx(metric.get(), abs=1e-12), name
+
+
+def test_an_example_the_model_raises_on_counts_nowhere() -> None:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    prequential = Prequential("binary")
+    for x, y in list(datasets.Phishing())[:50]:
+        learn_example(model, x, y, prequential)
+    before = prequential.values()
+    with pytest.raises(NotLearned, match="TypeError"):
+        learn_example(model, {"salary": "high", "age": 30.0}, True, prequential)
+    assert prequential.values() == before

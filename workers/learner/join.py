@@ -29,7 +29,10 @@ from riverrun.schemas.loss import outcome_loss
 UNKNOWN_REQUEST = "UnknownRequest"
 WINDOW_EXPIRED = "WindowExpired"
 DUPLICATE_LABEL = "DuplicateLabel"
-UNJOINED_REASONS = (DUPLICATE_LABEL, UNKNOWN_REQUEST, WINDOW_EXPIRED)
+LABEL_TYPE_MISMATCH = "LabelTypeMismatch"
+UNKNOWN_MODEL = "UnknownModel"
+UNJOINED_REASONS = (DUPLICATE_LABEL, LABEL_TYPE_MISMATCH, UNKNOWN_MODEL, UNKNOWN_REQUEST,
+                    WINDOW_EXPIRED)  # fmt: skip
 
 
 class JoinedExample(NamedTuple):
@@ -241,3 +244,49 @@ def _joined(
     outcome = Outcome(request_id, model, version, snapshot, route, predicted, value, loss,
                       proba, observed_at)  # fmt: skip
     return Joined(example, outcome)
+
+
+def coerce_label(value: Any, label_type: str | None) -> Any:
+    """The label as the version's label type, or ValueError saying why it cannot be.
+
+    A bool label takes true/false and the numbers 0 and 1; an int label an integral number or
+    such a string; a float label any finite number or numeric string; a str label a string or
+    an integer. Anything else would be learned as garbage, or raise inside the model.
+    """
+    if label_type is None:
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if label_type == "bool":
+        if isinstance(value, bool):
+            return value
+        if number and value in (0, 1):
+            return bool(value)
+    elif label_type == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+    elif label_type == "float":
+        if number and math.isfinite(value):
+            return value if isinstance(value, float) else float(value)
+        if isinstance(value, str):
+            try:
+                parsed = float(value)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(parsed):
+                    return parsed
+    elif label_type == "str":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    expected = {"bool": "true or false (or 0 or 1)", "int": "an integer",
+                "float": "a finite number", "str": "a string"}[label_type]  # fmt: skip
+    raise ValueError(f"label {value!r} is not {expected}, as the model's label type "
+                     f"{label_type!r} needs")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -40,7 +41,15 @@ from riverrun.schemas import (
     parse_json,
 )
 from riverrun.workers.learner.drift import DriftReporter
-from riverrun.workers.learner.join import Joined, JoinWindow, example_value, outcome_value
+from riverrun.workers.learner.join import (
+    LABEL_TYPE_MISMATCH,
+    UNKNOWN_MODEL,
+    Joined,
+    JoinWindow,
+    coerce_label,
+    example_value,
+    outcome_value,
+)
 from riverrun.workers.learner.log import end_offset, read_range
 from riverrun.workers.learner.metrics import LearnerMetrics
 from riverrun.workers.learner.settings import LearnerSettings
@@ -72,6 +81,7 @@ class CommittedExample(NamedTuple):
     offset: int
     features: dict[str, Any]
     label: Any
+    value: bytes | None  # the record's bytes, for a dead letter should the model raise on it
 
 
 class _Pending(NamedTuple):
@@ -90,6 +100,7 @@ class JoinBatch:
     records: list[Message] = field(default_factory=list)
     outputs: list[Outgoing] = field(default_factory=list)
     joined: list[Joined] = field(default_factory=list)
+    examples: list[bytes] = field(default_factory=list)  # each joined label's example, rendered
     unjoined: list[str] = field(default_factory=list)
 
 
@@ -122,6 +133,10 @@ class JoinStage:
         self._watermarks: dict[int, tuple[float, int]] = {}  # partition -> (checked at, high)
         self._example_offsets: list[int] = []
         self._transactions: Transactions | None = None
+        # Set by the loop from the version learned: labels are coerced to it at the door.
+        self.label_type: str | None = None
+        # Whether this learner answers for labels of a model that has no release at all.
+        self.orphaned: Callable[[str], bool] = lambda _model: False
 
     @property
     def waiting(self) -> int:
@@ -214,6 +229,10 @@ class JoinStage:
             (consumer.pause if full else consumer.resume)(feedback)
             self._paused = full
 
+    def unpaused(self) -> None:
+        """Forget the feedback pause: the loop resumed every partition (it pauses again if full)."""
+        self._paused = False
+
     def join_ready(self, consumer: Consumer) -> JoinBatch:
         """Join the held labels, in order, as far as the predictions read allow."""
         batch = JoinBatch()
@@ -243,11 +262,23 @@ class JoinStage:
                     )  # fmt: skip
                 caught_up_to = timestamp_ms
             pending.popleft()
-            decision = window.join_one(item.label, timestamp_ms)
+            label = item.label
+            try:
+                value = coerce_label(label.label, self.label_type)
+            except ValueError as exc:
+                outputs.append(self._dead_letter(record, LABEL_TYPE_MISMATCH, str(exc)))
+                unjoined.append(LABEL_TYPE_MISMATCH)
+                done.append(record)
+                continue
+            if value is not label.label:
+                label = (label._replace(label=value) if isinstance(label, LabelFields)
+                         else label.model_copy(update={"label": value}))  # fmt: skip
+            decision = window.join_one(label, timestamp_ms)
             if isinstance(decision, Joined):
                 example, outcome = decision
-                outputs.append(Outgoing(examples, example.request_id.encode(),
-                                        example_value(example)))  # fmt: skip
+                value = example_value(example)
+                outputs.append(Outgoing(examples, example.request_id.encode(), value))
+                batch.examples.append(value)
                 if outcome is not None:
                     outputs.append(Outgoing(outcomes, record.key(), outcome_value(outcome)))
                 joined.append(decision)
@@ -290,17 +321,16 @@ class JoinStage:
             self._give_up(exc)
         self._metrics.transactions.labels("committed").inc()
         self._count(batch, summary)
-        committed = self._committed_examples(transactions.producer, batch.joined)
+        committed = self._committed_examples(transactions.producer, batch)
         if self._crash.enabled:
             self._crash.hit("after-commit")
         return committed
 
     # -- inside a pass ---------------------------------------------------------------------
 
-    def _committed_examples(
-        self, producer: Producer, joined: list[Joined]
-    ) -> list[CommittedExample]:
+    def _committed_examples(self, producer: Producer, batch: JoinBatch) -> list[CommittedExample]:
         """Pair the batch's committed examples with their log offsets, for the learn stage."""
+        joined = batch.joined
         offsets = self._example_offsets
         deadline = time.monotonic() + TXN_TIMEOUT_S
         while len(offsets) < len(joined) and time.monotonic() < deadline:
@@ -311,8 +341,8 @@ class JoinStage:
                 "served: stopping; the restarted learner reads them from the log"
             )
         return [
-            CommittedExample(offset, decision.example.features, decision.example.label)
-            for offset, decision in zip(offsets, joined, strict=True)
+            CommittedExample(offset, decision.example.features, decision.example.label, value)
+            for offset, decision, value in zip(offsets, joined, batch.examples, strict=True)
         ]
 
     def _on_example_delivered(self, err: KafkaError | None, msg: Message) -> None:
@@ -383,6 +413,11 @@ class JoinStage:
         except DecodeError as exc:
             return _Pending(record, None, arrived, exc)
         if isinstance(data, dict) and data.get("model") not in (None, self._model):
+            model = data.get("model")
+            if isinstance(model, str) and self.orphaned(model):
+                return _Pending(record, None, arrived, DecodeError(
+                    UNKNOWN_MODEL, f"no model {model!r} is released: check the name, or "
+                    "release it (`riverrun models release`)", raw))  # fmt: skip
             return _Pending(record, None, arrived)  # another model's learner takes it
         try:
             return _Pending(record, decode_label_fields(data, raw), arrived)

@@ -16,17 +16,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from riverrun.schemas import ModelVersionReleased, PolicyChanged, SnapshotPublished
+from riverrun.schemas import DeadLetter, ModelVersionReleased, PolicyChanged, SnapshotPublished
 from riverrun.workers.learner.drift import DriftReporter
 from riverrun.workers.learner.guardrail import Guardrail
 from riverrun.workers.learner.join_stage import CommittedExample
 from riverrun.workers.learner.log import read_example, replay
 from riverrun.workers.learner.metrics import LearnerMetrics
 from riverrun.workers.learner.prequential import (
+    NotLearned,
     Prequential,
     SnapshotCadence,
     is_classifier,
@@ -40,10 +42,12 @@ from riverrun.workers.registry.records import RegistryRecord, lineage_key
 from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
+from riverrun.workers.runtime.kafka import flush_or_raise, produce, producer_config
 
 logger = logging.getLogger(__name__)
 
 _LEARN_BUDGET_FACTOR = 10
+NOT_LEARNED = "NotLearned"  # the dead letters' class for examples the model raised on
 
 
 class LearnStage:
@@ -74,6 +78,12 @@ class LearnStage:
         self._guardrail = Guardrail(self._options.guardrail_loss_ratio,
                                     self._options.guardrail_min_examples)  # fmt: skip
         self._last_good: SnapshotPublished | None = None
+        self._latest: SnapshotPublished | None = None  # what a failed example rebuilds from
+        self._not_learned: set[int] = set()  # offsets since `_latest` the model raised on
+        self._dead_letters: Producer | None = None
+        self.label_type: str | None = None  # the version's, from its release's spec
+        # Called while a long replay runs, so that the loop keeps its consumer group's place.
+        self.keepalive: Callable[[], None] | None = None
         self._halted: str | None = None
         # Set by _start_version.
         self.estimator: Any = None
@@ -138,14 +148,21 @@ class LearnStage:
         its first snapshot, which gives exactly the metrics the uninterrupted learner had.
         """
         estimator = self._registry.load(snapshot)
-        prequential = Prequential(task_of(estimator, released.task if released else None))
+        task = task_of(estimator, released.task if released else None)
+        prequential = Prequential(task)
         start = first.lineage.get(self._lineage_key, 0)
         resume = snapshot.lineage.get(self._lineage_key, start)
         if resume > start:
-            replica = self._registry.load(first)
-            replay(self._settings.kafka, self._topics.examples, self._model, replica, start,
-                   resume, prequential)  # fmt: skip
+            prequential = replay(
+                self._settings.kafka, self._topics.examples, self._model,
+                lambda: self._registry.load(first), start, resume, task,
+                keepalive=self.keepalive,
+            ).prequential or prequential  # fmt: skip
         self.estimator = estimator
+        self._latest = snapshot
+        self._not_learned.clear()
+        spec = released.spec if released is not None else {}
+        self.label_type = spec.get("label_type") if isinstance(spec, dict) else None
         self._prequential = prequential
         self.version = snapshot.version
         self._snapshot = snapshot.snapshot
@@ -258,7 +275,7 @@ class LearnStage:
             read_to = offset + 1
             example = read_example(record.value(), model)
             if example is not None:
-                batch.append(CommittedExample(offset, example[0], example[1]))
+                batch.append(CommittedExample(offset, example[0], example[1], record.value()))
         learned = self._learn_examples(batch, summary)
         self.next_offset = max(self.next_offset, read_to)  # past other models' examples
         return learned
@@ -297,8 +314,13 @@ class LearnStage:
             stop = end
             if cadence.every is not None:
                 stop = max(min(end, start + cadence.every - cadence.changed), start + 1)
-            for _offset, features, label in batch[start:stop]:
-                loss = learn_example(estimator, features, label, prequential, classifier)
+            for offset, features, label, value in batch[start:stop]:
+                try:
+                    loss = learn_example(estimator, features, label, prequential, classifier)
+                except NotLearned as exc:
+                    self._forget(offset, value, exc)
+                    estimator = self.estimator
+                    continue
                 append(loss)
                 observe(loss)
             self.next_offset = batch[stop - 1].offset + 1
@@ -320,6 +342,43 @@ class LearnStage:
             self._metrics.prequential.labels(self._model, version, name).set(value)
         self._report_offset(summary)
         return learned
+
+    def _forget(self, offset: int, value: bytes | None, exc: NotLearned) -> None:
+        """Dead-letter an example the model raised on, and rebuild the model without it.
+
+        The model may be half-changed by the failed call, so it is rebuilt from the latest
+        snapshot by replaying the log up to the example, skipping it: the very model of a
+        learner that never saw it, and what `riverrun models verify` replays too.
+        """
+        self._metrics.examples_not_learned.labels(self._model, str(self.version)).inc()
+        logger.warning("%s@%d cannot learn the example at %s:%d (%s): dead-lettered, the model "
+                       "rebuilt without it", self._model, self.version, self._topics.examples,
+                       offset, exc)  # fmt: skip
+        self._dead_letter(offset, value, str(exc))
+        latest = self._latest
+        assert latest is not None  # noqa: S101  # set when a version starts
+        self._not_learned.add(offset)
+        rebuilt = replay(
+            self._settings.kafka, self._topics.examples, self._model,
+            lambda: self._registry.load(latest), latest.lineage.get(self._lineage_key, 0), offset,
+            skip=self._not_learned, keepalive=self.keepalive,
+        )  # fmt: skip
+        self._not_learned |= rebuilt.skipped
+        self.estimator = rebuilt.estimator
+
+    def _dead_letter(self, offset: int, value: bytes | None, reason: str) -> None:
+        if self._dead_letters is None:
+            self._dead_letters = Producer(producer_config(
+                self._settings.kafka, client_id=f"{self._settings.kafka.client_id}-learner",
+            ))  # fmt: skip
+        letter = DeadLetter(
+            error_class=NOT_LEARNED, reason=reason, source_topic=self._topics.examples,
+            source_partition=0, source_offset=offset, worker=self._options.worker_id,
+            model=self._model, version=self.version,
+        )  # fmt: skip
+        produce(self._dead_letters, self._topics.dead_letters, value, None,
+                headers=letter.to_headers())  # fmt: skip
+        flush_or_raise(self._dead_letters, 30.0, "dead letters of unlearnable examples")
 
     def _report_offset(self, summary: LearnSummary) -> None:
         self._metrics.examples_offset.labels(self._model).set(self.next_offset)
@@ -370,6 +429,8 @@ class LearnStage:
 
     def _published(self, record: SnapshotPublished, summary: LearnSummary) -> None:
         self._snapshot = record.snapshot
+        self._latest = record
+        self._not_learned.clear()  # the snapshot holds what skipping them made
         self._cadence.published(time.monotonic())
         summary.snapshots_published += 1
         summary.last_snapshot = record.snapshot
@@ -409,3 +470,6 @@ class LearnStage:
             if self._examples is not None:
                 self._examples.close()
                 self._examples = None
+            if self._dead_letters is not None:
+                self._dead_letters.flush(self._options.shutdown_timeout_s)
+                self._dead_letters = None

@@ -1,22 +1,25 @@
 """The examples log: how a record of it is read, and its replay into a model.
 
 The learner and `riverrun models verify` read the log through `read_example` and learn through
-`workers.learner.prequential.learn_example`, so both make the very same calls in the very same
-order, and a replay ends on the very same bytes.
+`learner.prequential.learn_example`, so both make the very same calls in the very same order,
+skip the very same examples (those the model raises on), and a replay ends on the very same
+bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from riverrun.schemas import KafkaSettings
-from riverrun.workers.learner.prequential import Prequential, learn_example
+from riverrun.schemas.loss import Task
+from riverrun.workers.learner.prequential import NotLearned, Prequential, learn_example
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
 from riverrun.workers.runtime.kafka import consumer_config, topic_partitions
 
@@ -77,6 +80,7 @@ def read_range(
     end: int,
     on_record: Callable[[int, int, bytes | None], None],
     timeout: float = 120.0,
+    keepalive: Callable[[], None] | None = None,
 ) -> int:
     """Call `on_record(offset, timestamp_ms, value)` for committed records in [start, end).
 
@@ -96,6 +100,8 @@ def read_range(
                 "a transaction still open on it, or the broker unreachable?"
             )
         batch = consumer.consume(1000, 0.2)
+        if keepalive is not None:
+            keepalive()
         for msg in batch:
             err = msg.error()
             if err is not None:
@@ -115,29 +121,65 @@ def read_range(
     return end
 
 
+@dataclass
+class Replayed:
+    """What a replay of the log built: the model, its metrics, and the examples it skipped."""
+
+    estimator: Any
+    prequential: Prequential | None
+    learned: int
+    skipped: set[int] = field(default_factory=set)
+
+
+class _Restart(Exception):
+    """An example failed: the replay starts again without it."""
+
+
 def replay(
     kafka: KafkaSettings,
     topic: str,
     model: str,
-    estimator: Any,
+    fresh: Callable[[], Any],
     start: int,
     end: int,
-    prequential: Prequential | None = None,
-) -> int:
-    """Learn the examples of `model` in [start, end) of the log into `estimator`; return count."""
+    task: Task | None = None,
+    skip: Iterable[int] = (),
+    keepalive: Callable[[], None] | None = None,
+) -> Replayed:
+    """Learn the examples of `model` in [start, end) of the log into `fresh()`, in order.
+
+    An example the model raises on is learned by no one: the replay starts again from a fresh
+    model without it, as the learner does when one fails live, so the result is the model of a
+    learner that never saw it (and `task` metrics that never counted it). `keepalive` is called
+    as the log is read, so that a long replay in a group member does not cost it its place.
+    """
     consumer = examples_consumer(kafka, "riverrun-replay")
-    learned = 0
+    skipped = set(skip)
     try:
         check_single_partition(consumer, topic)
+        while True:
+            estimator = fresh()
+            prequential = Prequential(task) if task is not None else None
+            learned = 0
 
-        def learn(_offset: int, _timestamp_ms: int, raw: bytes | None) -> None:
-            nonlocal learned
-            example = read_example(raw, model)
-            if example is not None:
-                learn_example(estimator, example[0], example[1], prequential)
+            def learn(offset: int, _timestamp_ms: int, raw: bytes | None) -> None:
+                nonlocal learned
+                if offset in skipped:
+                    return
+                example = read_example(raw, model)
+                if example is None:
+                    return
+                try:
+                    learn_example(estimator, example[0], example[1], prequential)
+                except NotLearned:
+                    skipped.add(offset)
+                    raise _Restart from None
                 learned += 1
 
-        read_range(consumer, topic, start, end, learn)
+            try:
+                read_range(consumer, topic, start, end, learn, keepalive=keepalive)
+            except _Restart:
+                continue
+            return Replayed(estimator, prequential, learned, skipped)
     finally:
         consumer.close()
-    return learned

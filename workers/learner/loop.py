@@ -21,6 +21,7 @@ import time
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from riverrun.schemas import ModelVersionReleased
 from riverrun.workers.learner.drift import DriftReporter, DriftWatch
 from riverrun.workers.learner.join_stage import JoinStage
 from riverrun.workers.learner.learn_stage import LearnStage
@@ -28,7 +29,7 @@ from riverrun.workers.learner.log import check_single_partition, examples_consum
 from riverrun.workers.learner.metrics import LearnerMetrics
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
-from riverrun.workers.registry import Registry, RegistryFollower
+from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord
 from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
 from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError
@@ -70,11 +71,57 @@ class Learner:
             registry, self.metrics,
         )  # fmt: skip
         self._join = JoinStage(settings, self.metrics, drift, crash, self._on_error)
+        self._join.orphaned = self._orphaned
         self._learn = LearnStage(settings, registry, self.metrics, drift, crash)
+        self._released: set[str] = set()  # models with a release, as the follower reads them
+        self._learn.keepalive = self._keep_membership
+        self._kept_at = 0.0
+        self._paused_for_keepalive = False
 
     @property
     def _client_id(self) -> str:
         return f"{self._settings.kafka.client_id}-learner-{self._model}"
+
+    def _on_registry_record(self, record: RegistryRecord) -> None:
+        # On the follower's thread: quick, and only sets state the loop reads.
+        if isinstance(record, ModelVersionReleased):
+            self._released.add(record.model)
+        self._learn.on_registry_record(record)
+
+    def _orphaned(self, model: str) -> bool:
+        """Whether `model` has no release, and this learner answers for such labels.
+
+        Every learner reads all feedback; the learner of the first released model (by name)
+        dead-letters the labels of models nobody released, so each is dead-lettered once.
+        """
+        released = self._released
+        return bool(released) and model not in released and self._model == min(released)
+
+    def _keep_membership(self) -> None:
+        """Serve the group while a long replay runs: everything paused, a poll each second.
+
+        A poll is what tells the group coordinator this member is alive (`max.poll.interval.ms`);
+        paused partitions give nothing back, and what was fetched is fetched again on resume.
+        """
+        consumer, now = self._consumer, time.monotonic()
+        if consumer is None or now - self._kept_at < 1.0:
+            return
+        self._kept_at = now
+        if not self._paused_for_keepalive:
+            consumer.pause(consumer.assignment())
+            self._paused_for_keepalive = True
+        record = consumer.poll(0)
+        if record is not None and record.error() is None:
+            # A partition assigned during the poll is not paused yet: put its record back.
+            where = TopicPartition(record.topic(), record.partition(), record.offset())
+            consumer.seek(where)
+            consumer.pause([where])
+
+    def _resume_after_keepalive(self, consumer: Consumer) -> None:
+        if self._paused_for_keepalive:
+            self._paused_for_keepalive = False
+            consumer.resume(consumer.assignment())
+            self._join.unpaused()
 
     # -- health --------------------------------------------------------------------------
 
@@ -111,10 +158,11 @@ class Learner:
         summary = LearnSummary()
         learn, join = self._learn, self._join
         learn.load()
+        join.label_type = learn.label_type
         summary.version = learn.version
         self.metrics.version.labels(self._model).set(learn.version)
         self._follower = RegistryFollower(
-            self._settings.kafka, self._topics, learn.on_registry_record
+            self._settings.kafka, self._topics, self._on_registry_record
         ).start()
         join.start(self._client_id)
         examples = examples_consumer(self._settings.kafka, f"{self._client_id}-examples")
@@ -169,6 +217,8 @@ class Learner:
         learn, join = self._learn, self._join
         active = bool(records)
         learn.follow_champion(summary)
+        self._resume_after_keepalive(consumer)
+        join.label_type = learn.label_type
         if records:
             join.take(records)
         join.pause_if_full(consumer, learn.backlog)
@@ -183,6 +233,7 @@ class Learner:
             learn.add_committed(join.commit(batch, consumer, summary))
         if learn.ready_to_learn:
             learn.learn_committed(summary, max_examples)
+        self._resume_after_keepalive(consumer)
         return active
 
     # -- shutdown ------------------------------------------------------------------------

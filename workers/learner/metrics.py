@@ -31,6 +31,12 @@ class LearnerMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.examples_not_learned = Counter(
+            "riverrun_learner_examples_not_learned",
+            "Examples the model raised on: dead-lettered, and learned by no version.",
+            ["model", "version"],
+            registry=r,
+        )
         self.snapshots_published = Counter(
             "riverrun_learner_snapshots_published",
             "Snapshots published to the registry.",

@@ -87,6 +87,10 @@ class Prequential:
         return out
 
 
+class NotLearned(Exception):
+    """An example the model raised on, predicting or learning it; the reason names the error."""
+
+
 def learn_example(
     estimator: Any,
     features: dict[str, Any],
@@ -94,33 +98,46 @@ def learn_example(
     prequential: Prequential | None,
     classifier: bool | None = None,
 ) -> float:
-    """Predict, score the prediction (when metrics are kept), learn; return the loss.
+    """Predict, learn, then score the prediction (when metrics are kept); return the loss.
 
     The loss is the log loss of the true class for a classifier (clipped like River's), the
-    squared error for a regressor: what the guardrail and the drift detectors watch.
+    squared error for a regressor: what the guardrail and the drift detectors watch. A model
+    that has learned no class yet predicts nothing (`{}`): like River's own progressive
+    validation, the metrics skip that example.
 
     The prediction is made even when `prequential` is None, because predicting can change a
     River model (unseen features get weights); replays must make the same calls to match.
     Pass `classifier` (`is_classifier(estimator)`) when learning many: it is not free.
+
+    Raises:
+        NotLearned: the model raised on the example. The metrics have not counted it, but the
+            model may be half-changed: the caller rebuilds it without the example.
+
     """
-    if classifier is None:
-        classifier = is_classifier(estimator)
-    if classifier:
-        proba = estimator.predict_proba_one(features)
-        # River's own `predict_one`: the most probable class, the first one on a tie.
-        prediction = max(proba, key=proba.get) if proba else None
-        p = proba.get(label, 0.0) if proba else 0.0
-        loss = -math.log(min(max(p, _EPSILON), 1.0))
-    else:
-        proba = None
-        prediction = estimator.predict_one(features)
-        try:
-            loss = (float(prediction) - float(label)) ** 2
-        except (TypeError, ValueError):
-            loss = 0.0 if prediction == label else 1.0
+    try:
+        if classifier is None:
+            classifier = is_classifier(estimator)
+        if classifier:
+            proba = estimator.predict_proba_one(features)
+            # River's own `predict_one`: the most probable class, the first one on a tie.
+            prediction = max(proba, key=proba.get) if proba else None
+            p = proba.get(label, 0.0) if proba else 0.0
+            loss = -math.log(min(max(p, _EPSILON), 1.0))
+            proba = proba or None
+        else:
+            proba = None
+            prediction = estimator.predict_one(features)
+            try:
+                loss = (float(prediction) - float(label)) ** 2
+            except (TypeError, ValueError):
+                loss = 0.0 if prediction == label else 1.0
+        estimator.learn_one(features, label)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001  # a model's error (a Rust panic too) is the example's
+        raise NotLearned(f"{type(exc).__name__}: {exc}"[:500]) from exc
     if prequential is not None:
         prequential.update(label, prediction, proba)
-    estimator.learn_one(features, label)
     return loss
 
 

@@ -80,8 +80,7 @@ def verify_snapshot(
     key = lineage_key(topics.examples)
     start = first.lineage.get(key, 0)
     end = target.lineage.get(key, start)
-    estimator = registry.load(first)
-    examples = replay(kafka, topics.examples, model, estimator, start, end)
-    replayed = hashlib.sha256(dump_model(estimator)).hexdigest()
+    done = replay(kafka, topics.examples, model, lambda: registry.load(first), start, end)
+    replayed = hashlib.sha256(dump_model(done.estimator)).hexdigest()
     expected = target.artifact.sha256
-    return Verdict(reference, replayed == expected, expected, replayed, examples, start, end)
+    return Verdict(reference, replayed == expected, expected, replayed, done.learned, start, end)
