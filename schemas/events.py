@@ -112,6 +112,14 @@ class DeadLetter(Event):
         default=None, ge=0, description="Version that failed (the judge's error rate)."
     )
     route: str | None = Field(default=None, description="Why that version was asked.")
+    key_bytes: int | None = Field(
+        default=None, ge=0,
+        description="Set when the dead letter had to be cut to fit the broker's limit: the "
+        "original key's size. The original is where `source_*` says.",
+    )  # fmt: skip
+    value_bytes: int | None = Field(
+        default=None, ge=0, description="Set when cut to fit: the original value's size."
+    )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Render as Kafka headers, `riverrun.<field>`, values UTF-8."""
@@ -129,6 +137,10 @@ class DeadLetter(Event):
             headers.append(("riverrun.model", self.model.encode()))
             headers.append(("riverrun.model.version", str(self.version).encode()))
             headers.append(("riverrun.route", (self.route or "").encode()))
+        if self.key_bytes is not None or self.value_bytes is not None:
+            headers.append(("riverrun.truncated.key_bytes", str(self.key_bytes or 0).encode()))
+            headers.append(("riverrun.truncated.value_bytes",
+                            str(self.value_bytes or 0).encode()))  # fmt: skip
         return headers
 
     @classmethod
@@ -148,6 +160,12 @@ class DeadLetter(Event):
             if "riverrun.model.version" in values
             else None,
             route=values.get("riverrun.route"),
+            key_bytes=int(values["riverrun.truncated.key_bytes"])
+            if "riverrun.truncated.key_bytes" in values
+            else None,
+            value_bytes=int(values["riverrun.truncated.value_bytes"])
+            if "riverrun.truncated.value_bytes" in values
+            else None,
         )
 
 

@@ -252,3 +252,70 @@ def test_metrics_and_probes_follow_the_worker(
     wait_for(lambda: staleness() > first, 10, "the model's staleness to grow")
     scorer.signal(signal.SIGTERM)
     assert scorer.wait(60) == 0
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_records_at_the_size_limits_are_dead_lettered_cut_to_fit_and_the_rest_answered(
+    kafka_settings: KafkaSettings, topics: TopicSettings, model_file: Path,
+    phishing: list[tuple[dict[str, float], bool]], broker: Any, exactly_once: bool,
+) -> None:
+    if exactly_once and not (broker.capabilities and broker.capabilities.read_committed):
+        pytest.skip(f"broker {broker.engine} lacks read_committed: exactly-once is not judged")
+    # Just under what the broker takes on the requests topic, and a key as large as a value.
+    broker_limit = _max_message_bytes(kafka_settings, topics.requests)
+    huge_value = b"x" * (broker_limit - 1_000)
+    huge_key = b"k" * 999_500
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (f"req-{i}".encode(), request_payload(i, x)) for i, (x, _) in enumerate(phishing[:200])]
+    records.insert(50, (b"big-value", huge_value))
+    records.insert(120, (huge_key, request_payload(9999, phishing[0][0])))
+    where = produce(kafka_settings, topics.requests, records)
+
+    settings = settings_for(kafka_settings, topics, model_file, exactly_once=exactly_once)
+    source = FileModelSource(load_model_file(model_file, MODEL_NAME))
+    summary = Scorer(settings, source).run(max_messages=len(records), idle_timeout=60)
+    assert summary.consumed == len(records)
+
+    counts = Counter(request_ids(read_all(kafka_settings, topics.predictions, at_least=200)))
+    assert set(counts) == {f"req-{i}" for i in range(200)} and max(counts.values()) == 1
+    letters = {DeadLetter.from_headers(list(r.headers.items())).error_class: r
+               for r in read_all(kafka_settings, topics.dead_letters, at_least=2)}
+    oversized, too_large = letters["Oversized"], letters["OutputTooLarge"]
+    cut = DeadLetter.from_headers(list(oversized.headers.items()))
+    assert cut.value_bytes == len(huge_value) and oversized.value == huge_value[:len(oversized.value)]
+    assert (cut.source_partition, cut.source_offset) == where[50]  # where to fetch the whole
+    cut = DeadLetter.from_headers(list(too_large.headers.items()))
+    assert cut.key_bytes == len(huge_key) and (cut.source_partition, cut.source_offset) == where[120]
+    assert "shorter key" in cut.reason
+
+
+def _max_message_bytes(kafka: KafkaSettings, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(kafka.client_config())
+    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+    entry = future.result(timeout=30).get("max.message.bytes")
+    return int(entry.value) if entry is not None and entry.value else 1_048_588
+
+
+def test_a_prediction_lands_on_its_requests_partition_whatever_the_upstream_partitioner(
+    kafka_settings: KafkaSettings, topics: TopicSettings, model_file: Path,
+    phishing: list[tuple[dict[str, float], bool]],
+) -> None:
+    from confluent_kafka import Producer
+
+    # librdkafka's own default (CRC32-based), as kcat and most non-Java clients use it.
+    producer = Producer(kafka_settings.client_config({"partitioner": "consistent_random"}))
+    where: dict[str, int] = {}
+    for i, (x, _) in enumerate(phishing[:200]):
+        producer.produce(topics.requests, request_payload(i, x), f"user-{i}".encode(),
+                         on_delivery=lambda err, msg, i=i: where.__setitem__(f"req-{i}",
+                                                                            msg.partition()))
+    assert producer.flush(30) == 0 and len(where) == 200
+    settings = settings_for(kafka_settings, topics, model_file)
+    source = FileModelSource(load_model_file(model_file, MODEL_NAME))
+    Scorer(settings, source).run(max_messages=200, idle_timeout=60)
+    predictions = read_all(kafka_settings, topics.predictions, at_least=200)
+    assert len(predictions) == 200
+    assert all(p.partition == where[orjson.loads(p.value)["request_id"]] for p in predictions)
+    assert len({p.partition for p in predictions}) > 1

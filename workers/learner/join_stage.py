@@ -43,6 +43,7 @@ from riverrun.schemas import (
 from riverrun.workers.learner.drift import DriftReporter
 from riverrun.workers.learner.join import (
     LABEL_TYPE_MISMATCH,
+    OUTPUT_TOO_LARGE,
     UNKNOWN_MODEL,
     Joined,
     JoinWindow,
@@ -57,13 +58,17 @@ from riverrun.workers.learner.summary import LearnSummary
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import FatalError
 from riverrun.workers.runtime.kafka import (
+    CLIENT_MAX_BYTES,
     ClientErrorLog,
     Outgoing,
     Transactions,
+    dead_letter_record,
     drop_errors,
     next_offsets,
+    output_limit,
     produce,
     producer_config,
+    record_bytes,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,6 +140,8 @@ class JoinStage:
         self._transactions: Transactions | None = None
         # Set by the loop from the version learned: labels are coerced to it at the door.
         self.label_type: str | None = None
+        # The largest record the producer and the broker take (read from them at start).
+        self.output_limit = CLIENT_MAX_BYTES
         # Whether this learner answers for labels of a model that has no release at all.
         self.orphaned: Callable[[str], bool] = lambda _model: False
 
@@ -153,6 +160,9 @@ class JoinStage:
             transactional_id=self._options.transactional_id, transaction_timeout_s=TXN_TIMEOUT_S,
         )  # fmt: skip
         self._transactions = Transactions(lambda: Producer(config), TXN_TIMEOUT_S)
+        topics = self._topics
+        self.output_limit = output_limit(self._settings.kafka,
+                                         [topics.examples, topics.outcomes, topics.dead_letters])
 
     def close(self, clean: bool) -> None:
         """Flush what the producer holds (after a clean stop only)."""
@@ -277,10 +287,19 @@ class JoinStage:
             if isinstance(decision, Joined):
                 example, outcome = decision
                 value = example_value(example)
-                outputs.append(Outgoing(examples, example.request_id.encode(), value))
+                learned = Outgoing(examples, example.request_id.encode(), value)
+                judged = (Outgoing(outcomes, record.key(), outcome_value(outcome))
+                          if outcome is not None else None)  # fmt: skip
+                too_large = self._too_large(learned, judged)
+                if too_large:
+                    outputs.append(self._dead_letter(record, OUTPUT_TOO_LARGE, too_large))
+                    unjoined.append(OUTPUT_TOO_LARGE)
+                    done.append(record)
+                    continue
+                outputs.append(learned)
                 batch.examples.append(value)
-                if outcome is not None:
-                    outputs.append(Outgoing(outcomes, record.key(), outcome_value(outcome)))
+                if judged is not None:
+                    outputs.append(judged)
                 joined.append(decision)
             else:
                 outputs.append(self._dead_letter(record, decision.reason, decision.detail))
@@ -298,7 +317,7 @@ class JoinStage:
         try:
             transactions.begin()
             producer = transactions.producer
-            for topic, key, value, headers in batch.outputs:
+            for topic, key, value, headers, _partition in batch.outputs:
                 # Only the examples' reports are needed: they give the offsets to learn from.
                 produce(producer, topic, value, key, headers=headers,
                         on_delivery=delivered if topic == examples else None)  # fmt: skip
@@ -378,14 +397,24 @@ class JoinStage:
         summary.labels_joined += len(joined)
         summary.labels_unjoined += len(batch.unjoined)
 
+    def _too_large(self, *records: Outgoing | None) -> str:
+        """Why a label's outputs cannot be written (one is over the size limit), or ""."""
+        limit = self.output_limit
+        for out in records:
+            if out is not None and record_bytes(out.key, out.value, out.headers) > limit:
+                size = record_bytes(out.key, out.value, out.headers)
+                return (f"its record on {out.topic} would be {size} bytes, over the {limit} "
+                        "the producer and the broker take: send a shorter key or fewer features")
+        return ""
+
     def _dead_letter(self, record: Message, error_class: str, reason: str) -> Outgoing:
         letter = DeadLetter(
             error_class=error_class, reason=reason, source_topic=record.topic() or "",
             source_partition=record.partition() or 0, source_offset=record.offset() or 0,
             worker=self._options.worker_id,
         )  # fmt: skip
-        headers = letter.to_headers()
-        return Outgoing(self._topics.dead_letters, record.key(), record.value(), headers)
+        return dead_letter_record(self._topics.dead_letters, record.key(), record.value(),
+                                  letter, self.output_limit)  # fmt: skip
 
     def _add_prediction(self, record: Message) -> None:
         timestamp_ms = record.timestamp()[1]

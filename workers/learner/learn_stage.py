@@ -42,7 +42,13 @@ from riverrun.workers.registry.records import RegistryRecord, lineage_key
 from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
-from riverrun.workers.runtime.kafka import flush_or_raise, produce, producer_config
+from riverrun.workers.runtime.kafka import (
+    CLIENT_MAX_BYTES,
+    dead_letter_record,
+    flush_or_raise,
+    produce,
+    producer_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +88,7 @@ class LearnStage:
         self._not_learned: set[int] = set()  # offsets since `_latest` the model raised on
         self._dead_letters: Producer | None = None
         self.label_type: str | None = None  # the version's, from its release's spec
+        self.output_limit = CLIENT_MAX_BYTES  # set by the loop, as the join stage read it
         # Called while a long replay runs, so that the loop keeps its consumer group's place.
         self.keepalive: Callable[[], None] | None = None
         self._halted: str | None = None
@@ -376,8 +383,8 @@ class LearnStage:
             source_partition=0, source_offset=offset, worker=self._options.worker_id,
             model=self._model, version=self.version,
         )  # fmt: skip
-        produce(self._dead_letters, self._topics.dead_letters, value, None,
-                headers=letter.to_headers())  # fmt: skip
+        out = dead_letter_record(self._topics.dead_letters, None, value, letter, self.output_limit)
+        produce(self._dead_letters, out.topic, out.value, out.key, headers=out.headers)
         flush_or_raise(self._dead_letters, 30.0, "dead letters of unlearnable examples")
 
     def _report_offset(self, summary: LearnSummary) -> None:

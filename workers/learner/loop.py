@@ -165,6 +165,7 @@ class Learner:
             self._settings.kafka, self._topics, self._on_registry_record
         ).start()
         join.start(self._client_id)
+        learn.output_limit = join.output_limit
         examples = examples_consumer(self._settings.kafka, f"{self._client_id}-examples")
         consumer = Consumer(consumer_config(
             self._settings.kafka, self._options.group_id, client_id=self._client_id,

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from riverrun.schemas import KafkaSettings
+from riverrun.schemas import DeadLetter, KafkaSettings
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -25,12 +25,72 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class Outgoing(NamedTuple):
-    """One record to produce."""
+    """One record to produce (to `partition`, else where its key's hash puts it)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+
+
+# A record's framing inside its batch (offset delta, timestamps, lengths), with room to spare.
+_RECORD_OVERHEAD = 256
+# The most a producer takes in one record unless `message.max.bytes` says otherwise.
+CLIENT_MAX_BYTES = 1_000_000
+
+
+def record_bytes(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+) -> int:
+    """What a record weighs against the producer's and the broker's size limits."""
+    size = len(key or b"") + len(value or b"") + _RECORD_OVERHEAD
+    for name, header in headers or ():
+        size += len(name) + len(header or b"") + 8
+    return size
+
+
+def dead_letter_record(
+    topic: str, key: bytes | None, value: bytes | None, letter: DeadLetter, limit: int,
+    partition: int | None = None,
+) -> Outgoing:
+    """A dead letter carrying the original bytes, cut to fit `limit` if it must be.
+
+    A cut one keeps the start of the key and value and says their original sizes; its headers
+    still name where the original is (topic, partition, offset), so it can be fetched.
+    """
+    headers = letter.to_headers()
+    if record_bytes(key, value, headers) <= limit:
+        return Outgoing(topic, key, value, headers, partition)
+    cut = letter.model_copy(update={"key_bytes": len(key or b""), "value_bytes": len(value or b"")})
+    headers = cut.to_headers()
+    short_key = key[:256] if key is not None else None
+    room = max(0, limit - record_bytes(short_key, b"", headers))
+    return Outgoing(topic, short_key, value[:room] if value is not None else None, headers,
+                    partition)  # fmt: skip
+
+
+def output_limit(kafka: KafkaSettings, topics: Iterable[str], timeout: float = 10.0) -> int:
+    """The largest record that both the producer and the broker take on `topics`.
+
+    The producer's `message.max.bytes` (as configured, else librdkafka's default) and each
+    topic's `max.message.bytes` as the broker reports it; a broker that does not answer the
+    question leaves the producer's limit.
+    """
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    limit = int(kafka.extra.get("message.max.bytes", CLIENT_MAX_BYTES))
+    admin = AdminClient(kafka.client_config({"logger": LIBRDKAFKA_LOG}))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in set(topics)]
+    try:
+        for future in admin.describe_configs(resources, request_timeout=timeout).values():
+            entry = future.result(timeout=timeout).get("max.message.bytes")
+            if entry is not None and entry.value is not None and entry.value.isdigit():
+                limit = min(limit, int(entry.value))
+    except Exception as exc:  # noqa: BLE001  # any failure to ask leaves the client's limit
+        logger.info("topic size limits not read (%s): records are kept under %d bytes",
+                    exc, limit)  # fmt: skip
+    return limit
 
 
 # -- client configs ----------------------------------------------------------------------------
@@ -156,8 +216,9 @@ def produce_all(
     producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None = None
 ) -> None:
     """Hand records to the producer in order, then serve the delivery reports that are ready."""
-    for topic, key, value, headers in records:
-        produce(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
+    for topic, key, value, headers, partition in records:
+        produce(producer, topic, value, key, headers=headers, partition=partition,
+                on_delivery=on_delivery)  # fmt: skip
     producer.poll(0)
 
 

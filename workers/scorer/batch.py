@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,9 +22,13 @@ from riverrun.schemas import (
     decode_request_fields,
 )
 from riverrun.schemas.codec import encode_dict
+from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES, Outgoing, dead_letter_record
 from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.model.deployment import Deployment
 from riverrun.workers.scorer.model.protocol import Label, RowFailure
+
+# A prediction's framing beyond its key and value (no headers), with room to spare.
+_PREDICTION_MARGIN = 512
 
 
 class Record(Protocol):
@@ -38,20 +42,11 @@ class Record(Protocol):
     def timestamp(self) -> tuple[int, int]: ...
 
 
-class Output(NamedTuple):
-    """One record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-
-
 @dataclass(slots=True)
 class BatchResult:
     """Everything one batch yields, plus what the metrics need."""
 
-    outputs: list[Output] = field(default_factory=list)
+    outputs: list[Outgoing] = field(default_factory=list)
     scored: dict[tuple[str, int, str], int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
@@ -70,6 +65,10 @@ class BatchOptions:
     max_request_bytes: int
     reject_missing_features: bool
     shadow_topic: str = "predictions.shadow"
+    # The largest record both the producer and the broker take (`output_limit`).
+    max_output_bytes: int = CLIENT_MAX_BYTES
+    # Predictions go to their request's partition number (the topics have as many).
+    same_partition: bool = False
 
 
 def dead_letter(
@@ -79,8 +78,9 @@ def dead_letter(
     options: BatchOptions,
     model: ServedModel | None = None,
     route: str | None = None,
-) -> Output:
-    """The original bytes, with headers naming the failure and where the record came from."""
+) -> Outgoing:
+    """The original bytes (cut to fit, if they must be), with headers naming the failure and
+    where the record came from."""
     letter = DeadLetter(
         error_class=error_class,
         reason=reason,
@@ -92,7 +92,8 @@ def dead_letter(
         version=model.version if model is not None else None,
         route=route,
     )
-    return Output(options.dead_letter_topic, record.key(), record.value(), letter.to_headers())
+    return dead_letter_record(options.dead_letter_topic, record.key(), record.value(), letter,
+                              options.max_output_bytes)  # fmt: skip
 
 
 class _Group:
@@ -115,7 +116,7 @@ def score_batch(
     is scored in one call, and shadow versions score the answered requests on the side.
     """
     result = BatchResult()
-    outputs: list[Output | None] = [None] * len(records)
+    outputs: list[Outgoing | None] = [None] * len(records)
     groups: dict[str, _Group] = {}
     resolved: dict[str, Deployment | None] = {}
     max_bytes = options.max_request_bytes
@@ -173,7 +174,7 @@ class _Scoring:
     def __init__(
         self,
         records: Sequence[Record],
-        outputs: list[Output | None],
+        outputs: list[Outgoing | None],
         result: BatchResult,
         options: BatchOptions,
         now: float,
@@ -185,7 +186,7 @@ class _Scoring:
         self.now_ms = now * 1000.0
         self.scored_at = datetime.fromtimestamp(now, UTC).isoformat()
         # Shadow predictions follow the batch's answers, in the order they were scored.
-        self.shadow_outputs: list[Output] = []
+        self.shadow_outputs: list[Outgoing] = []
 
     def score(
         self, model: ServedModel, route: str, group: _Group, members: Sequence[int]
@@ -215,6 +216,7 @@ class _Scoring:
         now_ms, scored_at, latencies = self.now_ms, self.scored_at, result.latencies_s
         name, version, snapshot = model.name, model.version, model.snapshot
         topic = options.predictions_topic
+        max_output, same_partition = options.max_output_bytes, options.same_partition
         answered = []
         for k, j in enumerate(members):
             i = positions[j]
@@ -245,7 +247,16 @@ class _Scoring:
             proba = probas[k]
             if proba is not None:
                 payload["proba"] = proba
-            outputs[i] = Output(topic, keys[j], encode_dict(payload))
+            value = encode_dict(payload)
+            key = keys[j]
+            if len(key) + len(value) + _PREDICTION_MARGIN > max_output:
+                _reject(result, outputs, i, record, "OutputTooLarge",
+                        f"its prediction would be {len(key) + len(value)} bytes with its key, "
+                        f"over the {max_output} bytes the producer and the broker take: send "
+                        "a shorter key", options, model, route)  # fmt: skip
+                continue
+            outputs[i] = Outgoing(topic, key, value, None,
+                                  record.partition() if same_partition else None)
             answered.append(j)
         if answered:
             label = (name, version, route)
@@ -264,8 +275,16 @@ class _Scoring:
         scored = model.scorer.predict_many([requests[j].features for j in members])
         payloads = self._payloads(model, group, members, scored.predictions, scored.probas,
                                   scored.failures)
-        shadows = [Output(self.options.shadow_topic, group.keys[j], encode_dict(payload))
-                   for j, payload in zip(members, payloads, strict=True) if payload is not None]
+        topic, limit = self.options.shadow_topic, self.options.max_output_bytes
+        same_partition = self.options.same_partition
+        shadows = []
+        for j, payload in zip(members, payloads, strict=True):
+            if payload is None:
+                continue
+            value = encode_dict(payload)
+            if len(group.keys[j]) + len(value) + _PREDICTION_MARGIN <= limit:  # else not shadowed
+                partition = self.records[group.positions[j]].partition() if same_partition else None
+                shadows.append(Outgoing(topic, group.keys[j], value, None, partition))
         self.shadow_outputs += shadows
         self.result.shadow_failures += len(scored.failures)
         if shadows:
@@ -313,7 +332,7 @@ class _Scoring:
 
 def _reject(
     result: BatchResult,
-    outputs: list[Output | None],
+    outputs: list[Outgoing | None],
     i: int,
     record: Record,
     error_class: str,

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -27,6 +27,7 @@ from riverrun.workers.runtime.kafka import (
     drop_errors,
     first_offsets,
     next_offsets,
+    output_limit,
     produce_all,
     producer_config,
 )
@@ -204,6 +205,7 @@ class Scorer:
             self._producer = Producer(self._producer_config())
         consumer = Consumer(self._consumer_config())
         self._consumer = consumer
+        self._fit_outputs(consumer)
         consumer.subscribe(
             [self._settings.topics.requests],
             on_assign=self._on_assign,
@@ -254,6 +256,40 @@ class Scorer:
             self._shutdown(clean)
         summary.last_delivered_at = time.monotonic()
         return summary
+
+    def _fit_outputs(self, consumer: Consumer) -> None:
+        """Learn what the outputs must fit: the size limit, and whether partitions line up.
+
+        A prediction goes to its request's partition number when the output topics have as
+        many partitions as `requests`: co-partitioned whatever partitioner the upstream used.
+        """
+        topics = self._settings.topics
+        limit = output_limit(self._settings.kafka, [topics.predictions,
+                                                    topics.shadow_predictions,
+                                                    topics.dead_letters])  # fmt: skip
+        try:
+            metadata = consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            logger.warning("no topic metadata (%s): predictions placed by key", exc)
+            counts: dict[str, int] = {}
+        else:
+            counts = {name: len(info.partitions) for name, info in metadata.topics.items()
+                      if info.error is None}  # fmt: skip
+        wanted = counts.get(topics.requests)
+        same = wanted is not None and all(
+            counts.get(t) in (None, wanted) for t in (topics.predictions, topics.shadow_predictions)
+        ) and counts.get(topics.predictions) == wanted
+        if not same:
+            logger.warning(
+                "%s has %s partitions and %s %s: predictions are placed by their key's hash, so "
+                "they share a partition number with their request only if the upstream used "
+                "the same (murmur2) partitioner", topics.requests, wanted, topics.predictions,
+                counts.get(topics.predictions),
+            )  # fmt: skip
+        self._batch_options = replace(self._batch_options, max_output_bytes=limit,
+                                      same_partition=same)  # fmt: skip
+        logger.info("outputs under %d bytes, predictions to %s", limit,
+                    "their request's partition" if same else "their key's partition")
 
     def _process(self, records: list[Message], summary: RunSummary) -> None:
         started = time.perf_counter()
