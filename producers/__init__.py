@@ -14,6 +14,7 @@ from riverrun.producers.client import (
     ClientError,
     Delivery,
     DeliveryError,
+    PredictionRefused,
     PredictionTimeout,
     RiverrunClient,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "KafkaSettings",
+    "PredictionRefused",
     "PredictionTimeout",
     "RiverrunClient",
     "TopicSettings",

@@ -11,7 +11,8 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from riverrun.schemas import add_settings_flags, collect_section_flags
+from riverrun.producers.client import ClientError
+from riverrun.schemas import add_settings_flags, collect_section_flags, explain
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         settings = ReplaySettings.from_overrides(collect_section_flags(args))
     except ValidationError as exc:
-        print(f"riverrun replay: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"riverrun replay: bad configuration: {explain(exc)}", file=sys.stderr)
         return 2
     logger.info(
         "replay settings: %s",
@@ -54,6 +55,9 @@ def run_replay(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = run_with_progress(settings, stop)
+    except ClientError as exc:  # the client's own errors say what to do, in one line
+        print(f"riverrun replay: {exc}", file=sys.stderr)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

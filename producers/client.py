@@ -5,6 +5,8 @@ Errors::
     ClientError                 root of what this client raises
     ├── DeliveryError           Kafka did not take records; disposition: retry or stop, the
     │                           caller decides (the records are listed on the error)
+    ├── PredictionRefused       the request was dead-lettered (its reason is on the error);
+    │                           disposition: fix the request, do not retry it as it is
     └── PredictionTimeout       no prediction arrived in time (also a `TimeoutError`);
                                 disposition: retry within a bound, or check the scorers
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from riverrun.schemas import (
@@ -110,6 +113,16 @@ class DeliveryError(ClientError):
         )
 
 
+class PredictionRefused(ClientError):
+    """The request was dead-lettered instead of answered. Disposition: fix it, do not retry."""
+
+    def __init__(self, request_id: str, error_class: str, reason: str) -> None:
+        self.request_id = request_id
+        self.error_class = error_class
+        self.reason = reason
+        super().__init__(f"request {request_id} was dead-lettered as {error_class}: {reason}")
+
+
 class PredictionTimeout(ClientError, TimeoutError):
     """No prediction came back in time. Disposition: retry within a bound, or check scorers."""
 
@@ -121,15 +134,19 @@ class PredictionTimeout(ClientError, TimeoutError):
         super().__init__(
             f"no prediction for request {request_id} of model {model!r} arrived on topic "
             f"{topic!r} within {timeout:g} s: is a scorer running for this model and reading "
-            "the requests topic? Start one (`riverrun scorer`) or raise the timeout."
+            "the requests topic? Start one (`riverrun score`) or raise the timeout."
         )
 
 
 class _ReplyReader:
-    """One background thread reading the predictions topic for every pending `predict` call."""
+    """One background thread reading the predictions and dead-letter topics for every pending
+    `predict` call: an answer resolves it, a dead letter of its request fails it at once."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, producer: Producer) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, producer: Producer, dead_letters: str | None = None
+    ) -> None:
         self._topic = topic
+        self._dead_letters = dead_letters
         self._producer = producer
         self._waiters: dict[str, Future[PredictionMade]] = {}
         self._lock = threading.Lock()
@@ -184,7 +201,7 @@ class _ReplyReader:
         logger.debug("reply reader assigned %d partitions of %s", len(assignment), self._topic)
 
     def _end_offsets(self) -> list[TopicPartition]:
-        metadata = self._consumer.list_topics(self._topic, timeout=10)
+        metadata = self._consumer.list_topics(timeout=10)
         topic = metadata.topics.get(self._topic)
         if topic is not None and topic.error is not None:
             raise KafkaException(topic.error)
@@ -194,11 +211,15 @@ class _ReplyReader:
                 "RIVERRUN_TOPICS__PREDICTIONS to the topic the scorers write to."
             )
         assignment = []
-        for partition in sorted(topic.partitions):
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, partition), timeout=10
-            )
-            assignment.append(TopicPartition(self._topic, partition, high))
+        for name in (self._topic, self._dead_letters):
+            info = metadata.topics.get(name) if name is not None else None
+            if info is None or info.error is not None:
+                continue  # no dead-letter topic: requests that fail time out instead
+            for partition in sorted(info.partitions):
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=10
+                )
+                assignment.append(TopicPartition(name, partition, high))
         return assignment
 
     def expect(self, request_id: str) -> Future[PredictionMade]:
@@ -239,6 +260,9 @@ class _ReplyReader:
             self._consumer.close()
 
     def _answer(self, message: Message) -> None:
+        if message.topic() == self._dead_letters:
+            self._refuse(message)
+            return
         try:
             prediction = decode(PredictionMade, message.value())
         except DecodeError as exc:
@@ -248,6 +272,23 @@ class _ReplyReader:
             future = self._waiters.pop(prediction.request_id, None)
         if future is not None and not future.done():
             future.set_result(prediction)
+
+    def _refuse(self, message: Message) -> None:
+        try:
+            request_id = orjson.loads(message.value() or b"{}").get("request_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return  # not a request of this client's: those are JSON objects
+        if not isinstance(request_id, str):
+            return
+        with self._lock:
+            future = self._waiters.pop(request_id, None)
+        if future is None or future.done():
+            return
+        headers = {k: (v or b"").decode("utf-8", "replace") for k, v in message.headers() or []}
+        future.set_exception(PredictionRefused(
+            request_id, headers.get("riverrun.error.class", "DeadLetter"),
+            headers.get("riverrun.error.reason", "no reason given"),
+        ))  # fmt: skip
 
     def close(self) -> None:
         """Stop the thread; pending waiters are left to time out."""
@@ -366,6 +407,7 @@ class RiverrunClient:
 
         Raises:
             PredictionTimeout: no prediction within `timeout` seconds.
+            PredictionRefused: the request was dead-lettered; the error says why.
             DeliveryError: the request itself could not be delivered.
 
         """
@@ -403,16 +445,22 @@ class RiverrunClient:
         return remaining
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush, stop the reply reader; raises `DeliveryError` like `flush`."""
+        """Flush, stop the reply reader; nothing sent is lost without an exception.
+
+        Raises:
+            DeliveryError: some records were not delivered: they failed, or were still queued
+                after `timeout` (then they are withdrawn, and listed as not delivered).
+
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            remaining = self.flush(timeout)
-            if remaining:
-                logger.warning(
-                    "closing with %d record(s) still undelivered after %g s", remaining, timeout
-                )
+            if self._producer.flush(timeout):
+                # Still queued: withdraw them, so that their reports say so, and raise below.
+                self._producer.purge()
+                self._producer.flush(min(timeout, 5.0))
+            self.flush(0)
         finally:
             with self._reader_lock, self._lock:
                 reader, self._reader = self._reader, None
@@ -425,7 +473,8 @@ class RiverrunClient:
                 raise ClientError("the client is closed: create a new RiverrunClient")
             reader = self._reader
             if reader is None:
-                reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer)
+                reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer,
+                                      self.topics.dead_letters)  # fmt: skip
                 with self._lock:
                     self._reader = reader
             return reader

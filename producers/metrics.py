@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from riverrun.producers.client import ClientError
 
 
 class ReplayMetrics:
@@ -28,5 +32,16 @@ class ReplayMetrics:
         )  # fmt: skip
 
     def serve(self, port: int) -> None:
-        """Serve /metrics on `port` (all interfaces, like the workers' health servers)."""
-        start_http_server(port, registry=self.registry)
+        """Serve /metrics on `port` (all interfaces, like the workers' health servers).
+
+        Raises:
+            ClientError: the port is taken.
+
+        """
+        try:
+            start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ClientError(f"port {port} (--metrics-port) is in use: choose another, or "
+                                  "stop what listens on it") from exc
+            raise

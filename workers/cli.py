@@ -35,13 +35,15 @@ class Command:
     summary: str
     registrars: tuple[str, ...]
     actions: bool = False
+    # Asks the broker and gives up: if it does not answer, say so at once, in one line.
+    needs_kafka: bool = False
 
 
 COMMANDS = (
     Command("broker", "Run a local Kafka broker (Tansu or Apache Kafka), or check what a broker "
             "guarantees.", ("riverrun.workers.broker.command:register",)),
     Command("topics", "Administer riverrun's topics.",
-            ("riverrun.workers.broker.topics:register",)),
+            ("riverrun.workers.broker.topics:register",), needs_kafka=True),
     Command("train", "Fit StandardScaler | LogisticRegression on a dataset and write a model file.",
             ("riverrun.workers.tools.train:register",)),
     Command("score", "Score requests from Kafka with River models (a consumer-group worker).",
@@ -53,11 +55,11 @@ COMMANDS = (
                 "riverrun.workers.registry.command:register",
                 "riverrun.workers.learner.command:register_verify",
                 "riverrun.workers.routing.command:register",
-            ), actions=True),
+            ), actions=True, needs_kafka=True),
     Command("judge", "Judge the live policies from their outcomes; promote, roll back, re-weight.",
             ("riverrun.workers.judge.command:register",)),
     Command("replay", "Stream a dataset into requests and feedback.",
-            ("riverrun.producers.cli:register",)),
+            ("riverrun.producers.cli:register",), needs_kafka=True),
     Command("bench", "Measure the scorer against the raw pipe and the model, in one run.",
             ("riverrun.workers.tools.bench:register",)),
     Command("schemas", "Publish the event contracts.",
@@ -168,11 +170,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in refused:
             log.error("the %s profile refuses to start: %s", profile.value, problem)
         return 2
+    from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
+
     handler: Handler = args.handler
     try:
+        if _BY_NAME[args.command].needs_kafka:
+            _require_kafka(args)
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except RiverrunError as exc:  # classified: one line says what to do; a bug keeps its trace
+        logging.getLogger(__name__).error("%s", exc)
+        return 2 if isinstance(exc, ConfigurationError) else 1
+
+
+def _require_kafka(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from riverrun.schemas import KafkaSettings, RiverrunSettings, collect_section_flags
+    from riverrun.workers.runtime.startup import require_kafka
+
+    class Connection(RiverrunSettings):
+        kafka: KafkaSettings = KafkaSettings()
+
+    flags = collect_section_flags(args)
+    try:
+        connection = Connection(**({"kafka": flags["kafka"]} if "kafka" in flags else {}))
+    except ValidationError:
+        return  # the command itself says which setting is wrong
+    require_kafka(connection.kafka)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from confluent_kafka import (
@@ -16,7 +17,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from riverrun.producers import Delivery, DeliveryError, PredictionTimeout, RiverrunClient
+from riverrun.producers import (
+    Delivery,
+    DeliveryError,
+    PredictionRefused,
+    PredictionTimeout,
+    RiverrunClient,
+)
 from riverrun.schemas import (
     KafkaSettings,
     LabelObserved,
@@ -28,6 +35,7 @@ from riverrun.schemas import (
     encode,
     utc_now,
 )
+from tests.integration.conftest import wait_for
 
 
 def read_all(
@@ -240,3 +248,30 @@ def test_closed_client_refuses_to_send(
     client.close()
     with pytest.raises(Exception, match="closed"):
         client.send_request("fraud", {"x": 1.0})
+
+
+def test_close_with_no_broker_raises_and_lists_what_was_not_delivered() -> None:
+    # Nothing listens on the port; librdkafka would keep the request for five minutes.
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_closed_port()}")
+    client = RiverrunClient(kafka, producer_options={"log_level": 0})
+    rid = client.send_request("fraud", {"x": 1.0})
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as raised:
+        client.close(timeout=2)
+    assert time.monotonic() - started < 10
+    assert raised.value.total == 1 and raised.value.failures[0].request_id == rid
+    assert "not delivered" in str(raised.value)
+
+
+def test_predict_of_a_dead_lettered_request_fails_at_once_with_its_reason(
+    kafka_settings: KafkaSettings, topics: TopicSettings, start_scorer: Any,
+) -> None:
+    scorer = start_scorer()
+    with RiverrunClient(kafka_settings, topics) as client:
+        wait_for(lambda: "assigned" in scorer.output(), 60, "the scorer to join its group")
+        started = time.monotonic()
+        with pytest.raises(PredictionRefused) as raised:
+            client.predict("nobody-serves-this", {"x": 1.0}, timeout=30)
+        assert time.monotonic() - started < 5
+    assert raised.value.error_class == "UnknownModel"
+    assert "nobody-serves-this" in raised.value.reason

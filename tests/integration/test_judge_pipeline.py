@@ -19,7 +19,7 @@ from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, rea
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
 from .test_judge import free_port
 
-KEY = "integration-test-signing-key"
+KEY = "integration-test-signing-key-32-bytes"
 MODEL = "loans"
 SPEC = ModelSpec(pipeline="HoeffdingTreeClassifier(grace_period=50)", task="binary",
                  label_type="int")

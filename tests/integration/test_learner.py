@@ -38,7 +38,7 @@ from riverrun.workers.registry import (
 
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
 
-SIGNING_KEY = "learner-test-key"
+SIGNING_KEY = "learner-test-signing-key-of-32-bytes"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
 RIVER_PHISHING_ACCURACY = 0.8928  # river.evaluate.progressive_val_score, same pipeline and data
 

@@ -28,7 +28,7 @@ from tests.integration.conftest import wait_for
 
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "integration-test-key"
+KEY = "integration-test-key-of-32-bytes"
 SPEC = ModelSpec(
     pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.05))",
     task="binary",

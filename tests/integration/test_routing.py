@@ -20,7 +20,7 @@ from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for
 from .test_scorer_registry import fresh_model
 
-KEY = "integration-test-signing-key"
+KEY = "integration-test-signing-key-32-bytes"
 ENV = {"RIVERRUN_REGISTRY__SIGNING_KEY": KEY}
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.05))",
                  task="binary", label_type="bool")

@@ -35,7 +35,7 @@ from riverrun.workers.registry import (
 
 from .conftest import MODEL_NAME, produce, read_all, request_payload, wait_for
 
-KEY = "integration-test-signing-key"
+KEY = "integration-test-signing-key-32-bytes"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.05))",
                  task="binary", label_type="bool")
 

@@ -19,7 +19,7 @@ from riverrun.workers.tools.top import scrape_one
 
 from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for
 
-KEY = "integration-test-top-key"
+KEY = "integration-test-top-key-of-32-bytes"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.05))",
                  task="binary", label_type="bool")
 REQUESTS = 300

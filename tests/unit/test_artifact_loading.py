@@ -200,8 +200,12 @@ def test_registry_settings_need_a_key_or_insecure_dev(caplog: pytest.LogCaptureF
 
     with pytest.raises(ConfigurationError, match="RIVERRUN_REGISTRY__SIGNING_KEY is not set"):
         RegistrySettings().signer()
-    keyed = RegistrySettings(signing_key=SecretStr("k")).signer()
-    assert keyed.verify(b"x", Signer(b"k").sign(b"x"))
+    keyed = RegistrySettings(signing_key=SecretStr("k" * 32)).signer()
+    assert keyed.verify(b"x", Signer(b"k" * 32).sign(b"x"))
+    # A short key is refused, naming the setting and the length it needs, outside --insecure-dev.
+    with pytest.raises(ConfigurationError, match="SIGNING_KEY is 3 bytes: .* at least 32"):
+        RegistrySettings(signing_key=SecretStr("abc")).signer()
+    assert RegistrySettings(signing_key=SecretStr("abc"), insecure_dev=True).signer()
     assert "s3cr3t" not in repr(RegistrySettings(signing_key=SecretStr("s3cr3t")))
     with caplog.at_level("WARNING"):
         dev = RegistrySettings(insecure_dev=True).signer()

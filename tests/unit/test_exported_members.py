@@ -10,7 +10,8 @@ import pytest
 
 # What an upstream or downstream service imports: the client and the contracts.
 PRODUCERS = [
-    "ClientError", "Delivery", "DeliveryError", "KafkaSettings", "PredictionTimeout",
+    "ClientError", "Delivery", "DeliveryError", "KafkaSettings", "PredictionRefused",
+    "PredictionTimeout",
     "RiverrunClient", "TopicSettings",
 ]  # fmt: skip
 SCHEMAS = [

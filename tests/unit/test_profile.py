@@ -19,7 +19,7 @@ from riverrun.workers.profile import (
 from riverrun.workers.registry import RegistrySettings
 from riverrun.workers.runtime.logfmt import MASK, JsonFormatter, redact
 
-KEYED = RegistrySettings(signing_key=SecretStr("k"))
+KEYED = RegistrySettings(signing_key=SecretStr("k" * 32))
 
 
 @pytest.mark.parametrize(("kafka", "named"), [

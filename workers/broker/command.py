@@ -20,7 +20,7 @@ from riverrun.schemas import (
     add_settings_flags,
     collect_section_flags,
 )
-from riverrun.workers.broker.process import BrokerError
+from riverrun.workers.broker.process import BrokerError, claim_port
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,9 @@ def run_broker(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> Any:
+    if args.port:  # every node's port, before a JVM or a Rust binary finds out on its own
+        for node in range(args.nodes):
+            claim_port(args.port + node)
     if args.nodes < 1:
         raise SystemExit(f"--nodes {args.nodes}: a cluster needs at least one node")
     if args.engine == "tansu":

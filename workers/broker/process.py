@@ -42,6 +42,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortTaken(BrokerError):
+    """The port a broker should listen on is taken."""
+
+
+def claim_port(port: int, setting: str = "--port") -> None:
+    """Check that nothing listens on 127.0.0.1:`port` now, before a broker is spawned on it.
+
+    Raises:
+        PortTaken: the port is in use; the message names the setting that chose it.
+
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortTaken(
+                f"port {port} ({setting}) is in use: choose another, 0 for a free one, or stop "
+                "what listens on it"
+            ) from exc
+
+
 def accepts_connections(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether a TCP connection to host:port succeeds now."""
     try:

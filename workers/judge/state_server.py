@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
+
+from riverrun.workers.runtime.health import listen
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class StateServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # http.server's name
                 logger.debug("state server: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = listen((host, port), Handler, "--http-port")
         self._thread = threading.Thread(target=self._server.serve_forever, name="judge-state",
                                         daemon=True)
 

@@ -154,12 +154,16 @@ class JoinStage:
 
     def start(self, client_id: str) -> None:
         """Make the transactional producer; this fences a previous learner of the model."""
-        config = producer_config(
-            self._settings.kafka, client_id=client_id,
-            options={"partitioner": "murmur2_random"}, on_error=self._on_error,
-            transactional_id=self._options.transactional_id, transaction_timeout_s=TXN_TIMEOUT_S,
-        )  # fmt: skip
-        self._transactions = Transactions(lambda: Producer(config), TXN_TIMEOUT_S)
+        def make(transactional_id: str) -> Producer:
+            return Producer(producer_config(
+                self._settings.kafka, client_id=client_id,
+                options={"partitioner": "murmur2_random"}, on_error=self._on_error,
+                transactional_id=transactional_id, transaction_timeout_s=TXN_TIMEOUT_S,
+            ))  # fmt: skip
+
+        # The learner never recovers a failed transaction (it stops, and its restart resumes
+        # from the last commit), so its id, one per model, always fences a previous learner.
+        self._transactions = Transactions(make, self._options.transactional_id, TXN_TIMEOUT_S)
         topics = self._topics
         self.output_limit = output_limit(self._settings.kafka,
                                          [topics.examples, topics.outcomes, topics.dead_letters])

@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 # Well known on purpose: anyone can forge artifacts signed with it. Development only.
 INSECURE_DEV_KEY = b"riverrun-insecure-dev-key-do-not-use-in-production"
 
+# HMAC-SHA256 keys shorter than its output are guessable sooner than they need be.
+MIN_KEY_BYTES = 32
+
 # How long a refresh waits for more records once no watermark can be trusted (Tansu).
 _QUIET_SECONDS = 1.0
 
@@ -91,8 +94,16 @@ class RegistrySettings(BaseModel):
             ConfigurationError: no key and not in insecure-dev mode.
 
         """
-        if self.signing_key is not None and self.signing_key.get_secret_value():
-            return Signer(self.signing_key.get_secret_value().encode())
+        key = self.signing_key.get_secret_value().encode() if self.signing_key else b""
+        if len(key) >= MIN_KEY_BYTES:
+            return Signer(key)
+        if key and not self.insecure_dev:
+            raise ConfigurationError(
+                f"RIVERRUN_REGISTRY__SIGNING_KEY is {len(key)} bytes: a key that signs models "
+                f"needs at least {MIN_KEY_BYTES} (make one with `openssl rand -hex 32`)"
+            )
+        if key:
+            return Signer(key)
         if self.insecure_dev:
             logger.warning(
                 "INSECURE: no RIVERRUN_REGISTRY__SIGNING_KEY, signing and verifying model "

@@ -27,5 +27,14 @@ class ConfigurationError(RiverrunError):
     """A setting is missing or wrong; the message names it and says what to do."""
 
 
+class PortInUse(ConfigurationError):
+    """A port this process must listen on is taken."""
+
+    def __init__(self, port: int, setting: str) -> None:
+        super().__init__(
+            f"port {port} ({setting}) is in use: choose another, or stop what listens on it"
+        )
+
+
 class FatalError(RiverrunError):
     """Going on could lose or duplicate data (delivery failed for good, producer fenced)."""

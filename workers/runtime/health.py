@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from riverrun.workers.runtime.errors import PortInUse
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +25,10 @@ class HealthServer:
         is_live: Callable[[], bool] = lambda: True,
         host: str = "0.0.0.0",  # noqa: S104  # probes come from the orchestrator's network
         port: int = 0,
+        setting: str = "--metrics-port",
     ) -> None:
         handler = _handler(registry, is_ready, is_live)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = listen((host, port), handler, setting)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="riverrun-health", daemon=True
@@ -45,6 +49,23 @@ class HealthServer:
         """Stop serving and release the port."""
         self._server.shutdown()
         self._server.server_close()
+
+
+def listen(
+    address: tuple[str, int], handler: type[BaseHTTPRequestHandler], setting: str
+) -> ThreadingHTTPServer:
+    """Bind an HTTP server.
+
+    Raises:
+        PortInUse: the port is taken; the error names the `setting` that chose it.
+
+    """
+    try:
+        return ThreadingHTTPServer(address, handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(address[1], setting) from exc
+        raise
 
 
 def _handler(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -113,9 +114,9 @@ def producer_config(
         config["transactional.id"] = transactional_id
         config["transaction.timeout.ms"] = int(transaction_timeout_s * 1000)
     config.update(options or {})
+    config["logger"] = LIBRDKAFKA_LOG  # through logging, repeats folded (see logfmt)
     if on_error is not None:
         config["error_cb"] = on_error
-        config["logger"] = LIBRDKAFKA_LOG
     return kafka.client_config(config)
 
 
@@ -151,9 +152,9 @@ def consumer_config(
     if on_statistics is not None and statistics_interval_ms > 0:
         config["statistics.interval.ms"] = statistics_interval_ms
         config["stats_cb"] = on_statistics
+    config["logger"] = LIBRDKAFKA_LOG  # through logging, repeats folded (see logfmt)
     if on_error is not None:
         config["error_cb"] = on_error
-        config["logger"] = LIBRDKAFKA_LOG
     return kafka.client_config(config)
 
 
@@ -286,19 +287,31 @@ def _transient(error: KafkaError) -> bool:
 # -- transactions ------------------------------------------------------------------------------
 
 
+_FENCES = frozenset({
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+})  # fmt: skip
+
+
 class Transactions:
     """A transactional producer: one transaction per batch, with the consumed offsets inside.
 
     A failure is one of three kinds. Retriable on commit: commit again (twice at most).
-    Abortable: abort, and the caller rewinds its batch. Fatal (fenced, or a broken epoch): the
-    producer is poisoned for good (librdkafka #3928), so a new one is made, which re-initialises
-    and fences whatever is left of the old one.
+    Abortable: abort, and the caller rewinds its batch. Fatal: the producer is poisoned for
+    good (librdkafka #3928), so a new one is made. After a broken epoch the new one takes the
+    same transactional id back, which fences whatever is left of the old one. After a fence it
+    must not: another live producer holds the id (two workers given one worker id), and taking
+    it back would fence that one, which would fence this one, for as long as both live. It steps
+    aside to an id of its own; the consumer group's generation, sent with the offsets of every
+    transaction, still fences whichever of the two lost its partitions (KIP-447).
     """
 
-    def __init__(self, make_producer: Callable[[], Producer], timeout_s: float) -> None:
+    def __init__(
+        self, make_producer: Callable[[str], Producer], transactional_id: str, timeout_s: float
+    ) -> None:
         self._make_producer = make_producer
+        self.transactional_id = transactional_id
         self.timeout_s = timeout_s
-        self.producer = make_producer()
+        self.producer = make_producer(transactional_id)
         # Fences a previous producer of this transactional id and aborts its open transaction.
         self.producer.init_transactions(timeout_s)
 
@@ -331,6 +344,16 @@ class Transactions:
         caller rewinds its batch.
         """
         error: KafkaError = exc.args[0]
+        if error.code() in _FENCES:
+            stepped_aside = f"{self.transactional_id.split('~')[0]}~{uuid.uuid4().hex[:8]}"
+            logger.error(
+                "fenced: another producer took transactional id %s (is a second worker running "
+                "with the same worker id?); going on as %s, rewinding the batch",
+                self.transactional_id, stepped_aside,
+            )  # fmt: skip
+            self.transactional_id = stepped_aside
+            self._renew()
+            return "fenced"
         if error.fatal():
             logger.error("transaction failed fatally (%s): new producer, rewinding", error)
             self._renew()
@@ -344,7 +367,7 @@ class Transactions:
         return "aborted"
 
     def _renew(self) -> None:
-        self.producer = self._make_producer()
+        self.producer = self._make_producer(self.transactional_id)
         self.producer.init_transactions(self.timeout_s)
 
 

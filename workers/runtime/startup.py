@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from riverrun.schemas import KafkaSettings
-from riverrun.workers.runtime.errors import ConfigurationError
+from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
 from riverrun.workers.runtime.kafka import partitions_in
 
 logger = logging.getLogger(__name__)
@@ -88,3 +88,36 @@ def wait_for_kafka(
         return False
     finally:
         consumer.close()
+
+
+class KafkaUnreachable(RetryableError):
+    """The broker did not answer a command that needs it now (a worker waits instead)."""
+
+
+def require_kafka(kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """Return once the broker answers a metadata request; raise within `timeout_s` if not.
+
+    librdkafka retries a refused connection quietly here: the one line that matters is this
+    function's error, which names the address and the setting.
+
+    Raises:
+        KafkaUnreachable: no answer within `timeout_s`.
+
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(kafka.client_config({"log_level": 0, "error_cb": _silent,
+                                             "logger": _librdkafka_logger}))  # fmt: skip
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
+        raise KafkaUnreachable(
+            f"Kafka at {kafka.bootstrap_servers} does not answer ({reason}, {timeout_s:.0f} s): "
+            "start it, or set RIVERRUN_KAFKA__BOOTSTRAP_SERVERS (--bootstrap-servers) to a "
+            "broker that runs"
+        ) from exc
+
+
+def _silent(_err: KafkaError) -> None:
+    """Swallow librdkafka's connection errors: `require_kafka` says it once."""

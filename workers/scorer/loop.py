@@ -132,8 +132,7 @@ class Scorer:
             statistics_interval_ms=self._options.statistics_interval_ms,
         )  # fmt: skip
 
-    def _producer_config(self) -> dict[str, Any]:
-        exactly_once = self._options.exactly_once
+    def _producer_config(self, transactional_id: str | None = None) -> dict[str, Any]:
         return producer_config(
             self._settings.kafka, client_id=self._client_id,
             options={
@@ -143,8 +142,7 @@ class Scorer:
                 "partitioner": "murmur2_random",
             },
             on_error=self._on_error,
-            transactional_id=self._options.transactional_id if exactly_once else None,
-            transaction_timeout_s=_TXN_TIMEOUT_S,
+            transactional_id=transactional_id, transaction_timeout_s=_TXN_TIMEOUT_S,
         )  # fmt: skip
 
     # -- rebalance callbacks -------------------------------------------------------------
@@ -198,7 +196,8 @@ class Scorer:
         options = self._options
         if options.exactly_once:
             self._transactions = Transactions(
-                lambda: Producer(self._producer_config()), _TXN_TIMEOUT_S
+                lambda tid: Producer(self._producer_config(tid)), options.transactional_id,
+                _TXN_TIMEOUT_S,
             )
             self._producer = self._transactions.producer
         else:

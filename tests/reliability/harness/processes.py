@@ -25,7 +25,7 @@ from riverrun.schemas import TopicSettings
 from riverrun.workers.broker.process import free_port
 
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
-SIGNING_KEY = "reliability-signing-key"
+SIGNING_KEY = "reliability-signing-key-of-32-bytes"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
