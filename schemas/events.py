@@ -231,6 +231,25 @@ class DriftDetected(Event):
     detected_at: datetime = Field(default_factory=utc_now)
 
 
+class ModelRetired(Event):
+    """A model, or one version of it, is withdrawn: no longer served, listed or learned.
+
+    The record stays on `models` (compaction keeps it) while the retired facts are deleted, so a
+    name released again numbers its versions after `last_version`.
+    """
+
+    kind: Literal["retired"] = "retired"
+    model: ModelNameField
+    version: int | None = Field(
+        default=None, ge=1, description="The version retired; the whole model when absent."
+    )
+    last_version: int = Field(
+        ge=0, description="The highest version released when retired: new versions follow it."
+    )
+    reason: str = Field(default="", description="Why, for operators.")
+    retired_at: datetime = Field(default_factory=utc_now)
+
+
 class PolicyAssignment(BaseModel):
     """One version's part in a policy."""
 
@@ -359,5 +378,6 @@ EVENTS: dict[str, type[Event]] = {
     "PolicyChanged": PolicyChanged,
     "OutcomeRecorded": OutcomeRecorded,
     "DriftDetected": DriftDetected,
+    "ModelRetired": ModelRetired,
     "ExampleJoined": ExampleJoined,
 }

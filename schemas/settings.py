@@ -109,6 +109,10 @@ class TopicSettings(BaseModel):
     dead_letters: str = Field(
         default="requests.dlq", description="Records no worker could read, with the reason."
     )
+    resent: str = Field(
+        default="requests.dlq.resent",
+        description="Which dead letters `riverrun dlq resend` sent back (compacted): each once.",
+    )
     models: str = Field(
         default="models", description="Releases, snapshots and policies (compacted)."
     )

@@ -60,6 +60,8 @@ COMMANDS = (
             ("riverrun.workers.judge.command:register",)),
     Command("replay", "Stream a dataset into requests and feedback.",
             ("riverrun.producers.cli:register",), needs_kafka=True),
+    Command("dlq", "Read dead letters, and send chosen ones back once their cause is fixed.",
+            ("riverrun.workers.tools.dlq:register",), needs_kafka=True),
     Command("bench", "Measure the scorer against the raw pipe and the model, in one run.",
             ("riverrun.workers.tools.bench:register",)),
     Command("schemas", "Publish the event contracts.",

@@ -168,6 +168,19 @@ def test_models_cli(kafka_settings: KafkaSettings, topics: TopicSettings, tmp_pa
     text = _cli(kafka_settings, topics, "history", "phish").stdout
     assert "version  phish@2" in text and "snapshot phish@1#0" in text
 
+    # Retired: a version, then the model; a release of the name after it numbers on.
+    retired = _cli(kafka_settings, topics, "retire", "phish@1", "--reason", "superseded",
+                   env=keyed)  # fmt: skip
+    assert retired.returncode == 0, retired.stderr
+    assert "phish@1" not in _cli(kafka_settings, topics, "show", "phish@1").stdout
+    assert _cli(kafka_settings, topics, "retire", "phish", env=keyed).returncode == 0
+    assert "no models released yet" in _cli(kafka_settings, topics, "list").stdout
+    again = _cli(kafka_settings, topics, "release", "phish", "--spec", str(spec), "--limit", "10",
+                 env=keyed)  # fmt: skip
+    assert again.returncode == 0 and "released phish@3" in again.stdout, again.stdout
+    assert "retired  phish@1: superseded" in _cli(kafka_settings, topics, "history",
+                                                  "phish").stdout
+
 
 def test_topics_create_makes_the_artifacts_topic_compacted_with_one_partition(
     kafka_settings: KafkaSettings, unique: Any

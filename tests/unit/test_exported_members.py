@@ -17,7 +17,7 @@ PRODUCERS = [
 SCHEMAS = [
     "EVENTS", "SCHEMA_VERSION", "ArtifactRef", "CanaryStep", "DeadLetter", "DecodeError",
     "DriftDetected", "Event", "ExampleJoined", "KafkaSettings", "LabelFields", "LabelObserved",
-    "ModelName", "ModelVersionReleased", "OutcomeRecorded", "PolicyAssignment", "PolicyChanged",
+    "ModelName", "ModelRetired", "ModelVersionReleased", "OutcomeRecorded", "PolicyAssignment", "PolicyChanged",
     "PredictionFields", "PredictionMade", "PredictionRequested", "RequestFields",
     "RiverrunSettings", "SnapshotId", "SnapshotPublished", "TopicSettings", "Version",
     "add_section_flags", "add_settings_flags", "collect_section_flags", "decode",

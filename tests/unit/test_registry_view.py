@@ -128,3 +128,21 @@ def test_decode_refuses(raw: bytes, error_class: str) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_registry_record(raw)
     assert caught.value.error_class == error_class
+
+
+def test_a_retired_model_is_gone_and_its_name_numbers_on() -> None:
+    from riverrun.schemas import ModelRetired
+
+    view = RegistryView()
+    for version in (1, 2):
+        view.apply(release("fraud", version))
+        view.apply(snap("fraud", version, 0))
+    view.apply(release("churn", 1))
+    assert view.apply(ModelRetired(model="fraud", version=1, last_version=2))
+    assert [v.version for v in view.versions("fraud")] == [2] and view.snapshots("fraud", 1) == []
+    assert view.apply(ModelRetired(model="fraud", last_version=2))
+    assert view.models() == ["churn"] and view.latest_version("fraud") is None
+    assert view.next_version("fraud") == 3
+    # A late copy of a retired release changes nothing; a new release is live again.
+    assert not view.apply(release("fraud", 2))
+    assert view.apply(release("fraud", 3)) and view.models() == ["churn", "fraud"]

@@ -23,7 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 from riverrun.schemas import KafkaSettings, TopicSettings
 from riverrun.workers.registry.loading import restricted_loads
 from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
-from riverrun.workers.runtime.kafka import consumer_config, produce, producer_config
+from riverrun.workers.runtime.kafka import (
+    consumer_config,
+    flush_or_raise,
+    produce,
+    producer_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +68,10 @@ class ArtifactStore(Protocol):
 
     def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
         """Read the bytes at a location; never more than `max_bytes`."""
+        ...
+
+    def forget(self, location: str, model: str, version: int, snapshot: int) -> None:
+        """Delete the bytes at a location (a retired model's): they will not be read again."""
         ...
 
 
@@ -106,6 +115,10 @@ class FileArtifactStore:
             raise
         return path.as_uri()
 
+    def forget(self, location: str, model: str, version: int, snapshot: int) -> None:
+        """Remove the file, if it is still there."""
+        Path(urlsplit(location).path).unlink(missing_ok=True)
+
     def get(self, location: str, expected_size: int, max_bytes: int) -> bytes:
         """Read a `file://` location, refusing anything over `max_bytes` before reading."""
         _check_sizes(location, expected_size, max_bytes)
@@ -140,12 +153,9 @@ class KafkaArtifactStore:
         self.timeout = timeout
         self._producer: Any = None
 
-    def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
-        """Produce the chunks to partition 0, idempotently and flushed; return the location."""
-        from confluent_kafka import KafkaError, Producer
+    def _chunk_producer(self) -> Any:
+        from confluent_kafka import Producer
 
-        artifact_id = uuid.uuid4().hex
-        count = max(1, -(-len(data) // self.chunk_bytes))
         # One producer for the store's life: a new idempotent producer costs a round of
         # metadata and producer-id requests, which dominated every snapshot's publish time.
         if self._producer is None:
@@ -154,7 +164,15 @@ class KafkaArtifactStore:
                 "message.max.bytes": max(1_048_576, self.chunk_bytes + 65_536),
                 "compression.type": "none",
             }))  # fmt: skip
-        producer = self._producer
+        return self._producer
+
+    def put(self, model: str, version: int, snapshot: int, data: bytes) -> str:
+        """Produce the chunks to partition 0, idempotently and flushed; return the location."""
+        from confluent_kafka import KafkaError
+
+        artifact_id = uuid.uuid4().hex
+        count = max(1, -(-len(data) // self.chunk_bytes))
+        producer = self._chunk_producer()
         offsets: dict[int, int] = {}
         errors: list[KafkaError] = []
 
@@ -162,7 +180,7 @@ class KafkaArtifactStore:
             chunk = data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
             # Keyed by artifact id too: two releases racing for one version number each write
             # chunks before one of them wins, and the loser's must not compact the winner's away.
-            key = f"{model}/{version:010d}/{snapshot:012d}/{artifact_id}/{index:06d}".encode()
+            key = _chunk_key(model, version, snapshot, artifact_id, index)
             headers: list[tuple[str, str | bytes | None]] = [
                 (_HEADER_ID, artifact_id.encode()),
                 (_HEADER_CHUNK, str(index).encode()),
@@ -189,6 +207,17 @@ class KafkaArtifactStore:
         logger.debug("wrote artifact %s in %d chunks at %s/0/%d", artifact_id, count,
                      self.topic, first)
         return f"kafka://{self.topic}/0/{first}?chunks={count}&id={artifact_id}"
+
+    def forget(self, location: str, model: str, version: int, snapshot: int) -> None:
+        """Tombstone the artifact's chunks, so that compaction reclaims them."""
+        topic, partition, _first, count, artifact_id = parse_kafka_location(location)
+        if artifact_id is None:
+            return  # written before chunks were keyed by id: compaction keeps the newest
+        producer = self._chunk_producer()
+        for index in range(count):
+            produce(producer, topic, None, _chunk_key(model, version, snapshot, artifact_id,
+                                                      index), partition=partition)  # fmt: skip
+        flush_or_raise(producer, self.timeout, f"tombstones of {location}")
 
     def close(self) -> None:
         """Flush and drop the producer, so nothing of it outlives the store's user."""
@@ -244,6 +273,10 @@ def _header(headers: dict[str, Any], name: str) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value if isinstance(value, str) else ""
+
+
+def _chunk_key(model: str, version: int, snapshot: int, artifact_id: str, index: int) -> bytes:
+    return f"{model}/{version:010d}/{snapshot:012d}/{artifact_id}/{index:06d}".encode()
 
 
 def parse_kafka_location(location: str) -> tuple[str, int, int, int, str | None]:

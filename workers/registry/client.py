@@ -23,6 +23,7 @@ from riverrun.schemas import (
     DecodeError,
     DriftDetected,
     KafkaSettings,
+    ModelRetired,
     ModelVersionReleased,
     PolicyChanged,
     SnapshotPublished,
@@ -39,8 +40,12 @@ from riverrun.workers.registry.loading import open_artifact, seal, snapshot_subj
 from riverrun.workers.registry.records import (
     RegistryRecord,
     decode_registry_record,
+    drift_key,
     key_of,
     lineage_key,
+    policy_key,
+    snapshot_key,
+    version_key,
 )
 from riverrun.workers.registry.signing import Signer
 from riverrun.workers.registry.spec import ModelSpec
@@ -241,8 +246,9 @@ class Registry:
                 latest: int | None = None
                 try:
                     producer.begin_transaction()
-                    latest = self.refresh().latest_version(name)
-                    version = (latest or 0) + 1
+                    view = self.refresh()
+                    latest = view.latest_version(name)
+                    version = view.next_version(name)
                     released = ModelVersionReleased(
                         model=name, version=version, spec=spec.model_dump(mode="json"),
                         task=spec.task, description=spec.description,
@@ -362,6 +368,49 @@ class Registry:
         logger.info("published %s@%d#%d (%d bytes)", name, version, snapshot, len(data))
         return record
 
+    def retire(self, name: str, version: int | None = None, reason: str = "") -> ModelRetired:
+        """Withdraw a model, or one version, and delete what it retires from the registry.
+
+        A `ModelRetired` record says so for good; tombstones for the retired records and their
+        artifact chunks let compaction reclaim them.
+
+        Raises:
+            ConfigurationError: nothing to retire, or the version is in the model's policy.
+
+        """
+        view = self.refresh()
+        versions = [v.version for v in view.versions(name)]
+        if not versions:
+            raise ConfigurationError(f"model {name!r} has no live release to retire")
+        if version is not None:
+            if version not in versions:
+                raise ConfigurationError(f"{name}@{version} is not a live version of {name}: "
+                                         f"it has {', '.join(map(str, versions))}")
+            policy = view.policy(name)
+            if policy is not None and any(a.version == version for a in policy.assignments):
+                raise ConfigurationError(
+                    f"{name}@{version} is in {name}'s {policy.strategy} policy: deploy without "
+                    "it first (`riverrun models deploy`), then retire it"
+                )
+        retired = versions if version is None else [version]
+        record = ModelRetired(model=name, version=version, last_version=max(versions),
+                              reason=reason)  # fmt: skip
+        doomed: list[bytes] = []
+        for number in retired:
+            doomed.append(version_key(name, number))
+            for snapshot in view.snapshots(name, number):
+                doomed.append(snapshot_key(name, number, snapshot.snapshot))
+                location = snapshot.artifact.location
+                store_for_location(location, self.kafka).forget(location, name, number,
+                                                                snapshot.snapshot)  # fmt: skip
+        doomed += [drift_key(d) for d in view.drifts(name) if d.version in retired]
+        if version is None and view.policy(name) is not None:
+            doomed.append(policy_key(name))
+        self._produce([record], tombstones=doomed)
+        logger.info("retired %s (%d records deleted)", f"{name}@{version}" if version else name,
+                    len(doomed))  # fmt: skip
+        return record
+
     def publish_drift(self, detection: DriftDetected) -> None:
         """Write a drift detection (each keeps its own key)."""
         self._produce([detection])
@@ -393,7 +442,7 @@ class Registry:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _produce(self, records: list[RegistryRecord]) -> None:
+    def _produce(self, records: list[RegistryRecord], tombstones: list[bytes] = ()) -> None:
         from confluent_kafka import Producer
 
         if self._producer is None:
@@ -408,6 +457,8 @@ class Registry:
             produce(self._producer, self.topics.models, encode(record), key_of(record),
                     on_delivery=on_delivery)  # fmt: skip
             self._producer.poll(0)
+        for key in tombstones:
+            produce(self._producer, self.topics.models, None, key, on_delivery=on_delivery)
         remaining = self._producer.flush(30)
         if errors or remaining:
             raise FatalError(

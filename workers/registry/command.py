@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from riverrun.schemas import (
     DriftDetected,
     KafkaSettings,
+    ModelRetired,
     ModelVersionReleased,
     RiverrunSettings,
     SnapshotPublished,
@@ -61,13 +62,22 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     show = actions.add_parser("show", help="One version (the latest unless NAME@VERSION).")
     show.add_argument("name", metavar="NAME[@VERSION]", help="e.g. fraud or fraud@2.")
+    show.add_argument("--snapshots", type=int, default=10, metavar="N",
+                      help="Show the newest N snapshots; 0 for all [10].")
     show.set_defaults(handler=_run_show)
+
+    retire = actions.add_parser(
+        "retire", help="Withdraw a model, or one version, and delete it from the registry."
+    )
+    retire.add_argument("name", metavar="NAME[@VERSION]", help="e.g. fraud or fraud@2.")
+    retire.add_argument("--reason", default="", help="Why, for the record.")
+    retire.set_defaults(handler=_run_retire)
 
     history = actions.add_parser("history", help="Every registry record of a model, in order.")
     history.add_argument("name", help="Model name.")
     history.set_defaults(handler=_run_history)
 
-    for sub in (release, listing, show, history):
+    for sub in (release, listing, show, history, retire):
         sub.add_argument("--json", action="store_true", help="Print JSON instead of text.")
         add_settings_flags(sub, ModelsSettings)
 
@@ -186,6 +196,8 @@ def _show(args: argparse.Namespace) -> int:
                      args.name)
         return 1
     snapshots = view.snapshots(name, released.version)
+    hidden = max(0, len(snapshots) - args.snapshots) if args.snapshots > 0 else 0
+    snapshots = snapshots[hidden:]
     if args.json:
         print(json.dumps({"version": released.model_dump(mode="json"),
                           "snapshots": [s.model_dump(mode="json") for s in snapshots]}, indent=2))
@@ -195,6 +207,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  pipeline: {released.spec.get('pipeline')}")
     if released.description:
         print(f"  description: {released.description}")
+    if hidden:
+        print(f"  ({hidden} older snapshots not shown: --snapshots 0 shows all)")
     for snap in snapshots:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(snap.metrics.items())) or "-"
         print(f"  #{snap.snapshot}: {snap.examples_seen} examples, {snap.artifact.size} bytes, "
@@ -213,8 +227,24 @@ def _describe(record: RegistryRecord) -> str:
                     if record.restored_from is not None else "")
         return (f"snapshot {record.model}@{record.version}#{record.snapshot} "
                 f"({record.examples_seen} examples, {record.artifact.size} bytes{restored})")
+    if isinstance(record, ModelRetired):
+        what = f"{record.model}@{record.version}" if record.version else record.model
+        return f"retired  {what}" + (f": {record.reason}" if record.reason else "")
     parts = ", ".join(f"v{a.version} {a.role} {a.weight:g}" for a in record.assignments)
     return f"policy   {record.model} #{record.sequence} {record.strategy}: {parts}"
+
+
+def _retire(args: argparse.Namespace) -> int:
+    name, _, wanted = args.name.partition("@")
+    if wanted and not wanted.isdigit():
+        raise ConfigurationError(f"{args.name!r} is not NAME or NAME@VERSION")
+    settings = _settings(args)
+    with Registry(settings.kafka, settings.topics, settings.registry) as registry:
+        record = registry.retire(name, int(wanted) if wanted else None, args.reason)
+    what = f"{name}@{record.version}" if record.version is not None else name
+    print(f"retired {what}: no longer served, listed or learned; a new release of {name} "
+          f"will be version {record.last_version + 1} or later")
+    return 0
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -234,3 +264,4 @@ _run_release = guarded(_release)
 _run_list = guarded(_list)
 _run_show = guarded(_show)
 _run_history = guarded(_history)
+_run_retire = guarded(_retire)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from riverrun.schemas import (
     DecodeError,
     DriftDetected,
+    ModelRetired,
     ModelVersionReleased,
     PolicyChanged,
     SnapshotPublished,
@@ -17,13 +18,16 @@ from riverrun.schemas import (
 )
 from riverrun.schemas.codec import parse_json
 
-RegistryRecord = ModelVersionReleased | SnapshotPublished | PolicyChanged | DriftDetected
+RegistryRecord = (
+    ModelVersionReleased | SnapshotPublished | PolicyChanged | DriftDetected | ModelRetired
+)
 
 _KINDS: dict[str, type[RegistryRecord]] = {
     "version": ModelVersionReleased,
     "snapshot": SnapshotPublished,
     "policy": PolicyChanged,
     "drift": DriftDetected,
+    "retired": ModelRetired,
 }
 
 # Generous enough for a spec and metrics; a registry record never carries model bytes.
@@ -56,10 +60,17 @@ def drift_key(record: DriftDetected) -> bytes:
     return f"{record.model}/d/{record.version:010d}/{record.stream}/{stamp:020d}".encode()
 
 
+def retired_key(model: str, version: int | None) -> bytes:
+    """Key of a retirement: `model/r` for the whole model, `model/r/0000000003` for a version."""
+    return f"{model}/r".encode() if version is None else f"{model}/r/{version:010d}".encode()
+
+
 def key_of(record: RegistryRecord) -> bytes:
     """The key a registry record is written under."""
     if isinstance(record, DriftDetected):
         return drift_key(record)
+    if isinstance(record, ModelRetired):
+        return retired_key(record.model, record.version)
     if isinstance(record, ModelVersionReleased):
         return version_key(record.model, record.version)
     if isinstance(record, SnapshotPublished):

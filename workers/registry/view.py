@@ -5,13 +5,22 @@ a late record of a lower id never replaces it; a record of an id already seen re
 when it was published later (a republished snapshot, which compaction also keeps), never when
 it is a replayed duplicate or an older copy. A policy replaces the current one only with a higher
 sequence. Replays, duplicates and out-of-order delivery are therefore harmless.
+
+A retirement hides what it retires for good: the model's versions up to its `last_version`
+(and their policy), or the one version it names. Versions released after it are live again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from riverrun.schemas import DriftDetected, ModelVersionReleased, PolicyChanged, SnapshotPublished
+from riverrun.schemas import (
+    DriftDetected,
+    ModelRetired,
+    ModelVersionReleased,
+    PolicyChanged,
+    SnapshotPublished,
+)
 from riverrun.workers.registry.records import RegistryRecord
 
 
@@ -24,12 +33,20 @@ class RegistryView:
         self._policies: dict[str, PolicyChanged] = {}
         self._history: dict[str, list[RegistryRecord]] = {}
         self._drifts: dict[str, list[DriftDetected]] = {}
+        # Per model: versions up to this are retired (the whole model), and single versions.
+        self._retired_through: dict[str, int] = {}
+        self._retired: dict[str, set[int]] = {}
+        self._retired_policy: dict[str, int] = {}  # policies up to this sequence are retired
         for record in records:
             self.apply(record)
 
     def apply(self, record: RegistryRecord) -> bool:
         """Fold one record in; return whether it changed what the view answers."""
         self._history.setdefault(record.model, []).append(record)
+        if isinstance(record, ModelRetired):
+            return self._retire(record)
+        if self._is_retired(record.model, getattr(record, "version", None)):
+            return False
         if isinstance(record, DriftDetected):
             self._drifts.setdefault(record.model, []).append(record)
             return False  # informs operators and the judge; nothing served changes
@@ -49,12 +66,57 @@ class RegistryView:
         current = self._policies.get(record.model)
         if current is not None and current.sequence >= record.sequence:
             return False
+        if record.sequence <= self._retired_policy.get(record.model, 0):
+            return False
         self._policies[record.model] = record
         return True
 
+    def _retire(self, record: ModelRetired) -> bool:
+        model = record.model
+        if record.version is None:
+            if record.last_version <= self._retired_through.get(model, 0) and model not in (
+                self._versions
+            ):
+                return False
+            self._retired_through[model] = max(record.last_version,
+                                               self._retired_through.get(model, 0))
+            policy = self._policies.pop(model, None)
+            if policy is not None:
+                self._retired_policy[model] = max(policy.sequence,
+                                                  self._retired_policy.get(model, 0))
+            retired = {v for v in self._versions.get(model, {}) if v <= record.last_version}
+        else:
+            self._retired.setdefault(model, set()).add(record.version)
+            retired = {record.version}
+        versions = self._versions.get(model, {})
+        for version in retired:
+            versions.pop(version, None)
+            self._snapshots.pop((model, version), None)
+        if not versions:
+            self._versions.pop(model, None)
+        self._drifts[model] = [d for d in self._drifts.get(model, [])
+                               if d.version not in retired]  # fmt: skip
+        return True
+
+    def _is_retired(self, model: str, version: int | None) -> bool:
+        if version is None:
+            return False
+        return version <= self._retired_through.get(model, 0) or version in self._retired.get(
+            model, ()
+        )
+
+    def retirement(self, model: str) -> int:
+        """The highest version retired with the whole model (0 when never retired)."""
+        return self._retired_through.get(model, 0)
+
+    def next_version(self, model: str) -> int:
+        """The number the next release of `model` takes: after every version ever released."""
+        return max(self.latest_version(model) or 0, self._retired_through.get(model, 0),
+                   max(self._retired.get(model, ()), default=0)) + 1
+
     def models(self) -> list[str]:
-        """Every model with at least one record, sorted."""
-        return sorted(self._history)
+        """Every model with a live release or policy, sorted (retired ones are gone)."""
+        return sorted(set(self._versions) | set(self._policies))
 
     def versions(self, model: str) -> list[ModelVersionReleased]:
         """A model's released versions, oldest first."""

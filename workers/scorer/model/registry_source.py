@@ -65,6 +65,7 @@ class RegistryModelSource:
         self._loaded: dict[SnapshotKey, ServedModel] = {}
         self._refused: dict[SnapshotKey, str] = {}
         self._bad_policies: set[tuple[str, int]] = set()
+        self._retired: set[str] = set()  # models retired since the last batch: dropped then
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-loader")
         self._follower: RegistryFollower | None = None
 
@@ -109,6 +110,8 @@ class RegistryModelSource:
             latest = self._view.latest_version(name)
             target = self._view.latest_snapshot(name, latest) if latest is not None else None
         if target is None:
+            if self._view.retirement(name):
+                return f"model {name!r} was retired (`riverrun models history {name}` says why)"
             return f"model {name!r} has no release in the registry"
         reason = self._refused.get(_key(target))
         if reason is not None:
@@ -117,10 +120,14 @@ class RegistryModelSource:
 
     def refresh(self) -> None:
         """Swap in deployments prepared since the last batch; called between batches only."""
-        if not self._staged:
+        if not self._staged and not self._retired:
             return
         with self._lock:
             staged, self._staged = self._staged, {}
+            retired, self._retired = self._retired, set()
+        for name in retired:
+            if self._active.pop(name, None) is not None:
+                logger.info("%s was retired: no longer served", name)
         for deployment in staged.values():
             current = self._active.get(deployment.plan.model)
             if current is not None and current.plan.sequence > deployment.plan.sequence:
@@ -153,6 +160,9 @@ class RegistryModelSource:
             logger.exception("preparing %s failed; its current deployment keeps serving", name)
             return
         if deployment is None:
+            with self._lock:
+                if self._view.retirement(name) and self._view.latest_version(name) is None:
+                    self._retired.add(name)
             return
         current = self._active.get(name)
         if current is not None and _same(current, deployment):
