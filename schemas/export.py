@@ -15,8 +15,10 @@ from riverrun.schemas.events import (
     EVENTS,
     SCHEMA_VERSION,
     DeadLetter,
+    DriftDetected,
     ExampleJoined,
     LabelObserved,
+    ModelRetired,
     ModelVersionReleased,
     OutcomeRecorded,
     PolicyChanged,
@@ -55,8 +57,10 @@ _CHANNELS: list[tuple[str, str, list[type[Any]], str]] = [
      "Labels observed after the fact, same key as their request."),
     ("dead_letters", "requests.dlq", [DeadLetter],
      "Records no worker could read: the original bytes, with riverrun.* headers naming why."),
-    ("models", "models", [ModelVersionReleased, SnapshotPublished, PolicyChanged],
-     "Compacted registry: version releases, snapshots and policies."),
+    ("models", "models", [ModelVersionReleased, SnapshotPublished, PolicyChanged, DriftDetected,
+                          ModelRetired],
+     "Compacted registry: version releases, snapshots, policies, drift detections and "
+     "retirements."),
     ("outcomes", "outcomes", [OutcomeRecorded],
      "Predictions joined with their labels, for the judge."),
     ("artifacts", "models.artifacts", [],
@@ -65,6 +69,9 @@ _CHANNELS: list[tuple[str, str, list[type[Any]], str]] = [
      "chunk. Snapshot records on `models` point at them as kafka://topic/partition/offset."),
     ("examples", "examples", [ExampleJoined],
      "Labels joined with their features: the learner's ordered log, one partition."),
+    ("resent", "requests.dlq.resent", [],
+     "Compacted: one record per dead letter that `riverrun dlq resend` sent back, keyed "
+     "`partition/offset` of the letter, so that none is sent back twice."),
 ]  # fmt: skip
 
 
