@@ -25,6 +25,7 @@ def test_pip_install_puts_only_riverrun_at_the_top_of_site_packages(tmp_path: Pa
     assert not (package / "__init__.py").exists()  # a namespace: nothing runs on import
     assert (package / "schemas" / "jsonschema" / "PredictionRequested.json").is_file()
     assert (package / "workers" / "broker" / "kafka" / "pom.xml").is_file()
+    assert (package / "workers" / "registry" / "allowed_globals.json").is_file()
 
 
 def test_a_service_with_its_own_schemas_and_workers_modules_imports_the_client(

@@ -127,7 +127,6 @@ class _RunsCode:
     [
         (os.system, "posix.system"),
         (eval, "builtins.eval"),
-        (getattr, "builtins.getattr"),
         (pickle.loads, "_pickle.loads"),
     ],
 )
@@ -146,6 +145,14 @@ def test_signed_pickle_of_a_disallowed_callable_runs_nothing(
     assert caught.value.error_class == "ForbiddenGlobal"
     assert named in caught.value.reason
     assert not canary.exists()
+
+
+def test_getattr_in_a_pickle_finds_river_methods_only() -> None:
+    # The classic gadget: getattr(object, "__subclasses__") reaches every class in the process.
+    data = pickle.dumps(_RunsCode(getattr, object, "__subclasses__"), protocol=5)
+    with pytest.raises(RefusedArtifact, match="not a River method") as caught:
+        open_artifact(data, seal(data, SIGNER, "mem://evil"), SIGNER, LIMIT)
+    assert caught.value.error_class == "ForbiddenGlobal"
 
 
 def test_river_functions_are_not_classes() -> None:

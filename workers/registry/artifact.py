@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,8 +57,45 @@ def dump_model(estimator: Any) -> bytes:
         RefusedArtifact: the model pickles a global outside the loader's allow-list.
 
     """
-    first = pickle.dumps(estimator, protocol=5)
-    return pickle.dumps(restricted_loads(first), protocol=5)
+    first = deep_dumps(estimator)
+    return deep_dumps(restricted_loads(first))
+
+
+# Pickling recurses once per level of nesting, and some River structures nest as deep as the
+# data is long (the E-BST split candidates of a regression tree are a binary search tree that
+# sorted input degenerates into a list): a thread of its own, with room to recurse.
+_DEEP_STACK_BYTES = 512 * 1024 * 1024  # address space reserved, touched only as it is used
+_DEEP_RECURSION = 200_000
+
+
+def deep_dumps(obj: Any) -> bytes:
+    """`pickle.dumps(obj, protocol=5)`, for objects nested deeper than Python's usual limit."""
+    result: list[bytes] = []
+    failure: list[BaseException] = []
+
+    def dump() -> None:
+        try:
+            result.append(pickle.dumps(obj, protocol=5))
+        except BaseException as exc:  # noqa: BLE001  # handed to the caller's thread below
+            failure.append(exc)
+
+    with _DEEP_LOCK:
+        previous_stack = threading.stack_size(_DEEP_STACK_BYTES)
+        previous_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(previous_limit, _DEEP_RECURSION))
+        try:
+            thread = threading.Thread(target=dump, name="riverrun-pickle")
+            thread.start()
+        finally:
+            threading.stack_size(previous_stack)
+        thread.join()
+        sys.setrecursionlimit(previous_limit)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+_DEEP_LOCK = threading.Lock()
 
 
 class ArtifactStore(Protocol):

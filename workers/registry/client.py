@@ -91,6 +91,14 @@ class RegistrySettings(BaseModel):
     max_artifact_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="Largest artifact loaded, in bytes."
     )
+    load_budget_mb: int = Field(
+        default=1024, ge=16,
+        description="Memory a trial load of an artifact may take (MiB), in a process of its "
+        "own: over it, the artifact is refused and the last good snapshot keeps serving.",
+    )  # fmt: skip
+    load_deadline_s: float = Field(
+        default=30.0, gt=0, description="Time a trial load of an artifact may take."
+    )
 
     def signer(self) -> Signer:
         """The signer of the configured key (or the dev key in insecure-dev mode).
@@ -425,7 +433,9 @@ class Registry:
         store = store_for_location(ref.location, self.kafka)
         data = store.get(ref.location, ref.size, self.settings.max_artifact_bytes)
         subject = snapshot_subject(snapshot.model, snapshot.version, snapshot.snapshot)
-        return open_artifact(data, ref, self.signer, self.settings.max_artifact_bytes, subject)
+        settings = self.settings
+        return open_artifact(data, ref, self.signer, settings.max_artifact_bytes, subject,
+                             settings.load_budget_mb * 1024 * 1024, settings.load_deadline_s)
 
     def close(self) -> None:
         """Flush and drop the producers (records and artifact chunks)."""

@@ -2,57 +2,33 @@
 
 `open_artifact` checks, in order, the size, the HMAC signature (over the snapshot's identity
 and the bytes, so a validly signed artifact cannot be replayed as another snapshot) and the
-sha256, then reads the pickle's opcodes without running them (`pickle_scan`) and refuses any
-global outside the allow-list, and only then unpickles, with an `Unpickler` whose `find_class`
-admits the same list again: River classes, the NumPy names an array needs, a few `collections`
-types, `functools.partial`, `copyreg._reconstructor`, `random.Random` and plain builtins. A
-pickle naming anything else (`os.system`, `builtins.eval`, a river function, `bytearray` asked
-for eight gigabytes) is refused before a single opcode runs.
+sha256, then reads the pickle's opcodes without running them (`pickle_scan`): a global outside
+the allow-list (`allowlist.py`: exactly what the classes a spec can build pickle into) is
+refused, and so is a Rust-backed class built from arguments instead of its state. Then the
+artifact is loaded once in a forked child, under an address-space budget and a deadline, and
+asked to predict (and learn) a probe row with a feature it never saw: an abort, a Rust panic, a
+budget breach or a hang kills the child, not the worker, and refuses the artifact. Only then is
+it unpickled here, with an `Unpickler` whose `find_class` admits the same list again and turns
+`getattr` into a lookup of a River method by its name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import inspect
 import io
+import os
 import pickle
+import resource
+import signal
+import time
 from typing import Any
 
 from riverrun.schemas import ArtifactRef
+from riverrun.workers.registry import allowlist
 from riverrun.workers.registry.pickle_scan import ScanRefusal, scan_pickle
 from riverrun.workers.registry.signing import Signer
 from riverrun.workers.runtime.errors import RiverrunError
-
-_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-    # Not bytes, bytearray or range: called with one integer they allocate whatever it says
-    # (a pickle bomb), and protocol 5 writes bytes and bytearrays with opcodes of their own.
-    ("builtins", name) for name in (
-        "set", "frozenset", "list", "dict", "tuple", "float", "int", "str",
-        "bool", "complex", "slice", "object",
-    )
-} | {
-    ("collections", name) for name in ("defaultdict", "OrderedDict", "Counter", "deque")
-} | {
-    ("functools", "partial"),
-    ("copyreg", "_reconstructor"),
-    ("random", "Random"),
-    # River's one static-method default factory (GaussianNB's per-feature Gaussians).
-    ("river.naive_bayes.gaussian", "GaussianNB._make_gaussian"),
-} | {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-} | {
-    ("numpy", f"dtypes.{kind}DType") for kind in ("Float64", "Float32", "Int64", "Int32", "Bool")
-} | {
-    ("numpy.random._pickle", name)
-    for name in ("__randomstate_ctor", "__generator_ctor", "__bit_generator_ctor")
-} | {
-    ("numpy.random.mtrand", "RandomState"), ("numpy.random._generator", "Generator"),
-    ("numpy.random._pcg64", "PCG64"), ("numpy.random._mt19937", "MT19937"),
-})  # fmt: skip
 
 
 class RefusedArtifact(RiverrunError):
@@ -88,18 +64,42 @@ def seal(data: bytes, signer: Signer, location: str, subject: str | None = None)
 
 
 def is_allowed_global(module: str, name: str) -> bool:
-    """Whether a pickle may name `module.name`: River classes and the fixed list above."""
-    if (module, name) in _ALLOWED_GLOBALS:
-        return True
-    if module != "river" and not module.startswith("river."):
-        return False
-    if "." in name or name.startswith("_"):
-        return False
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return False
-    return isinstance(obj, type) and obj.__module__.startswith("river")
+    """Whether a pickle may name `module.name`: what the spec grammar's classes pickle into."""
+    return (module, name) in allowlist.committed()
+
+
+# Rust-backed classes whose constructor takes the data itself (a dict the pickle spells out),
+# not a size to allocate.
+_BUILT_FROM_DATA = frozenset({("river._river_rust.vectordict", "VectorDict")})
+
+
+def is_state_only(module: str, name: str) -> bool:
+    """Whether `module.name` is a Rust-backed class built from its state and small constants.
+
+    Their constructors allocate what they are told (a window of 10**12 aborts the process), so
+    a pickle may not call them with anything else (see `pickle_scan`).
+    """
+    return (module.startswith("river._river_rust.") and name[:1].isupper()
+            and (module, name) not in _BUILT_FROM_DATA)  # fmt: skip
+
+
+# The methods a River object's pickle may name through `getattr` (bound methods it keeps), and
+# the one `str` method a text extractor keeps as its preprocessor.
+_STR_METHODS = frozenset({"lower"})
+
+
+def _river_method(obj: Any, name: str) -> Any:
+    """`getattr` as a pickle may use it: a River object's own method, by name, and no more."""
+    if isinstance(obj, type):
+        if obj is str and name in _STR_METHODS:
+            return getattr(str, name)
+    elif (name.isidentifier() and not name.startswith("__")
+          and type(obj).__module__.startswith("river.")):  # fmt: skip
+        found = inspect.getattr_static(type(obj), name, None)
+        if inspect.isfunction(found) and found.__module__.startswith("river."):
+            return getattr(obj, name)
+    raise RefusedArtifact("ForbiddenGlobal", f"the pickle asks for attribute {name!r} of a "
+                          f"{type(obj).__name__}, which is not a River method")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -107,9 +107,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not is_allowed_global(module, name):
             raise RefusedArtifact(
                 "ForbiddenGlobal",
-                f"the pickle names {module}.{name}, which is not a River class nor on the "
-                "allow-list of workers.registry.loading; refusing to load it",
+                f"the pickle names {module}.{name}, which no model a spec can build pickles "
+                "into (riverrun.workers.registry.allowlist); refusing to load it",
             )
+        if (module, name) == ("builtins", "getattr"):
+            return _river_method
         return super().find_class(module, name)
 
 
@@ -124,7 +126,9 @@ def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except RefusedArtifact:
         raise
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001  # a Rust panic (pyo3) is a BaseException
         raise RefusedArtifact(
             "NotAPickle", f"{where} could not be unpickled: {type(exc).__name__}: {exc}"
         ) from exc
@@ -138,13 +142,19 @@ def scan_artifact(data: bytes, where: str = "the artifact") -> None:
 
     """
     try:
-        scan_pickle(data, is_allowed_global, where)
+        scan_pickle(data, is_allowed_global, where, is_state_only)
     except ScanRefusal as exc:
         raise RefusedArtifact(exc.error_class, exc.reason) from None
 
 
 def open_artifact(
-    data: bytes, ref: ArtifactRef, signer: Signer, max_bytes: int, subject: str | None = None
+    data: bytes,
+    ref: ArtifactRef,
+    signer: Signer,
+    max_bytes: int,
+    subject: str | None = None,
+    budget_bytes: int = 1024 * 1024 * 1024,
+    deadline_s: float = 30.0,
 ) -> Any:
     """Check size, signature (bound to `subject`) and digest, scan the opcodes, then unpickle.
 
@@ -174,4 +184,91 @@ def open_artifact(
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
     scan_artifact(data, ref.location)
+    trial_load(data, ref.location, budget_bytes, deadline_s)
     return restricted_loads(data, ref.location)
+
+
+def trial_load(data: bytes, where: str, budget_bytes: int, deadline_s: float) -> None:
+    """Load the artifact in a forked child first; return if it loads and answers a probe.
+
+    The child may add at most `budget_bytes` to its address space and must finish within
+    `deadline_s`; it loads the pickle, then predicts and learns a probe row that has a feature
+    the model never saw (what makes a lazily planted default factory run). A crash, a Rust
+    panic, a budget breach or a hang happens in the child: the worker only reads its exit.
+
+    Raises:
+        RefusedArtifact: `TrialFailed`, saying how the child ended.
+
+    """
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: load, probe, and leave without running anything of the parent's
+        os.close(reader)
+        code, said = 0, b""
+        try:
+            _limit_address_space(budget_bytes)
+            _probe(restricted_loads(data, where))
+        except RefusedArtifact as exc:
+            code, said = 3, f"{exc.error_class}\t{exc.reason}".encode()
+        except BaseException as exc:  # noqa: BLE001  # how the child ended is all that is told
+            code, said = 4, f"TrialFailed\t{type(exc).__name__}: {exc}".encode()[:2000]
+        os.write(writer, said)
+        os._exit(code)
+    os.close(writer)
+    try:
+        _wait_for_trial(pid, where, budget_bytes, deadline_s, reader)
+    finally:
+        os.close(reader)
+
+
+def _wait_for_trial(pid: int, where: str, budget_bytes: int, deadline_s: float,
+                    reader: int) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise RefusedArtifact("TrialFailed", f"{where} did not load within {deadline_s:g} s")
+        time.sleep(0.002)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return
+    said = os.read(reader, 4096).decode("utf-8", "replace")
+    if said:
+        error_class, _, reason = said.partition("\t")
+        raise RefusedArtifact(error_class, f"{where}: {reason}" if error_class == "TrialFailed"
+                              else reason)  # fmt: skip
+    if os.WIFSIGNALED(status):
+        how = f"killed the loading process ({signal.Signals(os.WTERMSIG(status)).name})"
+    else:
+        how = f"ended its trial load with exit {os.WEXITSTATUS(status)}"
+    raise RefusedArtifact("TrialFailed", f"{where} {how}, within a budget of "
+                          f"{budget_bytes // (1024 * 1024)} MiB: refusing it")
+
+
+def _limit_address_space(budget_bytes: int) -> None:
+    with open("/proc/self/statm", "rb") as statm:  # noqa: PTH123  # Linux's own accounting
+        pages = int(statm.read().split()[0])
+    limit = pages * resource.getpagesize() + budget_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _probe(estimator: Any) -> None:
+    """Predict and learn a row with an unseen feature; only crashes matter, not exceptions."""
+    row = {"riverrun-probe": 0.5}
+    for call in ("predict_proba_one", "predict_one"):
+        method = getattr(estimator, call, None)
+        if method is not None:
+            try:
+                method(row)
+            except Exception:  # noqa: BLE001, S112  # a refusal of the probe row is fine
+                continue
+    learn = getattr(estimator, "learn_one", None)
+    if learn is not None:
+        for label in (True, 1.0):
+            try:
+                learn(row, label)
+            except Exception:  # noqa: BLE001, S112  # as above
+                continue
