@@ -32,6 +32,7 @@ from riverrun.workers.registry import (
     seal,
     snapshot_key,
 )
+from riverrun.workers.registry.client import record_headers
 
 from .conftest import MODEL_NAME, produce, read_all, request_payload, wait_for
 
@@ -174,7 +175,9 @@ def test_tampered_snapshots_are_refused_and_the_last_good_keeps_serving(
         location = registry.store.put(MODEL_NAME, 1, snapshot, stored)
         record = SnapshotPublished(model=MODEL_NAME, version=1, snapshot=snapshot,
                                    artifact=ref.model_copy(update={"location": location}))
-        producer.produce(topics.models, encode(record), snapshot_key(MODEL_NAME, 1, snapshot))
+        key, value = snapshot_key(MODEL_NAME, 1, snapshot), encode(record)
+        # Written as a key holder would: a record nobody signed is not even looked at.
+        producer.produce(topics.models, value, key, headers=record_headers(signer, key, value))
         producer.flush(10)
         wait_for(lambda name=name: f"refused snapshot {MODEL_NAME}@1#{snapshot}" in scorer.output(),
                  30, f"the {name} snapshot to be refused")

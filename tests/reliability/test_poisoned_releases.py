@@ -25,6 +25,7 @@ from riverrun.workers.registry import (
     snapshot_key,
     snapshot_subject,
 )
+from riverrun.workers.registry.client import record_headers
 
 from .conftest import Figures
 from .harness.checker import Fault, vacuous
@@ -123,7 +124,10 @@ def test_a_scorer_refuses_poisoned_snapshots_and_keeps_serving(
             location = registry.store.put(MODEL, 1, snapshot, variant.data)
             ref = variant.ref.model_copy(update={"location": location})
             record = SnapshotPublished(model=MODEL, version=1, snapshot=snapshot, artifact=ref)
-            producer.produce(topics.models, encode(record), snapshot_key(MODEL, 1, snapshot))
+            key, value = snapshot_key(MODEL, 1, snapshot), encode(record)
+            # Written as a key holder would: a record nobody signed is not even looked at.
+            producer.produce(topics.models, value, key,
+                             headers=record_headers(signer, key, value))
             assert producer.flush(10) == 0
             wait_for(lambda s=snapshot: f"refused snapshot {MODEL}@1#{s}" in scorer.output(), 30,
                      f"the {variant.name} snapshot to be refused")

@@ -57,7 +57,7 @@ def test_versions_snapshots_and_policy() -> None:
     view = RegistryView([
         release("fraud", 1), snap("fraud", 1, 0), snap("fraud", 1, 1),
         release("fraud", 2), snap("fraud", 2, 0), release("churn", 1), policy("fraud", 1, 2),
-    ])  # fmt: skip
+    ], history=True)  # fmt: skip
     assert view.models() == ["churn", "fraud"]
     assert [v.version for v in view.versions("fraud")] == [1, 2]
     assert view.latest_version("fraud") == 2
@@ -146,3 +146,23 @@ def test_a_retired_model_is_gone_and_its_name_numbers_on() -> None:
     # A late copy of a retired release changes nothing; a new release is live again.
     assert not view.apply(release("fraud", 2))
     assert view.apply(release("fraud", 3)) and view.models() == ["churn", "fraud"]
+
+
+def test_a_snapshot_is_proof_of_its_version_and_a_release_without_one_is_not_served() -> None:
+    # The release record of version 1 was deleted (a tombstone, compacted away): its snapshot
+    # still says version 1 exists. Version 3 was released and has no snapshot yet.
+    view = RegistryView([snap("fraud", 1, 0), release("fraud", 3)])
+    assert view.latest_version("fraud") == 1 and view.models() == ["fraud"]
+    assert view.next_version("fraud") == 4
+
+
+def test_workers_keep_no_history_and_a_bounded_number_of_drifts() -> None:
+    from riverrun.schemas import DriftDetected
+    from riverrun.workers.registry.view import MAX_DRIFTS
+
+    view = RegistryView([release("fraud", 1), snap("fraud", 1, 0)])
+    for i in range(MAX_DRIFTS * 3):
+        view.apply(DriftDetected(model="fraud", version=1, stream="learning", detector="ADWIN",
+                                 position=i, mean_loss=0.5))
+    assert view.history("fraud") == [] and len(view.drifts("fraud")) == MAX_DRIFTS
+    assert view.drifts("fraud")[-1].position == MAX_DRIFTS * 3 - 1

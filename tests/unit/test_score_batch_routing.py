@@ -15,6 +15,7 @@ from riverrun.workers.routing import plan_for
 from riverrun.workers.scorer.batch import BatchOptions, score_batch
 from riverrun.workers.scorer.model import ServedModel, build_scorer
 from riverrun.workers.scorer.model.deployment import Deployment
+from riverrun.workers.scorer.model.protocol import RowFailure
 from riverrun.workers.scorer.model.source import expected_features_of
 
 OPTIONS = BatchOptions("predictions", "requests.dlq", "w1", 4096, reject_missing_features=True,
@@ -73,8 +74,8 @@ class Source:
     def refresh(self) -> None:
         pass
 
-    def unavailable_reason(self, name: str) -> str:
-        return "not served"
+    def unavailable(self, name: str) -> RowFailure:
+        return RowFailure("UnknownModel", "not served")
 
     def served(self) -> list[ServedModel]:
         return self._deployment.served()

@@ -89,7 +89,7 @@ def registry() -> RegistryView:
         release(1), snap(1, 0, 0), snap(1, 7, 20, accuracy=0.88),
         release(2), snap(2, 0, 25), snap(2, 3, 50, accuracy=0.9), single, canary,
         canary,  # a replayed record is shown once
-    ])  # fmt: skip
+    ], history=True)  # fmt: skip
 
 
 def two_rounds() -> tuple[list[Scrape], dict[str, Scrape]]:
@@ -215,7 +215,9 @@ def test_a_down_endpoint_is_shown_down_with_its_last_role() -> None:
 def test_without_a_policy_the_latest_version_answers_everything() -> None:
     view = RegistryView([
         ModelVersionReleased(model="churn", version=1, spec={}, task="binary"),
+        SnapshotPublished(model="churn", version=1, snapshot=0, artifact=REF),
         ModelVersionReleased(model="churn", version=2, spec={}, task="binary"),
+        SnapshotPublished(model="churn", version=2, snapshot=0, artifact=REF),
     ])  # fmt: skip
     (churn,) = collect([], {}, view, NOW).models
     assert churn.strategy == "latest" and churn.policy_sequence is None

@@ -156,9 +156,7 @@ class JudgeApp:
             policy = view.policy(model)
             if policy is not None:
                 self.judge.observe_policy(policy)
-        self._follower = RegistryFollower(
-            self.settings.kafka, self.settings.topics, self._on_record
-        ).start()
+        self._follower = self.registry.follower(self._on_record).start()
 
     def _on_record(self, record: RegistryRecord) -> None:
         if isinstance(record, PolicyChanged):

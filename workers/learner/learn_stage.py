@@ -37,7 +37,7 @@ from riverrun.workers.learner.prequential import (
 )
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
-from riverrun.workers.registry import Registry, dump_model
+from riverrun.workers.registry import RefusedArtifact, Registry, dump_model
 from riverrun.workers.registry.records import RegistryRecord, lineage_key
 from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.crashpoint import CrashPoints
@@ -135,7 +135,7 @@ class LearnStage:
             raise ConfigurationError(
                 f"{self._model}@{version} has no snapshot to start from: release it again"
             )
-        self._start_version(view.version(self._model, version), snapshots[0], snapshots[-1])
+        self._start_version(view.version(self._model, version), snapshots)
 
     def attach(self, examples: Consumer) -> None:
         """Read the examples log with `examples`, from the version's lineage on."""
@@ -143,28 +143,31 @@ class LearnStage:
         examples.assign([TopicPartition(self._topics.examples, 0, self.next_offset)])
 
     def _start_version(
-        self,
-        released: ModelVersionReleased | None,
-        first: SnapshotPublished,
-        snapshot: SnapshotPublished,
+        self, released: ModelVersionReleased | None, snapshots: list[SnapshotPublished]
     ) -> None:
-        """Learn `snapshot`'s version from it on, with the prequential metrics it had.
+        """Learn the version from its newest snapshot that loads, with the metrics it had.
 
-        The metrics are not in the artifact: they are rebuilt by replaying the examples the
+        A snapshot refused on load (a bad artifact) is passed over for the one before it. The
+        metrics are not in the artifact: they are rebuilt by replaying the examples the
         version learned (from its first snapshot's lineage to this one's) through a copy of
         its first snapshot, which gives exactly the metrics the uninterrupted learner had.
         """
-        estimator = self._registry.load(snapshot)
+        first = snapshots[0]
+        snapshot, estimator = self._newest_that_loads(snapshots)
         task = task_of(estimator, released.task if released else None)
         prequential = Prequential(task)
         start = first.lineage.get(self._lineage_key, 0)
         resume = snapshot.lineage.get(self._lineage_key, start)
         if resume > start:
-            prequential = replay(
-                self._settings.kafka, self._topics.examples, self._model,
-                lambda: self._registry.load(first), start, resume, task,
-                keepalive=self.keepalive,
-            ).prequential or prequential  # fmt: skip
+            try:
+                prequential = replay(
+                    self._settings.kafka, self._topics.examples, self._model,
+                    lambda: self._registry.load(first), start, resume, task,
+                    keepalive=self.keepalive,
+                ).prequential or prequential  # fmt: skip
+            except RefusedArtifact as exc:
+                logger.error("%s@%d#%d does not load (%s): prequential metrics start afresh",
+                             self._model, first.version, first.snapshot, exc)  # fmt: skip
         self.estimator = estimator
         self._latest = snapshot
         self._not_learned.clear()
@@ -189,6 +192,21 @@ class LearnStage:
             "already scored)", self._model, snapshot.version, snapshot.snapshot,
             self._topics.examples, resume, prequential.count,
         )  # fmt: skip
+
+    def _newest_that_loads(
+        self, snapshots: list[SnapshotPublished]
+    ) -> tuple[SnapshotPublished, Any]:
+        for snapshot in reversed(snapshots):
+            try:
+                return snapshot, self._registry.load(snapshot)
+            except RiverrunError as exc:
+                self._metrics.refused_versions.labels(self._model).inc()
+                logger.error("%s@%d#%d does not load (%s): trying the snapshot before it",
+                             self._model, snapshot.version, snapshot.snapshot, exc)  # fmt: skip
+        last = snapshots[-1]
+        raise ConfigurationError(
+            f"no snapshot of {self._model}@{last.version} loads: release it again"
+        )
 
     # -- the version that answers moves (a release, a promotion, a rollback) ---------------
 
@@ -219,7 +237,7 @@ class LearnStage:
             self._publish_snapshot(summary)  # what the old version learned last
         previous = self.version
         try:
-            self._start_version(view.version(self._model, version), snapshots[0], snapshots[-1])
+            self._start_version(view.version(self._model, version), snapshots)
         except RiverrunError as exc:
             self._metrics.refused_versions.labels(self._model).inc()
             logger.error("not switching to %s@%d: %s; %s@%d keeps learning", self._model,

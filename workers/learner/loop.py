@@ -161,9 +161,7 @@ class Learner:
         join.label_type = learn.label_type
         summary.version = learn.version
         self.metrics.version.labels(self._model).set(learn.version)
-        self._follower = RegistryFollower(
-            self._settings.kafka, self._topics, self._on_registry_record
-        ).start()
+        self._follower = self._registry.follower(self._on_registry_record).start()
         join.start(self._client_id)
         learn.output_limit = join.output_limit
         examples = examples_consumer(self._settings.kafka, f"{self._client_id}-examples")

@@ -43,10 +43,13 @@ BASE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
 # for text extractors).
 RECIPES: dict[str, tuple[str, str]] = {
     **{name: (f"{name} | LogisticRegression", "binary") for name in (
-        "AdaptiveStandardScaler", "Binarizer", "FeatureHasher", "MaxAbsScaler", "MinMaxScaler",
-        "Normalizer", "OneHotEncoder", "OrdinalEncoder", "PreviousImputer", "RobustScaler",
-        "StandardScaler", "StatImputer", "PolynomialExtender", "RBFSampler",
+        "AdaptiveStandardScaler", "Binarizer", "MaxAbsScaler", "MinMaxScaler", "Normalizer",
+        "OneHotEncoder", "OrdinalEncoder", "PreviousImputer", "RobustScaler", "StandardScaler",
+        "StatImputer", "PolynomialExtender",
     )},
+    # Seeded wherever a class takes a seed: the same recipe pickles into the same globals.
+    **{name: (f"{name}(seed=1) | LogisticRegression", "binary")
+       for name in ("FeatureHasher", "RBFSampler")},
     "TargetMinMaxScaler": ("TargetMinMaxScaler(regressor=LinearRegression())", "regression"),
     "TargetStandardScaler": ("TargetStandardScaler(regressor=LinearRegression())",
                              "regression"),
@@ -58,14 +61,16 @@ RECIPES: dict[str, tuple[str, str]] = {
         "BayesianLinearRegression", "LinearRegression", "PARegressor",
     )},
     **{name: (name, "binary") for name in (
-        "ExtremelyFastDecisionTreeClassifier", "HoeffdingAdaptiveTreeClassifier",
-        "HoeffdingTreeClassifier", "SGTClassifier", "BernoulliNB", "ComplementNB",
-        "GaussianNB", "MultinomialNB", "AMFClassifier", "KNNClassifier",
+        "ExtremelyFastDecisionTreeClassifier", "HoeffdingTreeClassifier", "SGTClassifier",
+        "BernoulliNB", "ComplementNB", "GaussianNB", "MultinomialNB", "KNNClassifier",
     )},
+    **{name: (f"{name}(seed=1)", "binary")
+       for name in ("HoeffdingAdaptiveTreeClassifier", "AMFClassifier")},
     **{name: (name, "regression") for name in (
-        "HoeffdingAdaptiveTreeRegressor", "HoeffdingTreeRegressor", "SGTRegressor",
-        "AMFRegressor", "KNNRegressor",
+        "HoeffdingTreeRegressor", "SGTRegressor", "KNNRegressor",
     )},
+    **{name: (f"{name}(seed=1)", "regression")
+       for name in ("HoeffdingAdaptiveTreeRegressor", "AMFRegressor")},
     "ARFClassifier": ("ARFClassifier(n_models=3, seed=1)", "binary"),
     "ARFRegressor": ("ARFRegressor(n_models=3, seed=1)", "regression"),
     "SRPClassifier": ("SRPClassifier(n_models=3, seed=1)", "binary"),
@@ -82,8 +87,8 @@ RECIPES: dict[str, tuple[str, str]] = {
     "CrossEntropy": ("StandardScaler | SoftmaxRegression(loss=CrossEntropy())", "binary"),
     **{name: (f"StandardScaler | LinearRegression(loss={name}())", "regression")
        for name in ("Absolute", "Cauchy", "Huber", "Quantile", "Squared")},
-    **{name: (f"StandardScaler | KNNClassifier(engine={name}())", "binary")
-       for name in ("LazySearch", "SWINN")},
+    "LazySearch": ("StandardScaler | KNNClassifier(engine=LazySearch())", "binary"),
+    "SWINN": ("StandardScaler | KNNClassifier(engine=SWINN(seed=1))", "binary"),
     **{name: (f"{name}(model=LogisticRegression(), n_models=3, seed=1)", "binary") for name in (
         "ADWINBaggingClassifier", "AdaBoostClassifier", "BaggingClassifier",
         "LeveragingBaggingClassifier",
@@ -94,7 +99,9 @@ RECIPES: dict[str, tuple[str, str]] = {
        for name in ("BagOfWords", "TFIDF")},
     **{name: (f"ARFClassifier(n_models=2, seed=1, drift_detector={name}(), "
               f"warning_detector={name}())", "binary")
-       for name in ("ADWIN", "KSWIN", "NoDrift", "PageHinkley")},
+       for name in ("ADWIN", "NoDrift", "PageHinkley")},
+    "KSWIN": ("ARFClassifier(n_models=2, seed=1, drift_detector=KSWIN(seed=1), "
+              "warning_detector=KSWIN(seed=2))", "binary"),
 }  # fmt: skip
 
 

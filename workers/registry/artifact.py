@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import stat
 import sys
 import tempfile
 import threading
@@ -166,11 +167,14 @@ class FileArtifactStore:
             raise ArtifactUnavailable(f"{location} is not a file:// location")
         path = Path(parts.path)
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ArtifactTooLarge(location, size, max_bytes)
+            status = path.stat()
+            if not stat.S_ISREG(status.st_mode):  # /dev/zero would feed a reader for ever
+                raise ArtifactUnavailable(f"{location} is not a regular file")
+            if status.st_size > max_bytes:
+                raise ArtifactTooLarge(location, status.st_size, max_bytes)
             with path.open("rb") as handle:
-                return handle.read(max_bytes + 1)
+                # The record's size plus one: enough to tell a file that grew, and no more.
+                return handle.read(min(expected_size, max_bytes) + 1)
         except OSError as exc:
             raise ArtifactUnavailable(f"cannot read artifact {location}: {exc.strerror}") from exc
 

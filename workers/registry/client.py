@@ -140,22 +140,62 @@ def _reader_config(kafka: KafkaSettings) -> dict[str, Any]:
     return consumer_config(kafka, f"riverrun-registry-reader-{uuid.uuid4().hex[:8]}")
 
 
-def _decode_or_skip(raw: bytes | None, where: str) -> RegistryRecord | None:
-    if raw is None:  # a tombstone: compaction deletes the key, nothing to fold
-        return None
-    try:
-        return decode_registry_record(raw)
-    except DecodeError as exc:
-        logger.warning("skipping unreadable registry record at %s: %s", where, exc)
+SIGNATURE_HEADER = "riverrun.signature"
+
+
+def record_headers(signer: Signer, key: bytes, value: bytes | None) -> list[tuple[str, bytes]]:
+    """The signature a registry record travels with: of its key and value, by the key holder."""
+    return [(SIGNATURE_HEADER, signer.sign(value or b"", subject=key.decode()).encode())]
+
+
+class RecordCheck:
+    """Decodes registry records and, with a signer, refuses those it did not sign.
+
+    Anyone allowed to produce to `models` can write a record; only a key holder can sign one.
+    An unsigned or forged record, or one too large, is counted, logged (at most every few
+    seconds) and ignored: what a worker serves changes only by signed records.
+    """
+
+    def __init__(self, signer: Signer | None) -> None:
+        self.signer = signer
+        self.refused = 0
+        self._logged_at = float("-inf")
+
+    def __call__(self, msg: Any, where: str) -> RegistryRecord | None:
+        raw = msg.value()
+        if raw is None:  # a tombstone: compaction deletes the key, nothing to fold
+            return None
+        if self.signer is not None:
+            headers = dict(msg.headers() or [])
+            given = (headers.get(SIGNATURE_HEADER) or b"").decode("ascii", "replace")
+            key = msg.key() or b""
+            if not self.signer.verify(raw, given, subject=key.decode("utf-8", "replace")):
+                return self._refuse(where, "it is not signed with this signing key")
+        try:
+            return decode_registry_record(raw)
+        except DecodeError as exc:
+            return self._refuse(where, str(exc))
+
+    def _refuse(self, where: str, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._logged_at > 10.0:
+            self._logged_at = now
+            logger.warning("ignoring registry record at %s: %s (%d ignored so far)", where, why,
+                           self.refused)  # fmt: skip
         return None
 
 
-def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> list[RegistryRecord]:
+def read_registry(
+    kafka: KafkaSettings, topic: str, timeout: float = 10.0, check: RecordCheck | None = None
+) -> list[RegistryRecord]:
     """Every registry record from the beginning to the end of the topic at the time of the call.
 
     The end is each partition's high watermark when the call starts; because some brokers
-    (Tansu) report watermarks wrongly, reading also stops after a short quiet period.
+    (Tansu) report watermarks wrongly, reading also stops after a short quiet period. With a
+    `check` of a signer, records it did not sign are left out.
     """
+    check = check or RecordCheck(None)
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(_reader_config(kafka))
@@ -185,7 +225,7 @@ def read_registry(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> li
                 part, offset = msg.partition(), msg.offset()
                 if msg.error() is not None or part is None or offset is None:
                     continue
-                record = _decode_or_skip(msg.value(), f"{topic}/{part}/{offset}")
+                record = check(msg, f"{topic}/{part}/{offset}")
                 if record is not None:
                     records.append(record)
                 if offset + 1 >= ends.get(part, 0):
@@ -222,9 +262,23 @@ class Registry:
             self._store = artifact_store(self.settings.artifact_store, self.kafka, self.topics)
         return self._store
 
-    def refresh(self, timeout: float = 10.0) -> RegistryView:
+    @property
+    def verifier(self) -> Signer | None:
+        """The signer that checks records read: the configured key's, or None without one."""
+        try:
+            return self.signer
+        except ConfigurationError:
+            return None  # a reader with no key (`models list` on a laptop) checks nothing
+
+    def follower(self, on_record: Callable[[RegistryRecord], None]) -> RegistryFollower:
+        """A follower of the models topic that passes on only records this key signed."""
+        return RegistryFollower(self.kafka, self.topics, on_record, signer=self.verifier)
+
+    def refresh(self, timeout: float = 10.0, *, history: bool = False) -> RegistryView:
         """Read the models topic from the beginning to its current end into a fresh view."""
-        return RegistryView(read_registry(self.kafka, self.topics.models, timeout))
+        check = RecordCheck(self.verifier)
+        return RegistryView(read_registry(self.kafka, self.topics.models, timeout, check),
+                            history=history)  # fmt: skip
 
     def release(
         self,
@@ -269,7 +323,9 @@ class Registry:
                         examples_seen=examples_seen, lineage=lineage,
                     )  # fmt: skip
                     for record in (released, snapshot):
-                        producer.produce(self.topics.models, encode(record), key_of(record))
+                        key, value = key_of(record), encode(record)
+                        producer.produce(self.topics.models, value, key,
+                                         headers=record_headers(signer, key, value))
                     producer.commit_transaction(_RELEASE_TIMEOUT_S)
                 except KafkaException as exc:
                     producer = self._after_release_error(exc, producer, name, attempt, latest)
@@ -463,12 +519,15 @@ class Registry:
             if err is not None:
                 errors.append(err.str())
 
+        signer = self.signer
         for record in records:
-            produce(self._producer, self.topics.models, encode(record), key_of(record),
-                    on_delivery=on_delivery)  # fmt: skip
+            key, value = key_of(record), encode(record)
+            produce(self._producer, self.topics.models, value, key,
+                    headers=record_headers(signer, key, value), on_delivery=on_delivery)
             self._producer.poll(0)
         for key in tombstones:
-            produce(self._producer, self.topics.models, None, key, on_delivery=on_delivery)
+            produce(self._producer, self.topics.models, None, key,
+                    headers=record_headers(signer, key, None), on_delivery=on_delivery)
         remaining = self._producer.flush(30)
         if errors or remaining:
             raise FatalError(
@@ -491,10 +550,12 @@ class RegistryFollower:
         on_record: Callable[[RegistryRecord], None],
         *,
         poll_timeout: float = 0.05,
+        signer: Signer | None = None,
     ) -> None:
         self.kafka = kafka
         self.topic = topics.models
         self.on_record = on_record
+        self.check = RecordCheck(signer)
         self.poll_timeout = poll_timeout
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -528,7 +589,7 @@ class RegistryFollower:
                         logger.debug("registry follower: %s", msg.error())
                         continue
                     where = f"{self.topic}/{msg.partition()}/{msg.offset()}"
-                    record = _decode_or_skip(msg.value(), where)
+                    record = self.check(msg, where)
                     if record is not None:
                         self.on_record(record)
         except BaseException as exc:

@@ -157,7 +157,8 @@ def _release(args: argparse.Namespace) -> int:
 
 def _view(args: argparse.Namespace) -> RegistryView:
     settings = _settings(args)
-    return Registry(settings.kafka, settings.topics, settings.registry).refresh()
+    registry = Registry(settings.kafka, settings.topics, settings.registry)
+    return registry.refresh(history=args.action == "history")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ _KINDS: dict[str, type[RegistryRecord]] = {
     "retired": ModelRetired,
 }
 
-# Generous enough for a spec and metrics; a registry record never carries model bytes.
-MAX_RECORD_BYTES = 1_000_000
+# Generous for a spec, metrics and a policy; a registry record never carries model bytes, and a
+# record's size bounds what each worker holds of it.
+MAX_RECORD_BYTES = 64 * 1024
 
 
 def lineage_key(examples_topic: str) -> str:

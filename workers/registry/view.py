@@ -24,10 +24,19 @@ from riverrun.schemas import (
 from riverrun.workers.registry.records import RegistryRecord
 
 
-class RegistryView:
-    """An in-memory fold of registry records; `apply` them in topic order."""
+# Drift detections kept per model: the recent ones are what operators and `top` read.
+MAX_DRIFTS = 100
 
-    def __init__(self, records: Iterable[RegistryRecord] = ()) -> None:
+
+class RegistryView:
+    """An in-memory fold of registry records; `apply` them in topic order.
+
+    Workers keep only what serving needs; `history=True` (the `models history` command) keeps
+    every record as well.
+    """
+
+    def __init__(self, records: Iterable[RegistryRecord] = (), *, history: bool = False) -> None:
+        self._keep_history = history
         self._versions: dict[str, dict[int, ModelVersionReleased]] = {}
         self._snapshots: dict[tuple[str, int], dict[int, SnapshotPublished]] = {}
         self._policies: dict[str, PolicyChanged] = {}
@@ -42,13 +51,16 @@ class RegistryView:
 
     def apply(self, record: RegistryRecord) -> bool:
         """Fold one record in; return whether it changed what the view answers."""
-        self._history.setdefault(record.model, []).append(record)
+        if self._keep_history:
+            self._history.setdefault(record.model, []).append(record)
         if isinstance(record, ModelRetired):
             return self._retire(record)
         if self._is_retired(record.model, getattr(record, "version", None)):
             return False
         if isinstance(record, DriftDetected):
-            self._drifts.setdefault(record.model, []).append(record)
+            drifts = self._drifts.setdefault(record.model, [])
+            drifts.append(record)
+            del drifts[:-MAX_DRIFTS]
             return False  # informs operators and the judge; nothing served changes
         if isinstance(record, ModelVersionReleased):
             versions = self._versions.setdefault(record.model, {})
@@ -94,6 +106,9 @@ class RegistryView:
             self._snapshots.pop((model, version), None)
         if not versions:
             self._versions.pop(model, None)
+        if version is None or not self._versions.get(model):
+            for key in [k for k in self._snapshots if k[0] == model and self._is_retired(*k)]:
+                self._snapshots.pop(key, None)
         self._drifts[model] = [d for d in self._drifts.get(model, [])
                                if d.version not in retired]  # fmt: skip
         return True
@@ -111,12 +126,15 @@ class RegistryView:
 
     def next_version(self, model: str) -> int:
         """The number the next release of `model` takes: after every version ever released."""
-        return max(self.latest_version(model) or 0, self._retired_through.get(model, 0),
+        released = max(self._versions.get(model, {}), default=0)
+        return max(released, self.latest_version(model) or 0,
+                   self._retired_through.get(model, 0),
                    max(self._retired.get(model, ()), default=0)) + 1
 
     def models(self) -> list[str]:
         """Every model with a live release or policy, sorted (retired ones are gone)."""
-        return sorted(set(self._versions) | set(self._policies))
+        with_snapshots = {model for model, _version in self._snapshots}
+        return sorted(set(self._versions) | set(self._policies) | with_snapshots)
 
     def versions(self, model: str) -> list[ModelVersionReleased]:
         """A model's released versions, oldest first."""
@@ -128,9 +146,14 @@ class RegistryView:
         return self._versions.get(model, {}).get(version)
 
     def latest_version(self, model: str) -> int | None:
-        """The highest released version number of a model, None when it has none."""
-        versions = self._versions.get(model)
-        return max(versions) if versions else None
+        """The highest version of a model that can be served (it has a snapshot), else None.
+
+        A snapshot is proof enough of its version: a release record deleted (a tombstone,
+        compacted away) or never read changes nothing served. A release with no snapshot yet
+        is not a version to serve.
+        """
+        served = [version for (name, version) in self._snapshots if name == model]
+        return max(served) if served else None
 
     def snapshots(self, model: str, version: int) -> list[SnapshotPublished]:
         """A version's snapshots, lowest snapshot id first."""

@@ -119,6 +119,7 @@ def score_batch(
     outputs: list[Outgoing | None] = [None] * len(records)
     groups: dict[str, _Group] = {}
     resolved: dict[str, Deployment | None] = {}
+    unavailable: dict[str, RowFailure] = {}
     max_bytes = options.max_request_bytes
 
     for i, record in enumerate(records):
@@ -133,8 +134,10 @@ def score_batch(
             if name not in resolved:
                 resolved[name] = models.deployment(name)
             if resolved[name] is None:
-                _reject(result, outputs, i, record, "UnknownModel",
-                        models.unavailable_reason(name), options)
+                why = unavailable.get(name)
+                if why is None:
+                    why = unavailable[name] = models.unavailable(name)
+                _reject(result, outputs, i, record, why.error_class, why.reason, options)
                 continue
             group = groups[name] = _Group()
         key = record.key()

@@ -54,7 +54,8 @@ def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = N
         registry = Registry(settings.kafka, settings.topics, settings.registry)
         registry.signer  # noqa: B018  # refuse to start without a signing key, naming it
         return RegistryModelSource(
-            registry, metrics, cache_size=options.model_cache_size, fast_path=options.fast_path
+            registry, metrics, cache_size=options.model_cache_size, fast_path=options.fast_path,
+            first_load_wait_s=options.first_load_wait_ms / 1000.0,
         )
     path = Path(options.model_file)
     model = load_model_file(

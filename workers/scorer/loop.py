@@ -39,6 +39,8 @@ from riverrun.workers.scorer.settings import ScorerSettings
 logger = logging.getLogger(__name__)
 
 _TXN_TIMEOUT_S = 30.0
+# A loop that has not come round for this long is stuck, not busy: batches take milliseconds.
+_STALL_S = 15.0
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Scorer:
             shadow_topic=settings.topics.shadow_predictions,
         )
         self._stop = threading.Event()
+        self._looped_at = time.monotonic()
         self._assigned: set[tuple[str, int]] = set()
         self._joined = False
         self._in_flight: deque[_InFlight] = deque()
@@ -175,12 +178,16 @@ class Scorer:
     # -- health --------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        """In the group (assigned, even nothing) and hearing from its brokers.
+        """In the group (assigned, even nothing), hearing from its brokers, and getting on.
 
         Contact is judged from librdkafka's statistics; with them off
-        (`--statistics-interval-ms 0`) readiness means in the group only.
+        (`--statistics-interval-ms 0`) readiness means in the group only. A loop that has not
+        come round for `_STALL_S` (a batch stuck in a model, a producer that does not drain)
+        is not ready either, whatever the statistics say.
         """
         if not self._joined or self._stop.is_set():
+            return False
+        if time.monotonic() - self._looped_at > _STALL_S:
             return False
         return not self._watch_contact or self._contact.in_contact()
 
@@ -230,6 +237,7 @@ class Scorer:
                     if want <= 0:
                         break
                 records = consumer.consume(want, batch_timeout)
+                self._looped_at = time.monotonic()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
                 # New snapshots are swapped in here, between batches, never inside one.
                 self._models.refresh()

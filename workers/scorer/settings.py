@@ -57,6 +57,11 @@ class ScorerOptions(BaseModel):
     model_cache_size: int = Field(
         default=8, ge=1, le=1024, description="Models kept loaded at once (least recently used out)."
     )
+    first_load_wait_ms: int = Field(
+        default=5000, ge=0, le=600_000,
+        description="How long a batch waits, at most, for the models its requests are the first "
+        "to name; requests for a model still loading after it are dead-lettered as ModelLoading.",
+    )
     fast_path: bool = Field(
         default=True, description="Score linear pipelines with the vectorised NumPy path."
     )

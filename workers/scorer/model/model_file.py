@@ -10,7 +10,7 @@ import pickle  # noqa: S403  # an operator-provided file, not network input
 from pathlib import Path
 
 from riverrun.workers.scorer.model.deployment import Deployment
-from riverrun.workers.scorer.model.protocol import ServedModel
+from riverrun.workers.scorer.model.protocol import RowFailure, ServedModel
 from riverrun.workers.scorer.model.source import serve
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,10 @@ class FileModelSource:
     def refresh(self) -> None:
         """A file does not change while it is served."""
 
-    def unavailable_reason(self, name: str) -> str:
+    def unavailable(self, name: str) -> RowFailure:
         """Only the file's model is served."""
-        return f"model {name!r} is not served by this scorer (it serves {self._model.name!r})"
+        return RowFailure("UnknownModel", f"model {name!r} is not served by this scorer (it "
+                          f"serves {self._model.name!r})")
 
     def served(self) -> list[ServedModel]:
         """Every model this source serves."""

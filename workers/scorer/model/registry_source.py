@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from riverrun.schemas import SnapshotPublished
@@ -29,7 +30,7 @@ from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan
 from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.scorer.model.deployment import Deployment, Target
-from riverrun.workers.scorer.model.protocol import ServedModel
+from riverrun.workers.scorer.model.protocol import RowFailure, ServedModel
 from riverrun.workers.scorer.model.source import serve
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class RegistryModelSource:
         *,
         cache_size: int = 8,
         fast_path: bool = True,
+        first_load_wait_s: float = 5.0,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
@@ -66,6 +68,9 @@ class RegistryModelSource:
         self._refused: dict[SnapshotKey, str] = {}
         self._bad_policies: set[tuple[str, int]] = set()
         self._retired: set[str] = set()  # models retired since the last batch: dropped then
+        self._first_loads: dict[str, Future[Deployment | None]] = {}
+        self._first_load_wait_s = first_load_wait_s
+        self._wait_left = first_load_wait_s
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-loader")
         self._follower: RegistryFollower | None = None
 
@@ -76,9 +81,7 @@ class RegistryModelSource:
         view = self._registry.refresh(timeout)
         with self._lock:
             self._view = view
-        self._follower = RegistryFollower(
-            self._registry.kafka, self._registry.topics, self._on_record
-        ).start()
+        self._follower = self._registry.follower(self._on_record).start()
         logger.info("registry read: models %s", ", ".join(view.models()) or "none yet")
         return self
 
@@ -91,35 +94,77 @@ class RegistryModelSource:
     # -- the ModelSource protocol ------------------------------------------------------------
 
     def deployment(self, name: str) -> Deployment | None:
-        """The model's deployment, prepared the first time; None when it cannot be served."""
+        """The model's deployment, prepared on the loader thread; None when not servable now.
+
+        A model's first request here waits for its load, but never longer than what is left
+        of the batch's wait (`first_load_wait_s`, shared by every model first asked for in one
+        batch): a slow artifact or many cold models cannot hold the others' requests up. A name
+        the registry does not know is answered at once, and nothing of it is remembered.
+        """
         deployment = self._active.get(name)
         if deployment is not None:
             self._active.move_to_end(name)
             return deployment
         with self._lock:
-            # Wanted before the view is read: a record arriving meanwhile prepares it again.
+            if self._view.latest_version(name) is None:
+                return None
+            # Wanted before it is prepared: a record arriving meanwhile prepares it again.
             self._wanted.add(name)
-        deployment = self._prepare(name)
+            deployment = self._staged.pop(name, None)
+            loading = self._first_loads.get(name)
+            if deployment is None and loading is None:
+                loading = self._first_loads[name] = self._loader.submit(self._first_load, name)
+        if deployment is None and loading is not None:
+            started = time.monotonic()
+            try:
+                deployment = loading.result(timeout=max(0.0, self._wait_left))
+            except FutureTimeout:
+                deployment = None
+            finally:
+                self._wait_left -= time.monotonic() - started
+            if deployment is not None:
+                with self._lock:
+                    self._staged.pop(name, None)
         if deployment is not None:
             self._activate(deployment)
         return deployment
 
-    def unavailable_reason(self, name: str) -> str:
-        """Why a request for `name` cannot be served, for its dead letter."""
+    def _first_load(self, name: str) -> Deployment | None:
+        deployment = None
+        try:
+            deployment = self._prepare(name)
+            return deployment
+        finally:
+            with self._lock:
+                self._first_loads.pop(name, None)
+                if deployment is not None:  # for the next batch, if nobody waits for it now
+                    self._staged[name] = deployment
+
+    def unavailable(self, name: str) -> RowFailure:
+        """Why a request for `name` cannot be served: its dead letter's class and reason."""
         with self._lock:
             latest = self._view.latest_version(name)
             target = self._view.latest_snapshot(name, latest) if latest is not None else None
+            loading = name in self._first_loads
         if target is None:
             if self._view.retirement(name):
-                return f"model {name!r} was retired (`riverrun models history {name}` says why)"
-            return f"model {name!r} has no release in the registry"
+                return RowFailure("UnknownModel", f"model {name!r} was retired (`riverrun models "
+                                  f"history {name}` says why)")
+            return RowFailure("UnknownModel", f"model {name!r} has no release in the registry")
+        if loading:
+            return RowFailure("ModelLoading", f"model {name!r} is still loading on this scorer "
+                              f"(over {self._first_load_wait_s:g} s): send it again "
+                              "(`riverrun dlq resend --class ModelLoading`), or raise "
+                              "RIVERRUN_SCORER__MODEL_CACHE_SIZE if models are evicted often")
         reason = self._refused.get(_key(target))
         if reason is not None:
-            return f"model {name!r}: its snapshot was refused ({reason})"
-        return f"model {name!r} could not be loaded"
+            return RowFailure("UnknownModel", f"model {name!r}: its snapshot was refused "
+                              f"({reason})")
+        return RowFailure("UnknownModel", f"model {name!r} could not be loaded")
 
     def refresh(self) -> None:
         """Swap in deployments prepared since the last batch; called between batches only."""
+        self._wait_left = self._first_load_wait_s
         if not self._staged and not self._retired:
             return
         with self._lock:

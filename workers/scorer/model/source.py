@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from riverrun.workers.scorer.model.deployment import Deployment
 from riverrun.workers.scorer.model.generic import RiverScorer
 from riverrun.workers.scorer.model.linear import linear_fast_path
-from riverrun.workers.scorer.model.protocol import BatchScorer, ServedModel
+from riverrun.workers.scorer.model.protocol import BatchScorer, RowFailure, ServedModel
 from riverrun.workers.scorer.model.readonly import freeze_for_scoring
 
 
@@ -22,8 +22,8 @@ class ModelSource(Protocol):
         """Take in new snapshots; called between batches, never inside one."""
         ...
 
-    def unavailable_reason(self, name: str) -> str:
-        """Why `deployment(name)` gave None, for the request's dead letter."""
+    def unavailable(self, name: str) -> RowFailure:
+        """Why `deployment(name)` gave None: the request's dead letter's class and reason."""
         ...
 
     def served(self) -> list[ServedModel]:

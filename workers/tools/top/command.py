@@ -86,7 +86,7 @@ class RegistryWatch:
         self._kafka = kafka
         self._topics = topics
         self._lock = threading.Lock()
-        self._view = RegistryView()
+        self._view = RegistryView(history=True)
         self._records = 0
         self._follower: RegistryFollower | None = None
         self._last_error = ""
@@ -104,7 +104,7 @@ class RegistryWatch:
             self._last_error = str(follower.error)
         # A fresh follower reads from the beginning, so it starts from an empty view.
         with self._lock:
-            self._view = RegistryView()
+            self._view = RegistryView(history=True)
             self._records = 0
         self._follower = RegistryFollower(self._kafka, self._topics, self._apply).start()
 
@@ -187,7 +187,7 @@ def _draw_once(console: Console, settings: TopSettings) -> None:
     scrapes = scrape_all(settings.top.endpoints, settings.top.scrape_timeout)
     try:
         view: RegistryView | None = RegistryView(
-            read_registry(settings.kafka, settings.topics.models, timeout=10.0))
+            read_registry(settings.kafka, settings.topics.models, timeout=10.0), history=True)
         status = settings.topics.models
     except (RiverrunError, KafkaException) as exc:
         view, status = None, f"unavailable ({exc})"
