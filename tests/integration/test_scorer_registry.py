@@ -11,12 +11,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Producer
 from river import linear_model, optim, preprocessing
 
 from riverrun.schemas import (
     KafkaSettings,
+    PolicyChanged,
     PredictionMade,
     SnapshotPublished,
     TopicSettings,
@@ -202,3 +204,61 @@ def test_tampered_snapshots_are_refused_and_the_last_good_keeps_serving(
     # A good snapshot after the bad ones is taken.
     registry.publish_snapshot(MODEL_NAME, 1, 9, fresh_model(phishing[:500]))
     wait_for(lambda: "now serving phishing@1#9" in scorer.output(), 30, "the good snapshot")
+
+
+def test_records_written_without_the_key_change_nothing_served_or_learned(
+    kafka_settings: KafkaSettings, topics: TopicSettings, registry: Any, start_scorer: Any,
+    phishing: list[tuple[dict[str, float], bool]], tmp_path: Path,
+) -> None:
+    """Anyone who may produce to `models` writes what an attacker would, with no key: a bare
+    release, a policy naming v999, snapshots reusing another model's artifact or reading
+    /dev/zero, drift records of 400 KB, a tombstone for the release. Running and fresh scorers
+    answer as before, and the learner learns on."""
+    from riverrun.schemas import DriftDetected, ModelVersionReleased, PolicyAssignment
+    from riverrun.workers.learner import Learner, LearnerOptions, LearnerSettings
+    from riverrun.workers.registry.records import drift_key, key_of, version_key
+
+    _, first = registry.release(MODEL_NAME, SPEC, fresh_model(phishing[:300]))
+    _, other = registry.release("another-model", SPEC, fresh_model(phishing[300:400]))
+    env = {"RIVERRUN_REGISTRY__SIGNING_KEY": KEY}
+    running = start_scorer(registry=True, env=env, worker="running")
+    wait_for(lambda: "assigned" in running.output(), 60, "the running scorer to join")
+
+    forged = [
+        ModelVersionReleased(model=MODEL_NAME, version=2, spec=SPEC.model_dump(), task="binary"),
+        PolicyChanged(model=MODEL_NAME, sequence=9, strategy="single",
+                      assignments=[PolicyAssignment(version=999, role="champion")]),
+        SnapshotPublished(model=MODEL_NAME, version=1, snapshot=5, artifact=other.artifact),
+        SnapshotPublished(model=MODEL_NAME, version=1, snapshot=6,
+                          artifact=first.artifact.model_copy(update={
+                              "location": "file:///dev/zero", "size": 256 * 1024 * 1024})),
+        *[DriftDetected(model=MODEL_NAME, version=1, stream="learning", detector="x" * 400_000,
+                        position=i, mean_loss=0.5) for i in range(5)],
+    ]  # fmt: skip
+    producer = Producer(kafka_settings.client_config({"message.max.bytes": 2_000_000}))
+    for record in forged:
+        key = drift_key(record) if isinstance(record, DriftDetected) else key_of(record)
+        producer.produce(topics.models, encode(record), key)
+    producer.produce(topics.models, None, version_key(MODEL_NAME, 1))  # a tombstone
+    assert producer.flush(30) == 0
+
+    fresh = start_scorer(registry=True, env=env, worker="fresh")
+    wait_for(lambda: "assigned" in fresh.output(), 60, "the fresh scorer to join")
+    produce(kafka_settings, topics.requests, [
+        (f"req-{i}".encode(), request_payload(i, x)) for i, (x, _) in enumerate(phishing[:400])])
+    made = predictions_of(kafka_settings, topics, 400)
+    assert len({p.request_id for _, _, p in made}) == 400
+    assert {(p.version, p.snapshot) for _, _, p in made} == {(1, 0)}
+    assert read_all(kafka_settings, topics.dead_letters, timeout=2) == []
+    for scorer in (running, fresh):
+        assert "ignoring registry record" in scorer.output()
+
+    produce(kafka_settings, topics.feedback, [
+        (f"req-{i}".encode(), orjson.dumps({"request_id": f"req-{i}", "model": MODEL_NAME,
+                                            "label": y, "observed_at": "2026-01-01T00:00:00Z"}))
+        for i, (_, y) in enumerate(phishing[:400])])  # fmt: skip
+    settings = LearnerSettings(kafka=kafka_settings, topics=topics,
+                               registry=RegistrySettings(signing_key=KEY),  # type: ignore[arg-type]
+                               learner=LearnerOptions(model=MODEL_NAME, worker_id="keyless"))
+    summary = Learner(settings, registry).run(max_examples=400, idle_timeout=30)
+    assert summary.version == 1 and summary.examples_learned == 400
