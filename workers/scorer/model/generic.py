@@ -60,7 +60,9 @@ class RiverScorer:
                     batch.predictions[i] = float(value)
             except NonFiniteAnswer as exc:
                 batch.failures[i] = RowFailure("ModelReturnedNonFinite", str(exc))
-            except Exception as exc:  # noqa: BLE001  # any model error is the row's, not the worker's
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001  # the row's, not the worker's: a Rust panic too
                 batch.failures[i] = RowFailure(
                     "ModelRaised", f"{type(exc).__name__}: {exc}"[:500]
                 )
