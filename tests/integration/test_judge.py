@@ -94,7 +94,7 @@ def start_judge(
                 "--bootstrap-servers", kafka_settings.bootstrap_servers, *names,
                 "--app-id", app_id, "--http-port", str(port), "--decide-interval-s", "0.2",
                 "--batch-within-s", "0.1", "--data-dir", str(tmp_path / "judge-data"),
-                "--seed", "1", *extra]  # fmt: skip
+                "--seed", "1", "--insecure-dev", *extra]  # fmt: skip
         process = ScorerProcess(argv, {}, tmp_path / f"judge-{len(started)}.log")
         started.append(process)
         return Judge(process, port)

@@ -61,6 +61,7 @@ def run_judge(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
     try:
+        settings.registry.signer()  # refuse a missing key before waiting for anything
         topics = settings.topics
         inputs = [("outcomes", topics.outcomes), ("shadow_predictions", topics.shadow_predictions),
                   ("dead_letters", topics.dead_letters), ("models", topics.models)]  # fmt: skip
