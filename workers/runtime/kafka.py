@@ -8,6 +8,7 @@ three ways to fail, partitions and offsets, and librdkafka's error callback.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -71,12 +72,17 @@ def dead_letter_record(
                     partition)  # fmt: skip
 
 
-def output_limit(kafka: KafkaSettings, topics: Iterable[str], timeout: float = 10.0) -> int:
+def output_limit(
+    kafka: KafkaSettings,
+    topics: Iterable[str],
+    timeout: float = 10.0,
+    stopping: threading.Event | None = None,
+) -> int:
     """The largest record that both the producer and the broker take on `topics`.
 
     The producer's `message.max.bytes` (as configured, else librdkafka's default) and each
     topic's `max.message.bytes` as the broker reports it; a broker that does not answer the
-    question leaves the producer's limit.
+    question (within `timeout`, or before `stopping` is set) leaves the producer's limit.
     """
     from confluent_kafka.admin import AdminClient, ConfigResource
 
@@ -84,8 +90,15 @@ def output_limit(kafka: KafkaSettings, topics: Iterable[str], timeout: float = 1
     admin = AdminClient(kafka.client_config({"logger": LIBRDKAFKA_LOG}))
     resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in set(topics)]
     try:
+        deadline = time.monotonic() + timeout
         for future in admin.describe_configs(resources, request_timeout=timeout).values():
-            entry = future.result(timeout=timeout).get("max.message.bytes")
+            # Waited for in slices, so that a stop request is heard while a broker is silent.
+            while not future.done() and time.monotonic() < deadline:
+                if stopping is not None and stopping.wait(0.2):
+                    raise TimeoutError("stopping")
+                if stopping is None:
+                    time.sleep(0.05)
+            entry = future.result(timeout=0).get("max.message.bytes")
             if entry is not None and entry.value is not None and entry.value.isdigit():
                 limit = min(limit, int(entry.value))
     except Exception as exc:  # noqa: BLE001  # any failure to ask leaves the client's limit

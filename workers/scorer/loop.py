@@ -273,15 +273,21 @@ class Scorer:
         topics = self._settings.topics
         limit = output_limit(self._settings.kafka, [topics.predictions,
                                                     topics.shadow_predictions,
-                                                    topics.dead_letters])  # fmt: skip
-        try:
-            metadata = consumer.list_topics(timeout=10)
-        except KafkaException as exc:
-            logger.warning("no topic metadata (%s): predictions placed by key", exc)
-            counts: dict[str, int] = {}
-        else:
-            counts = {name: len(info.partitions) for name, info in metadata.topics.items()
-                      if info.error is None}  # fmt: skip
+                                                    topics.dead_letters],
+                             stopping=self._stop)  # fmt: skip
+        counts: dict[str, int] = {}
+        deadline = time.monotonic() + 10
+        while True:  # in one-second asks, so that a stop request is heard
+            try:
+                metadata = consumer.list_topics(timeout=1)
+            except KafkaException as exc:
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    logger.warning("no topic metadata (%s): predictions placed by key", exc)
+                    break
+            else:
+                counts = {name: len(info.partitions) for name, info in metadata.topics.items()
+                          if info.error is None}  # fmt: skip
+                break
         wanted = counts.get(topics.requests)
         same = wanted is not None and all(
             counts.get(t) in (None, wanted) for t in (topics.predictions, topics.shadow_predictions)
