@@ -1,4 +1,8 @@
-"""The catalog of named streams replay can send: River's bundled datasets and seeded drifting ones.
+"""The streams replay, training and warm starts read: a catalog of named ones, or your own file.
+
+A dataset is named either by a catalog name (River's bundled datasets and seeded drifting ones)
+or by the path of a file: CSV, JSON lines or Parquet (`files`), read with a `FileOptions`
+(the target column, a key column, column types).
 
 Every stream yields `(features, label)` with string feature keys, numbers as `float`, and a
 JSON-safe label (`bool`, `int`, `float` or `str`), so records encode as riverrun events as they are.
@@ -25,14 +29,23 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from riverrun.producers.files import (
+    SUFFIXES,
+    Features,
+    FileOptions,
+    Label,
+    Row,
+    read_file,
+    summarize,
+)
+
 logger = logging.getLogger(__name__)
 
-Label = bool | int | float | str
-Features = dict[str, float | str]
 Task = Literal["binary", "multiclass", "regression"]
 
 SYNTHETIC_LENGTH = 10_000
@@ -197,9 +210,27 @@ def _entry(name: str) -> _Entry:
         ) from None
 
 
-def describe(name: str) -> DatasetInfo:
-    """Return what the named stream is; `ValueError` naming the valid names when unknown."""
+def describe(name: str, file: FileOptions | None = None) -> DatasetInfo:
+    """Return what the stream is; `ValueError` naming the valid names when unknown."""
+    if is_file(name):
+        return describe_file(name, file or FileOptions())
     return _entry(name).info
+
+
+def describe_file(path: str, options: FileOptions) -> DatasetInfo:
+    """What a file holds, as a catalog entry: its task from the target's type, its width."""
+    summary = summarize(path, options)
+    task: Task = {"bool": "binary", "float": "regression"}.get(
+        summary.label_type or "", "multiclass")  # type: ignore[assignment]  # one of the three
+    return DatasetInfo(name=path, task=task, n_features=max(1, len(summary.features)),
+                       length=max(1, summary.rows), description=f"the file {path}")
+
+
+def is_file(name: str) -> bool:
+    """Whether a dataset name is a file's path rather than a catalog name."""
+    return name not in _CATALOG and (
+        Path(name).suffix.lower() in SUFFIXES or "/" in name or Path(name).exists()
+    )
 
 
 def _feature_value(value: Any) -> float | str:
@@ -219,25 +250,40 @@ def _label(value: Any) -> Label:
     raise ValueError(f"label {value!r} of type {type(value).__name__} is not JSON-safe")
 
 
-def load(name: str, seed: int = 42, limit: int | None = None) -> Iterator[tuple[Features, Label]]:
-    """Yield `(features, label)` of the named stream.
+def load(
+    name: str, seed: int = 42, limit: int | None = None, file: FileOptions | None = None
+) -> Iterator[tuple[Features, Label]]:
+    """Yield `(features, label)` of the named stream, or of the file `name` is the path of.
 
     Args:
-        name: one of `DATASETS`.
-        seed: seeds synthetic streams and their drift; bundled files ignore it.
-        limit: how many records to yield; the stream's default length when None. A bundled
-            file stops at its end even when `limit` is larger.
+        name: one of `DATASETS`, or a CSV, JSON-lines or Parquet file.
+        seed: seeds synthetic streams and their drift; files ignore it.
+        limit: how many records to yield; the stream's default length when None. A file stops
+            at its end even when `limit` is larger.
+        file: how to read a file (target and key columns, column types).
 
     Raises:
         ValueError: the name is unknown, or `limit` is negative.
+        DatasetError: a file cannot be read; the message names the file and the line.
 
     """
-    entry = _entry(name)
+    for row in rows(name, seed, limit, file):
+        yield row.features, row.label
+
+
+def rows(
+    name: str, seed: int = 42, limit: int | None = None, file: FileOptions | None = None
+) -> Iterator[Row]:
+    """Like `load`, with each record's key (a file's key column; None for the catalog's)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be zero or more, got {limit}")
+    if is_file(name):
+        yield from itertools.islice(read_file(name, file or FileOptions()), limit)
+        return
+    entry = _entry(name)
     count = limit if limit is not None else entry.info.length
     logger.debug("loading dataset %s (seed %d, %d records)", name, seed, count)
     stream = entry.build(seed)
     for x, y in itertools.islice(stream, count):
         features: Features = {str(k): _feature_value(v) for k, v in x.items()}
-        yield features, _label(y)
+        yield Row(features, _label(y))

@@ -14,12 +14,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from riverrun.producers.client import DeliveryError, RiverrunClient
-from riverrun.producers.dataset import DATASETS, Label, describe, load
+from riverrun.producers.dataset import DATASETS, Label, describe, is_file, rows
+from riverrun.producers.files import ColumnType, FileOptions
 from riverrun.producers.metrics import ReplayMetrics
 from riverrun.schemas import KafkaSettings, RiverrunSettings, TopicSettings
 
@@ -34,7 +36,18 @@ class ReplayOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str = Field(
-        default="phishing", description=f"Dataset to stream, one of: {', '.join(DATASETS)}."
+        default="phishing",
+        description=f"Dataset to stream: one of {', '.join(DATASETS)}, or a CSV, JSON-lines or "
+        "Parquet file (with --target).",
+    )
+    target: str | None = Field(default=None, description="A file's label column.")
+    key: str | None = Field(
+        default=None, description="A file's key column: each request's and label's Kafka key."
+    )
+    types: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="A file's column types by name, COLUMN=number|category|date|skip "
+        "(repeatable); inferred from the first rows otherwise.",
     )
     model: str | None = Field(
         default=None, description="Model name the requests ask for; the dataset name when unset."
@@ -72,14 +85,35 @@ class ReplayOptions(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
+        if is_file(value):
+            if not Path(value).is_file():
+                raise ValueError(f"dataset file {value} does not exist")
+            return value
         if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}: choose one of {', '.join(DATASETS)}")
+            raise ValueError(f"unknown dataset {value!r}: choose one of {', '.join(DATASETS)}, "
+                             "or give the path of a CSV, JSON-lines or Parquet file")
         return value
+
+    @model_validator(mode="after")
+    def _a_file_has_a_target(self) -> ReplayOptions:
+        if is_file(self.dataset) and self.target is None:
+            raise ValueError(f"--target must name the label column of {self.dataset}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The dataset's short name: a catalog name, or a file's name without its suffix."""
+        return Path(self.dataset).stem if is_file(self.dataset) else self.dataset
+
+    @property
+    def file(self) -> FileOptions:
+        """How a file dataset is read."""
+        return FileOptions(target=self.target, key=self.key, types=self.types)
 
     @property
     def model_name(self) -> str:
         """The model the requests name."""
-        return self.model or self.dataset
+        return self.model or self.source
 
 
 class ReplaySettings(RiverrunSettings):
@@ -207,6 +241,7 @@ class FeedbackQueue(Generic[T]):
 @dataclass(frozen=True)
 class _Label:
     request_id: str
+    key: str
     label: Label
     features: dict[str, float | str] | None
 
@@ -254,7 +289,7 @@ def replay(
         for pending in queue.pop_due(now):
             client.send_feedback(
                 model, pending.request_id, pending.label,
-                key=pending.request_id, features=pending.features,
+                key=pending.key, features=pending.features,
             )
             sent += 1
         if sent:
@@ -264,7 +299,8 @@ def replay(
 
     started = first_sent = last_sent = clock()
     try:
-        for index, (features, label) in enumerate(load(opts.dataset, opts.seed, opts.limit)):
+        records = rows(opts.dataset, opts.seed, opts.limit, opts.file)
+        for index, (features, label, row_key) in enumerate(records):
             if stop.is_set():
                 break
             while not stop.is_set():
@@ -279,17 +315,17 @@ def replay(
                 stop.wait(wait)
             if stop.is_set():
                 break
-            rid = request_id_for(opts.dataset, opts.seed, index)
-            client.send_request(model, features, key=rid, request_id=rid)
+            rid = request_id_for(opts.source, opts.seed, index)
+            key = row_key or rid  # a request, its prediction and its label share this key
+            client.send_request(model, features, key=key, request_id=rid)
             requests += 1
             requests_sent.inc()
             last_sent = clock()
             if requests == 1:
                 first_sent = last_sent
             if next(mask):
-                queue.push(
-                    clock(), _Label(rid, label, features if opts.feedback_features else None)
-                )
+                queue.push(clock(), _Label(rid, key, label,
+                                           features if opts.feedback_features else None))
             if on_sent is not None:
                 on_sent(requests)
         while len(queue) and not stop.is_set():
@@ -354,7 +390,7 @@ def run_with_progress(settings: ReplaySettings, stop_event: threading.Event) -> 
     )
 
     opts = settings.replay
-    info = describe(opts.dataset)
+    info = describe(opts.dataset, opts.file)
     if opts.limit is None:
         total = info.length
     else:

@@ -180,6 +180,32 @@ class ArtifactRef(BaseModel):
     signature: str = Field(description="HMAC-SHA256 of the bytes, hex.")
 
 
+class FeatureSignature(BaseModel):
+    """One feature a model version expects: its name, its kind, and whether it may be absent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: FeatureName
+    kind: Literal["number", "category"] = Field(
+        description="`number` (int or float) or `category` (a string)."
+    )
+    required: bool = Field(default=True, description="Whether every request must carry it.")
+
+
+class Signature(BaseModel):
+    """What a model version expects: its features and the type of its label."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    features: list[FeatureSignature] = Field(default_factory=list, max_length=4096)
+    label_type: Literal["bool", "int", "str", "float"]
+
+    def describe(self) -> str:
+        """One line per feature, as `models show` prints it."""
+        return "\n".join(f"{f.name}: {f.kind}{'' if f.required else ' (optional)'}"
+                         for f in self.features)  # fmt: skip
+
+
 class ModelVersionReleased(Event):
     """A new version of a model was released (topic `models`, compacted)."""
 
@@ -190,6 +216,12 @@ class ModelVersionReleased(Event):
     task: Literal["binary", "multiclass", "regression"]
     released_at: datetime = Field(default_factory=utc_now)
     description: str = ""
+    signature: Signature | None = Field(
+        default=None,
+        description="The features and label type this version expects (declared in its spec or "
+        "inferred from its warm start); requests that break it are dead-lettered "
+        "(`FeatureTypeMismatch`). None: no check.",
+    )
 
 
 class SnapshotPublished(Event):

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, linear_model, optim, preprocessing
 
 from riverrun.schemas import KafkaSettings, TopicSettings
@@ -121,6 +122,17 @@ def read_all(
         return out
     finally:
         consumer.close()
+
+
+def one_partition_feedback(
+    kafka: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str]
+) -> TopicSettings:
+    """The same topics with a one-partition feedback topic, so label order is total."""
+    name = unique("feedback-1p")
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(name, num_partitions=1)]).values():
+        future.result(timeout=30)
+    return topics.model_copy(update={"feedback": name})
 
 
 def request_ids(records: list[Read]) -> list[str]:

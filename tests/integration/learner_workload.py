@@ -160,7 +160,8 @@ def _plain(record: Any, topics: TopicSettings, examples_before: Any = None) -> d
     headers = {
         k: v.decode("utf-8", "replace").replace(topics.feedback, "FEEDBACK")
         for k, v in (record.headers() or [])
-        if k not in ("riverrun.failed_at",)
+        # A registry record's signature covers its timestamps: as volatile as they are.
+        if k not in ("riverrun.failed_at", "riverrun.signature")
     }
     key = record.key().decode("utf-8", "replace") if record.key() else None
     if key and "/d/" in key:  # a drift record's key ends with its time

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from riverrun.schemas import (
     DeadLetter,
@@ -36,7 +36,14 @@ from riverrun.workers.registry import (
     dump_model,
 )
 
-from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
+from .conftest import (
+    RIVERRUN,
+    ScorerProcess,
+    one_partition_feedback,
+    produce,
+    read_all,
+    wait_for,
+)
 
 SIGNING_KEY = "learner-test-signing-key-of-32-bytes"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary", label_type="bool")
@@ -58,17 +65,6 @@ def release(kafka: KafkaSettings, topics: TopicSettings, name: str) -> SnapshotP
     with Registry(kafka, topics, registry_settings()) as registry:
         _, snapshot = registry.release(name, SPEC, build_estimator(SPEC))
     return snapshot
-
-
-def one_partition_feedback(
-    kafka: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str]
-) -> TopicSettings:
-    """The same topics with a one-partition feedback topic, so label order is total."""
-    name = unique("feedback-1p")
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(name, num_partitions=1)]).values():
-        future.result(timeout=30)
-    return topics.model_copy(update={"feedback": name})
 
 
 def label_payload(

@@ -3,8 +3,10 @@ log, outcomes, dead letters, registry records (artifact hashes, lineage, metrics
 summaries, byte for byte.
 
 The digest was recorded before the learner was split into its join and learn stages, and the
-split left it unchanged; it changed once since, on purpose: labels of a model nobody released
-(the workload's `someone-else`) are now dead-lettered as `UnknownModel` instead of dropped.
+split left it unchanged; it changed twice since, on purpose: labels of a model nobody released
+(the workload's `someone-else`) are now dead-lettered as `UnknownModel` instead of dropped, and
+a version record carries its signature (here no features, and the label type `bool`) and
+its spec the field `features` (here undeclared).
 """
 
 from __future__ import annotations

@@ -13,15 +13,17 @@ from riverrun.workers.registry.allowlist import (
     committed,
     exercise,
     globals_of,
+    recipes,
     rows,
 )
 from riverrun.workers.registry.spec import allowed_classes
 
 SIGNER = Signer(b"k" * 32)
+RECIPE_MODULE = "riverrun.workers.registry.allowlist"
 
 
 def test_every_class_a_spec_may_name_has_a_recipe() -> None:
-    assert set(allowed_classes()) == set(RECIPES)
+    assert set(allowed_classes()) == set(recipes())
 
 
 def test_every_spec_class_learns_snapshots_and_loads_and_the_allow_list_is_what_they_name() -> None:
@@ -30,12 +32,14 @@ def test_every_spec_class_learns_snapshots_and_loads_and_the_allow_list_is_what_
     for name in sorted(RECIPES):
         try:
             for estimator in exercise(name):  # untrained, then after 1,000 rows
-                data = dump_model(estimator)  # through the restricted loader: a fixed point
-                named |= globals_of(data)
-            loaded = open_artifact(data, seal(data, SIGNER, f"mem://{name}"), SIGNER, 2**28)
+                # Through the restricted loader: a fixed point.
+                data = dump_model(estimator, [RECIPE_MODULE])
+                named |= {g for g in globals_of(data) if g[0] != RECIPE_MODULE}
+            loaded = open_artifact(data, seal(data, SIGNER, f"mem://{name}"), SIGNER, 2**28,
+                                   feature_modules=[RECIPE_MODULE])
             task = RECIPES[name][1]
             for x, _ in rows(task)[:20]:
-                assert loaded.predict_one(x) == estimator.predict_one(x), name
+                assert loaded.predict_one(dict(x)) == estimator.predict_one(dict(x)), name
         except Exception as exc:  # noqa: BLE001  # every class is tried; all failures listed
             failures.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
     assert not failures, "\n".join(failures)

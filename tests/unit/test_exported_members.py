@@ -16,10 +16,10 @@ PRODUCERS = [
 ]  # fmt: skip
 SCHEMAS = [
     "EVENTS", "SCHEMA_VERSION", "ArtifactRef", "CanaryStep", "DeadLetter", "DecodeError",
-    "DriftDetected", "Event", "ExampleJoined", "KafkaSettings", "LabelFields", "LabelObserved",
+    "DriftDetected", "Event", "ExampleJoined", "FeatureSignature", "KafkaSettings", "LabelFields", "LabelObserved",
     "ModelName", "ModelRetired", "ModelVersionReleased", "OutcomeRecorded", "PolicyAssignment", "PolicyChanged",
     "PredictionFields", "PredictionMade", "PredictionRequested", "RequestFields",
-    "RiverrunSettings", "SnapshotId", "SnapshotPublished", "TopicSettings", "Version",
+    "RiverrunSettings", "Signature", "SnapshotId", "SnapshotPublished", "TopicSettings", "Version",
     "add_section_flags", "add_settings_flags", "collect_section_flags", "decode",
     "decode_label_fields", "decode_prediction_fields", "decode_request", "decode_request_fields", "encode",
     "encode_dict", "explain", "parse_json", "utc_now",

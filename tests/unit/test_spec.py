@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from river import compose, forest, linear_model, optim, preprocessing
@@ -41,7 +42,10 @@ def test_constants_lists_and_negative_numbers() -> None:
     ("pipeline", "named"),
     [
         ("__import__('os').system('true')", "__import__"),
-        ("StandardScaler | LogisticRegression(optimizer=optim.SGD(0.1))", "optim.SGD"),
+        ("StandardScaler | LogisticRegression(optimizer=optim.sgd.os.system(0.1))",
+         "optim.sgd.os.system"),
+        ("river.utils.math.sigmoid(0.0)", "river.utils.math.sigmoid"),
+        ("FuncTransformer(print) | LogisticRegression", "module:function"),
         ("StandardScaler.__class__", "StandardScaler.__class__"),
         ("(lambda: 1)()", "lambda"),
         ("eval('1')", "eval"),
@@ -118,3 +122,37 @@ def test_load_refuses_bad_files(tmp_path: Path, text: str, wanted: str) -> None:
 def test_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="nope.yaml"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_pipelines_as_people_write_them() -> None:
+    """Dotted names, `+` unions, `*` products, Select, Discard, Renamer, Agg with a statistic."""
+    from river import feature_extraction
+
+    built = build_estimator(spec(
+        "compose.Renamer({'a': 'b'}) | compose.Discard('c') "
+        "| (Select('b') | preprocessing.StandardScaler()) + (Select('d') | OneHotEncoder()) "
+        "+ feature_extraction.Agg(on='b', by=['d'], how=stats.Mean()) "
+        "+ (Select('b') | StandardScaler()) * (Select('b') | MinMaxScaler()) "
+        "| LogisticRegression(optimizer=SGD(0.05))"))
+    steps = list(built.steps.values())
+    assert isinstance(steps[0], compose.Renamer) and isinstance(steps[1], compose.Discard)
+    union = steps[2]
+    assert isinstance(union, compose.TransformerUnion)
+    assert any(isinstance(t, feature_extraction.Agg) for t in union.transformers.values())
+    assert any(isinstance(t, compose.TransformerProduct) for t in union.transformers.values())
+    row = {"a": 1.0, "c": 2.0, "d": "fr"}
+    built.learn_one(row, True)
+    assert set(built.predict_proba_one(row)) == {False, True}
+
+
+def test_a_feature_function_of_an_allowed_module_is_built_in(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shopfeatures.py").write_text(
+        "def add_ratio(x):\n    return {**x, 'ratio': x['a'] / (1 + x['b'])}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pipeline = "FuncTransformer('shopfeatures:add_ratio') | StandardScaler | LogisticRegression"
+    with pytest.raises(SpecError, match="'shopfeatures'.*RIVERRUN_REGISTRY__FEATURE_MODULES"):
+        build_estimator(spec(pipeline))
+    built = build_estimator(spec(pipeline), feature_modules=["shopfeatures"])
+    assert built.transform_one({"a": 4.0, "b": 1.0}) is not None

@@ -37,7 +37,7 @@ from riverrun.workers.learner.prequential import (
 )
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
-from riverrun.workers.registry import RefusedArtifact, Registry, dump_model
+from riverrun.workers.registry import RefusedArtifact, Registry
 from riverrun.workers.registry.records import RegistryRecord, lineage_key
 from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.crashpoint import CrashPoints
@@ -471,7 +471,7 @@ class LearnStage:
         self._metrics.publishing.labels(self._model).set(0)
         estimator = self._registry.load(good)
         record = self._registry.publish_snapshot(
-            self._model, self.version, self._snapshot + 1, dump_model(estimator),
+            self._model, self.version, self._snapshot + 1, self._registry.dump(estimator),
             metrics=self._prequential.values(), examples_seen=self._examples_seen,
             lineage={self._lineage_key: self.next_offset}, restored_from=good.snapshot,
             reason=f"guardrail: {reason}",

@@ -117,8 +117,10 @@ def learn_example(
     try:
         if classifier is None:
             classifier = is_classifier(estimator)
+        # Predicting on a copy, as River's progressive validation does: a transformer may
+        # change the row it is given (`Renamer`, a feature function), and learning needs it whole.
         if classifier:
-            proba = estimator.predict_proba_one(features)
+            proba = estimator.predict_proba_one(dict(features))
             # River's own `predict_one`: the most probable class, the first one on a tie.
             prediction = max(proba, key=proba.get) if proba else None
             p = proba.get(label, 0.0) if proba else 0.0
@@ -126,7 +128,7 @@ def learn_example(
             proba = proba or None
         else:
             proba = None
-            prediction = estimator.predict_one(features)
+            prediction = estimator.predict_one(dict(features))
             try:
                 loss = (float(prediction) - float(label)) ** 2
             except (TypeError, ValueError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from riverrun.schemas import KafkaSettings, TopicSettings
 from riverrun.workers.learner.log import replay
-from riverrun.workers.registry import Registry, dump_model
+from riverrun.workers.registry import Registry
 from riverrun.workers.registry.records import lineage_key
 from riverrun.workers.runtime.errors import ConfigurationError
 
@@ -81,6 +81,6 @@ def verify_snapshot(
     start = first.lineage.get(key, 0)
     end = target.lineage.get(key, start)
     done = replay(kafka, topics.examples, model, lambda: registry.load(first), start, end)
-    replayed = hashlib.sha256(dump_model(done.estimator)).hexdigest()
+    replayed = hashlib.sha256(registry.dump(done.estimator)).hexdigest()
     expected = target.artifact.sha256
     return Verdict(reference, replayed == expected, expected, replayed, done.learned, start, end)

@@ -19,12 +19,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.registry.loading import restricted_loads
+from riverrun.workers.registry.loading import RefusedArtifact, restricted_loads
 from riverrun.workers.runtime.errors import ConfigurationError, RetryableError
 from riverrun.workers.runtime.kafka import (
     consumer_config,
@@ -45,7 +46,7 @@ class ArtifactUnavailable(RetryableError):
     """An artifact's bytes could not be read or written (missing, cut short, broker down)."""
 
 
-def dump_model(estimator: Any) -> bytes:
+def dump_model(estimator: Any, feature_modules: Iterable[str] = ()) -> bytes:
     """Pickle an estimator (protocol 5) in canonical form: the same state gives the same bytes.
 
     A first pickle shares strings that a loaded copy no longer shares (a step name and its
@@ -58,8 +59,14 @@ def dump_model(estimator: Any) -> bytes:
         RefusedArtifact: the model pickles a global outside the loader's allow-list.
 
     """
-    first = deep_dumps(estimator)
-    return deep_dumps(restricted_loads(first))
+    try:
+        first = deep_dumps(estimator)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise RefusedArtifact(
+            "NotPicklable", f"the model cannot be pickled ({exc}): a feature function must be "
+            "a plain function of an importable module, not a lambda or a nested function",
+        ) from exc
+    return deep_dumps(restricted_loads(first, "the model", feature_modules))
 
 
 # Pickling recurses once per level of nesting, and some River structures nest as deep as the

@@ -14,10 +14,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from riverrun.schemas import (
     DecodeError,
@@ -26,6 +27,7 @@ from riverrun.schemas import (
     ModelRetired,
     ModelVersionReleased,
     PolicyChanged,
+    Signature,
     SnapshotPublished,
     TopicSettings,
     encode,
@@ -48,7 +50,7 @@ from riverrun.workers.registry.records import (
     version_key,
 )
 from riverrun.workers.registry.signing import Signer
-from riverrun.workers.registry.spec import ModelSpec
+from riverrun.workers.registry.spec import ModelSpec, SpecError, build_estimator
 from riverrun.workers.registry.view import RegistryView
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError
 from riverrun.workers.runtime.kafka import (
@@ -99,6 +101,23 @@ class RegistrySettings(BaseModel):
     load_deadline_s: float = Field(
         default=30.0, gt=0, description="Time a trial load of an artifact may take."
     )
+    feature_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Python modules whose functions specs and artifacts may name as feature "
+        "functions (`module:function`); installed where the workers run. Comma-separated in "
+        "the environment.",
+    )
+
+    @field_validator("feature_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for module in value if isinstance(value, list) else ():
+            if not all(part.isidentifier() for part in str(module).split(".")):
+                raise ValueError(f"{module!r} is not a Python module name (e.g. myfeatures or "
+                                 "acme.features)")
+        return value
 
     def signer(self) -> Signer:
         """The signer of the configured key (or the dev key in insecure-dev mode).
@@ -288,8 +307,11 @@ class Registry:
         *,
         metrics: dict[str, float] | None = None,
         examples_seen: int = 0,
+        signature: Signature | None = None,
     ) -> tuple[ModelVersionReleased, SnapshotPublished]:
         """Release the next version of a model (latest + 1) with its first snapshot, 0.
+
+        The version carries `signature`, else the spec's declared features and label type.
 
         Releases of one model are serialised by a transactional id of their own: a release
         fences any other in flight, reads the registry, then writes the version and snapshot
@@ -300,7 +322,7 @@ class Registry:
         from confluent_kafka import KafkaException
 
         signer = self.signer  # fail on a missing key before writing anything
-        data = dump_model(estimator)
+        data = self.dump(estimator)
         lineage = self._examples_lineage()
         producer = self._release_producer(name)
         try:
@@ -314,6 +336,8 @@ class Registry:
                     released = ModelVersionReleased(
                         model=name, version=version, spec=spec.model_dump(mode="json"),
                         task=spec.task, description=spec.description,
+                        signature=signature or Signature(features=spec.features or [],
+                                                         label_type=spec.label_type),
                     )  # fmt: skip
                     location = self.store.put(name, version, 0, data)
                     snapshot = SnapshotPublished(
@@ -396,6 +420,51 @@ class Registry:
         finally:
             consumer.close()
 
+    def release_pipeline(
+        self,
+        name: str,
+        pipeline: Any,
+        *,
+        label_type: Literal["bool", "int", "str", "float"],
+        task: Literal["binary", "multiclass", "regression"] | None = None,
+        sample: Iterable[Mapping[str, Any]] = (),
+        examples_seen: int = 0,
+        description: str = "",
+    ) -> tuple[ModelVersionReleased, SnapshotPublished]:
+        """Release a River pipeline built in Python, as it is (its learned state included).
+
+        Accepted only when the spec grammar can write it and the loader admits every object in
+        it: the release records the spec that rebuilds it, so `models show` prints it and a
+        restart can rebuild it. `task` defaults from the final estimator (a regressor, else
+        binary for a bool label, else multiclass); `sample` rows (e.g. the first thousand it
+        learned) give the version its signature.
+
+        Raises:
+            SpecError: a part of the pipeline is outside the spec grammar, named.
+            RefusedArtifact: the pipeline pickles into something the loader refuses.
+
+        """
+        from riverrun.workers.registry.render import render_pipeline
+        from riverrun.workers.registry.signature import infer_signature
+
+        text = render_pipeline(pipeline)
+        if task is None:
+            from river import base
+
+            final = pipeline
+            while hasattr(final, "steps"):
+                final = list(final.steps.values())[-1]
+            task = ("regression" if isinstance(final, base.Regressor)
+                    else "binary" if label_type == "bool" else "multiclass")  # fmt: skip
+        spec = ModelSpec(pipeline=text, task=task, label_type=label_type, description=description)
+        rebuilt = build_estimator(spec, self.settings.feature_modules)
+        if render_pipeline(rebuilt) != text:
+            raise SpecError(f"the spec {text!r} does not rebuild the pipeline it was written "
+                            "from; release it from a spec file instead")
+        signature = infer_signature(sample, label_type)
+        return self.release(name, spec, pipeline, examples_seen=examples_seen,
+                            signature=signature)
+
     def publish_snapshot(
         self,
         name: str,
@@ -414,7 +483,7 @@ class Registry:
         data = (
             bytes(estimator_or_bytes)
             if isinstance(estimator_or_bytes, bytes | bytearray | memoryview)
-            else dump_model(estimator_or_bytes)
+            else self.dump(estimator_or_bytes)
         )
         location = self.store.put(name, version, snapshot, data)
         record = SnapshotPublished(
@@ -491,7 +560,12 @@ class Registry:
         subject = snapshot_subject(snapshot.model, snapshot.version, snapshot.snapshot)
         settings = self.settings
         return open_artifact(data, ref, self.signer, settings.max_artifact_bytes, subject,
-                             settings.load_budget_mb * 1024 * 1024, settings.load_deadline_s)
+                             settings.load_budget_mb * 1024 * 1024, settings.load_deadline_s,
+                             settings.feature_modules)
+
+    def dump(self, estimator: Any) -> bytes:
+        """The canonical bytes of a model (`dump_model`), with this registry's feature modules."""
+        return dump_model(estimator, self.settings.feature_modules)
 
     def close(self) -> None:
         """Flush and drop the producers (records and artifact chunks)."""

@@ -14,12 +14,14 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from riverrun.producers.files import add_file_flags, file_options
 from riverrun.schemas import (
     DriftDetected,
     KafkaSettings,
     ModelRetired,
     ModelVersionReleased,
     RiverrunSettings,
+    Signature,
     SnapshotPublished,
     TopicSettings,
     add_settings_flags,
@@ -28,6 +30,7 @@ from riverrun.schemas import (
 from riverrun.schemas.settings import explain
 from riverrun.workers.registry.client import Registry, RegistrySettings
 from riverrun.workers.registry.records import RegistryRecord
+from riverrun.workers.registry.signature import SignatureInference
 from riverrun.workers.registry.spec import ModelSpec, WarmStart, build_estimator, load_spec
 from riverrun.workers.registry.view import RegistryView
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
@@ -51,10 +54,12 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     release.add_argument("name", help="Model name, e.g. fraud.")
     release.add_argument("--spec", type=Path, required=True, help="Spec file (YAML or JSON).")
     release.add_argument("--warm-start", metavar="DATASET", default=None,
-                         help="Learn this dataset first (overrides the spec's warm_start).")
+                         help="Learn this dataset (a catalog name or a file) first; overrides "
+                         "the spec's warm_start.")
     release.add_argument("--limit", type=int, default=None,
                          help="Records of the warm-start dataset to learn [spec's, else 1000].")
     release.add_argument("--seed", type=int, default=None, help="Seed of a synthetic dataset.")
+    add_file_flags(release)
     release.set_defaults(handler=_run_release)
 
     listing = actions.add_parser("list", help="Every model, its latest version and snapshot.")
@@ -107,13 +112,23 @@ def guarded(run: Any, refused: tuple[type[Exception], ...] = ()) -> Any:
     return handler
 
 
-def warm_start(estimator: Any, spec: ModelSpec, plan: WarmStart) -> int:
-    """Learn the plan's dataset prefix; return how many records were learned."""
+def warm_start(
+    estimator: Any, spec: ModelSpec, plan: WarmStart, inference: SignatureInference | None = None
+) -> int:
+    """Learn the plan's dataset prefix; return how many records were learned.
+
+    Each row is also shown to `inference`, which infers the version's signature from them.
+    """
     from riverrun.producers.dataset import load
+    from riverrun.producers.files import FileOptions
 
     cast = _LABEL_TYPES[spec.label_type]
     seen = 0
-    for x, y in load(plan.dataset, seed=plan.seed, limit=plan.limit):
+    file = FileOptions(target=plan.target, key=plan.key,
+                       types=plan.types)  # type: ignore[arg-type]  # checked by pydantic
+    for x, y in load(plan.dataset, seed=plan.seed, limit=plan.limit, file=file):
+        if inference is not None:
+            inference.observe(x)
         estimator.learn_one(x, cast(y))
         seen += 1
     return seen
@@ -123,28 +138,36 @@ def _plan(args: argparse.Namespace, spec: ModelSpec) -> WarmStart | None:
     base = spec.warm_start
     if args.warm_start is None and base is None:
         return None
+    file = file_options(args)
     return WarmStart(
         dataset=args.warm_start or (base.dataset if base else ""),
         limit=args.limit if args.limit is not None else (base.limit if base else 1000),
         seed=args.seed if args.seed is not None else (base.seed if base else 1),
+        target=file.target or (base.target if base else None),
+        key=file.key or (base.key if base else None),
+        types={**(base.types if base else {}), **file.types},
     )
 
 
 def _release(args: argparse.Namespace) -> int:
     settings = _settings(args)
     spec = load_spec(args.spec)
-    estimator = build_estimator(spec)
+    estimator = build_estimator(spec, settings.registry.feature_modules)
     settings.registry.signer()  # refuse a missing key before learning anything
     plan = _plan(args, spec)
     seen = 0
+    inference = SignatureInference()
     if plan is not None:
         try:
-            seen = warm_start(estimator, spec, plan)
+            seen = warm_start(estimator, spec, plan, inference)
         except ValueError as exc:
             logger.error("warm start: %s", exc)
             return 2
+    signature = Signature(features=spec.features if spec.features is not None
+                          else inference.features(), label_type=spec.label_type)  # fmt: skip
     with Registry(settings.kafka, settings.topics, settings.registry) as registry:
-        released, snapshot = registry.release(args.name, spec, estimator, examples_seen=seen)
+        released, snapshot = registry.release(args.name, spec, estimator, examples_seen=seen,
+                                              signature=signature)  # fmt: skip
     if args.json:
         print(json.dumps({"version": released.model_dump(mode="json"),
                           "snapshot": snapshot.model_dump(mode="json")}, indent=2))
@@ -208,6 +231,15 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  pipeline: {released.spec.get('pipeline')}")
     if released.description:
         print(f"  description: {released.description}")
+    signature = released.signature
+    if signature is not None:
+        print(f"  label: {signature.label_type}")
+        if signature.features:
+            print(f"  features ({len(signature.features)}):")
+            for line in signature.describe().splitlines():
+                print(f"    {line}")
+        else:
+            print("  features: not declared (requests are not checked)")
     if hidden:
         print(f"  ({hidden} older snapshots not shown: --snapshots 0 shows all)")
     for snap in snapshots:

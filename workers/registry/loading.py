@@ -22,6 +22,7 @@ import pickle
 import resource
 import signal
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from riverrun.schemas import ArtifactRef
@@ -63,9 +64,20 @@ def seal(data: bytes, signer: Signer, location: str, subject: str | None = None)
     )
 
 
-def is_allowed_global(module: str, name: str) -> bool:
-    """Whether a pickle may name `module.name`: what the spec grammar's classes pickle into."""
-    return (module, name) in allowlist.committed()
+def is_allowed_global(module: str, name: str, feature_modules: Iterable[str] = ()) -> bool:
+    """Whether a pickle may name `module.name`.
+
+    It may name what the spec grammar's classes pickle into, and functions of the operator's
+    feature modules (`RIVERRUN_REGISTRY__FEATURE_MODULES`).
+    """
+    return (module, name) in allowlist.committed() or (
+        module in feature_modules and name.isidentifier()
+    )
+
+
+def _admits(feature_modules: Iterable[str]) -> Callable[[str, str], bool]:
+    modules = frozenset(feature_modules)
+    return lambda module, name: is_allowed_global(module, name, modules)
 
 
 # Rust-backed classes whose constructor takes the data itself (a dict the pickle spells out),
@@ -103,19 +115,34 @@ def _river_method(obj: Any, name: str) -> Any:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, feature_modules: Iterable[str]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.feature_modules = frozenset(feature_modules)
+
     def find_class(self, module: str, name: str) -> Any:
-        if not is_allowed_global(module, name):
-            raise RefusedArtifact(
-                "ForbiddenGlobal",
-                f"the pickle names {module}.{name}, which no model a spec can build pickles "
-                "into (riverrun.workers.registry.allowlist); refusing to load it",
-            )
-        if (module, name) == ("builtins", "getattr"):
-            return _river_method
-        return super().find_class(module, name)
+        if (module, name) in allowlist.committed():
+            if (module, name) == ("builtins", "getattr"):
+                return _river_method
+            return super().find_class(module, name)
+        if is_allowed_global(module, name, self.feature_modules):
+            found = super().find_class(module, name)
+            if inspect.isfunction(found) and found.__module__ == module:
+                return found
+            raise RefusedArtifact("ForbiddenGlobal", f"the pickle names {module}.{name}, which "
+                                  f"is not a function defined in feature module {module}")
+        hint = (" (a function of a notebook or script: move it into a module installed where "
+                "the workers run, and allow that module)" if module == "__main__" else "")
+        raise RefusedArtifact(
+            "ForbiddenGlobal",
+            f"the pickle names {module}.{name}, which no model a spec can build pickles into "
+            "(riverrun.workers.registry.allowlist) and is not in an allowed feature module "
+            f"(RIVERRUN_REGISTRY__FEATURE_MODULES){hint}; refusing to load it",
+        )
 
 
-def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
+def restricted_loads(
+    data: bytes, where: str = "the artifact", feature_modules: Iterable[str] = ()
+) -> Any:
     """Unpickle with the allow-list only; no size, signature or digest check (see `open_artifact`).
 
     Raises:
@@ -123,7 +150,7 @@ def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
 
     """
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
+        return _RestrictedUnpickler(data, feature_modules).load()
     except RefusedArtifact:
         raise
     except (KeyboardInterrupt, SystemExit):
@@ -134,7 +161,9 @@ def restricted_loads(data: bytes, where: str = "the artifact") -> Any:
         ) from exc
 
 
-def scan_artifact(data: bytes, where: str = "the artifact") -> None:
+def scan_artifact(
+    data: bytes, where: str = "the artifact", feature_modules: Iterable[str] = ()
+) -> None:
     """Refuse a pickle naming a global outside the allow-list, without running any of it.
 
     Raises:
@@ -142,7 +171,7 @@ def scan_artifact(data: bytes, where: str = "the artifact") -> None:
 
     """
     try:
-        scan_pickle(data, is_allowed_global, where, is_state_only)
+        scan_pickle(data, _admits(feature_modules), where, is_state_only)
     except ScanRefusal as exc:
         raise RefusedArtifact(exc.error_class, exc.reason) from None
 
@@ -155,6 +184,7 @@ def open_artifact(
     subject: str | None = None,
     budget_bytes: int = 1024 * 1024 * 1024,
     deadline_s: float = 30.0,
+    feature_modules: Iterable[str] = (),
 ) -> Any:
     """Check size, signature (bound to `subject`) and digest, scan the opcodes, then unpickle.
 
@@ -183,12 +213,15 @@ def open_artifact(
         )
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
-    scan_artifact(data, ref.location)
-    trial_load(data, ref.location, budget_bytes, deadline_s)
-    return restricted_loads(data, ref.location)
+    scan_artifact(data, ref.location, feature_modules)
+    trial_load(data, ref.location, budget_bytes, deadline_s, feature_modules)
+    return restricted_loads(data, ref.location, feature_modules)
 
 
-def trial_load(data: bytes, where: str, budget_bytes: int, deadline_s: float) -> None:
+def trial_load(
+    data: bytes, where: str, budget_bytes: int, deadline_s: float,
+    feature_modules: Iterable[str] = (),
+) -> None:
     """Load the artifact in a forked child first; return if it loads and answers a probe.
 
     The child may add at most `budget_bytes` to its address space and must finish within
@@ -207,7 +240,7 @@ def trial_load(data: bytes, where: str, budget_bytes: int, deadline_s: float) ->
         code, said = 0, b""
         try:
             _limit_address_space(budget_bytes)
-            _probe(restricted_loads(data, where))
+            _probe(restricted_loads(data, where, feature_modules))
         except RefusedArtifact as exc:
             code, said = 3, f"{exc.error_class}\t{exc.reason}".encode()
         except BaseException as exc:  # noqa: BLE001  # how the child ended is all that is told

@@ -1,26 +1,44 @@
 """Declarative model specs: a River pipeline written as an expression, built without `eval`.
 
-A spec names its pipeline as text, `StandardScaler | LogisticRegression(optimizer=SGD(0.05))`.
-The text is parsed with `ast` and only a small grammar is interpreted: `|` (a pipeline), calls
-of allow-listed River classes with constant or nested-call arguments, names of allow-listed
-classes, constants, unary minus, and lists or tuples of those. Everything else (attribute access,
-lambdas, `__import__`, subscripts, comprehensions, unknown names) is a `SpecError`.
+A spec names its pipeline as text, as it is written in Python:
+
+    FuncTransformer("myfeatures:add_features")
+    | (Select("age", "income") | preprocessing.StandardScaler())
+    + (Select("country") | OneHotEncoder())
+    | LogisticRegression(optimizer=SGD(0.05))
+
+The text is parsed with `ast` and only a small grammar is interpreted: `|` (a pipeline), `+` (a
+transformer union), `*` (a transformer product), calls of allow-listed River classes named
+plainly or with their module (`preprocessing.StandardScaler`) with constant or nested-call
+arguments, constants, unary minus, and lists, tuples and dicts of those. A feature function is
+the user's own Python, named as `"module:function"` where a function is expected
+(`FuncTransformer`); only modules the operator allows (`RIVERRUN_REGISTRY__FEATURE_MODULES`,
+installed in the worker image) may be named, and they are imported only once allowed.
+Everything else (attribute access off the grammar, lambdas, `__import__`, subscripts,
+comprehensions, unknown names, modules not allowed) is a `SpecError` naming it, before anything
+of it runs.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import json
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from riverrun.schemas import FeatureSignature
 from riverrun.workers.runtime.errors import ConfigurationError
 
 # Module of river, then the classes a spec may name from it.
 _ALLOWED_MODULES: dict[str, tuple[str, ...]] = {
+    "compose": ("Discard", "FuncTransformer", "Renamer", "Select", "TransformerProduct",
+                "TransformerUnion"),
     "preprocessing": (
         "AdaptiveStandardScaler", "Binarizer", "FeatureHasher", "MaxAbsScaler", "MinMaxScaler",
         "Normalizer", "OneHotEncoder", "OrdinalEncoder", "PreviousImputer", "RobustScaler",
@@ -42,13 +60,18 @@ _ALLOWED_MODULES: dict[str, tuple[str, ...]] = {
     "optim": ("AdaGrad", "Adam", "AdaMax", "Momentum", "RMSProp", "SGD", "FTRLProximal"),
     "optim.losses": ("Absolute", "Cauchy", "CrossEntropy", "Hinge", "Huber", "Log", "Quantile",
                      "Squared"),
+    "optim.schedulers": ("Constant", "InverseScaling", "Optimal"),
     "neighbors": ("KNNClassifier", "KNNRegressor", "LazySearch", "SWINN"),
     "ensemble": ("ADWINBaggingClassifier", "AdaBoostClassifier", "BaggingClassifier",
                  "BaggingRegressor", "LeveragingBaggingClassifier", "SRPClassifier",
                  "SRPRegressor"),
-    "feature_extraction": ("BagOfWords", "PolynomialExtender", "RBFSampler", "TFIDF"),
+    "feature_extraction": ("Agg", "BagOfWords", "PolynomialExtender", "RBFSampler", "TargetAgg",
+                           "TFIDF"),
+    "stats": ("Count", "EWMean", "EWVar", "Max", "Mean", "Min", "Mode", "Sum", "Var"),
     "drift": ("ADWIN", "KSWIN", "NoDrift", "PageHinkley"),
 }  # fmt: skip
+# A string argument of these is a feature function's `module:function`, not a constant.
+_FUNCTION_ARGUMENTS = {"compose.FuncTransformer": ("func", 0)}
 
 _MAX_SPEC_CHARS = 10_000
 
@@ -62,15 +85,20 @@ class WarmStart(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: str = Field(description="Dataset name, one of `producers.dataset.DATASETS`.")
+    dataset: str = Field(
+        description="A catalog name (`riverrun.producers.dataset.DATASETS`) or a file's path."
+    )
     limit: int = Field(ge=0, description="How many records to learn from.")
     seed: int = Field(default=1, description="Seed of synthetic datasets.")
+    target: str | None = Field(default=None, description="A file's label column.")
+    key: str | None = Field(default=None, description="A file's key column (not a feature).")
+    types: dict[str, str] = Field(default_factory=dict, description="A file's column types.")
 
 
 class ModelSpec(BaseModel):
     """A declarative model definition: a River pipeline expression and what it predicts."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     pipeline: str = Field(
         min_length=1,
@@ -82,21 +110,41 @@ class ModelSpec(BaseModel):
     label_type: Literal["bool", "int", "str", "float"] = Field(description="Type of the label.")
     warm_start: WarmStart | None = Field(default=None, description="Records to learn first.")
     description: str = Field(default="", description="Free text for operators.")
+    features: list[FeatureSignature] | None = Field(
+        default=None,
+        description="The features requests must carry (name, kind number|category, required); "
+        "inferred from the warm start when not declared.",
+    )
 
 
 @cache
 def allowed_classes() -> dict[str, type]:
-    """Every class name a spec may use, to the River class it means."""
-    import importlib
-
+    """Every class a spec may use, by its module-qualified name (`preprocessing.StandardScaler`)."""
     out: dict[str, type] = {}
     for module_name, names in _ALLOWED_MODULES.items():
         module = importlib.import_module(f"river.{module_name}")
         for name in names:
             cls = getattr(module, name, None)
             if isinstance(cls, type):
-                out[name] = cls
+                out[f"{module_name}.{name}"] = cls
     return out
+
+
+@cache
+def short_names() -> dict[str, str]:
+    """A class's plain name to its qualified one, where only one module has that name."""
+    seen: dict[str, list[str]] = {}
+    for qualified in allowed_classes():
+        seen.setdefault(qualified.rpartition(".")[2], []).append(qualified)
+    return {short: names[0] for short, names in seen.items() if len(names) == 1}
+
+
+def qualified_name(cls: type) -> str | None:
+    """The name a spec knows `cls` by (`preprocessing.StandardScaler`), None when it does not."""
+    for name, known in allowed_classes().items():
+        if known is cls:
+            return name
+    return None
 
 
 def _refuse(what: str, node: ast.AST | None = None) -> SpecError:
@@ -104,52 +152,129 @@ def _refuse(what: str, node: ast.AST | None = None) -> SpecError:
     where = f" at column {column + 1}" if column is not None else ""
     return SpecError(
         f"spec pipeline: {what}{where}. A pipeline is `A | B(...)` of allowed River classes "
-        f"called with constants; allowed classes: {', '.join(sorted(allowed_classes()))}"
+        "called with constants, `+` and `*` of transformers, and feature functions as "
+        "\"module:function\" of allowed modules; allowed classes: "
+        f"{', '.join(sorted(allowed_classes()))}"
     )
 
 
-def _value(node: ast.AST) -> Any:
-    """Interpret one node of the allowed grammar."""
-    if isinstance(node, ast.Constant):
-        if node.value is None or isinstance(node.value, bool | int | float | str):
-            return node.value
-        raise _refuse(f"constant {node.value!r} is not allowed", node)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        operand = _value(node.operand)
-        if isinstance(operand, bool) or not isinstance(operand, int | float):
-            raise _refuse("unary minus applies to numbers only", node)
-        return -operand
-    if isinstance(node, ast.List | ast.Tuple):
-        items = [_value(item) for item in node.elts]
-        return items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Name):
-        return _class(node)()
-    if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name):
-            raise _refuse(f"`{ast.unparse(node.func)}` is not a plain class name", node)
-        cls = _class(node.func)
-        args = [_value(arg) for arg in node.args]
+def feature_function(reference: str, feature_modules: Iterable[str]) -> Any:
+    """The function `module:function` names, if its module is allowed; imported only then.
+
+    Raises:
+        SpecError: the reference is malformed, the module is not allowed, or the name is not a
+            plain function defined in that module.
+
+    """
+    module_name, sep, name = reference.partition(":")
+    if not sep or not module_name or not name.isidentifier():
+        raise SpecError(f"spec pipeline: {reference!r} is not a feature function: write it as "
+                        "\"module:function\"")
+    allowed = set(feature_modules)
+    if module_name not in allowed:
+        raise SpecError(
+            f"spec pipeline: module {module_name!r} (of {reference!r}) is not an allowed feature "
+            "module: add it to RIVERRUN_REGISTRY__FEATURE_MODULES and install it in the worker "
+            f"image{' (allowed: ' + ', '.join(sorted(allowed)) + ')' if allowed else ''}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(f"spec pipeline: feature module {module_name!r} cannot be imported "
+                        f"({exc}): install it where the workers run") from exc
+    function = getattr(module, name, None)
+    if not inspect.isfunction(function) or function.__module__ != module_name:
+        raise SpecError(f"spec pipeline: {reference!r} is not a function defined in "
+                        f"{module_name}")
+    return function
+
+
+class _Interpreter:
+    """Builds what a spec expression says, node by node, and nothing else."""
+
+    def __init__(self, feature_modules: Iterable[str]) -> None:
+        self.feature_modules = tuple(feature_modules)
+
+    def value(self, node: ast.AST) -> Any:
+        """Interpret one node of the allowed grammar."""
+        if isinstance(node, ast.Constant):
+            if node.value is None or isinstance(node.value, bool | int | float | str):
+                return node.value
+            raise _refuse(f"constant {node.value!r} is not allowed", node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            operand = self.value(node.operand)
+            if isinstance(operand, bool) or not isinstance(operand, int | float):
+                raise _refuse("unary minus applies to numbers only", node)
+            return -operand
+        if isinstance(node, ast.List | ast.Tuple):
+            items = [self.value(item) for item in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Dict):
+            if any(key is None for key in node.keys):
+                raise _refuse("`**` in a dict is not allowed", node)
+            return {self.value(k): self.value(v)  # type: ignore[arg-type]  # None checked above
+                    for k, v in zip(node.keys, node.values, strict=True)}  # fmt: skip
+        if isinstance(node, ast.Name | ast.Attribute):
+            return self.construct(self.klass(node), [], {})
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr | ast.Add | ast.Mult):
+            left, right = self.value(node.left), self.value(node.right)
+            try:
+                if isinstance(node.op, ast.BitOr):
+                    return left | right
+                return left + right if isinstance(node.op, ast.Add) else left * right
+            except TypeError as exc:
+                raise _refuse(f"`{ast.unparse(node)}` does not combine: {exc}", node) from exc
+        raise _refuse(f"`{ast.unparse(node)}` ({type(node).__name__}) is not allowed", node)
+
+    def call(self, node: ast.Call) -> Any:
+        """A call of an allowed class, with feature functions resolved where they go."""
+        cls = self.klass(node.func)
+        name = qualified_name(cls) or ""
+        function_at = _FUNCTION_ARGUMENTS.get(name)
+        args = []
+        for position, arg in enumerate(node.args):
+            args.append(self.function(arg) if function_at and position == function_at[1]
+                        else self.value(arg))  # fmt: skip
         kwargs = {}
         for keyword in node.keywords:
             if keyword.arg is None:
                 raise _refuse("`**` arguments are not allowed", node)
-            kwargs[keyword.arg] = _value(keyword.value)
+            is_function = function_at is not None and keyword.arg == function_at[0]
+            kwargs[keyword.arg] = (self.function(keyword.value) if is_function
+                                   else self.value(keyword.value))  # fmt: skip
+        return self.construct(cls, args, kwargs)
+
+    @staticmethod
+    def construct(cls: type, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """`cls(*args, **kwargs)`, a refusal of its arguments said as a spec error."""
         try:
             return cls(*args, **kwargs)
         except (TypeError, ValueError) as exc:
-            raise SpecError(
-                f"spec pipeline: {cls.__name__}(...) refused its arguments: {exc}"
-            ) from exc
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _value(node.left) | _value(node.right)
-    raise _refuse(f"`{ast.unparse(node)}` ({type(node).__name__}) is not allowed", node)
+            name = qualified_name(cls) or cls.__name__
+            raise SpecError(f"spec pipeline: {name}(...) refused its arguments: {exc}") from exc
 
+    def function(self, node: ast.AST) -> Any:
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            raise _refuse("a feature function is written as a string, \"module:function\"",
+                          node)  # fmt: skip
+        return feature_function(node.value, self.feature_modules)
 
-def _class(node: ast.Name) -> type:
-    cls = allowed_classes().get(node.id)
-    if cls is None:
-        raise _refuse(f"name `{node.id}` is not an allowed River class", node)
-    return cls
+    def klass(self, node: ast.AST) -> type:
+        """The allowed class a plain (`StandardScaler`) or dotted name means."""
+        if isinstance(node, ast.Name):
+            qualified = short_names().get(node.id)
+            if qualified is None:
+                known = [q for q in allowed_classes() if q.endswith("." + node.id)]
+                hint = f": write one of {', '.join(known)}" if known else ""
+                raise _refuse(f"name `{node.id}` is not an allowed River class{hint}", node)
+            return allowed_classes()[qualified]
+        dotted = ast.unparse(node).removeprefix("river.")
+        cls = allowed_classes().get(dotted)
+        if cls is None:
+            raise _refuse(f"`{ast.unparse(node)}` is not an allowed River class", node)
+        return cls
 
 
 def _final_estimator(estimator: Any) -> Any:
@@ -160,8 +285,10 @@ def _final_estimator(estimator: Any) -> Any:
     return estimator
 
 
-def build_estimator(spec: ModelSpec) -> Any:
+def build_estimator(spec: ModelSpec, feature_modules: Iterable[str] = ()) -> Any:
     """Build the spec's River pipeline, unfitted, by interpreting its expression (no `eval`).
+
+    `feature_modules` are the modules whose functions the spec may name.
 
     Raises:
         SpecError: the expression uses anything outside the grammar or the allow-list, a class
@@ -174,7 +301,7 @@ def build_estimator(spec: ModelSpec) -> Any:
         raise SpecError(
             f"spec pipeline is not a valid expression: {exc.msg} (column {exc.offset})"
         ) from exc
-    estimator = _value(tree.body)
+    estimator = _Interpreter(feature_modules).value(tree.body)
     if isinstance(estimator, int | float | str | list | tuple) or estimator is None:
         raise _refuse("the pipeline must build an estimator, not a constant")
     _check_task(spec, _final_estimator(estimator))

@@ -23,7 +23,6 @@ from riverrun.schemas import (
 )
 from riverrun.workers.registry.records import RegistryRecord
 
-
 # Drift detections kept per model: the recent ones are what operators and `top` read.
 MAX_DRIFTS = 100
 

@@ -50,6 +50,9 @@ class RiverScorer:
         batch = ScoredBatch([None] * n, [None] * n)
         estimator = self._estimator
         for i, row in enumerate(rows):
+            # A copy: a transformer may change the row it is given (`Renamer`, a feature
+            # function), and the row travels on with its prediction.
+            row = dict(row)
             try:
                 if self._is_classifier:
                     batch.predictions[i], batch.probas[i] = _classifier_answer(estimator, row)

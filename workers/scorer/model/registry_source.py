@@ -292,8 +292,11 @@ class RegistryModelSource:
             logger.error("refused snapshot %s: %s; the last good snapshot keeps serving",
                          label, reason)
             raise
+        with self._lock:
+            released = self._view.version(target.model, target.version)
         served = serve(estimator, target.model, target.version, target.snapshot,
-                       target.published_at.timestamp(), fast_path=self._fast_path)  # fmt: skip
+                       target.published_at.timestamp(), fast_path=self._fast_path,
+                       signature=released.signature if released is not None else None)  # fmt: skip
         elapsed = time.perf_counter() - started
         if self._metrics is not None:
             self._metrics.snapshot_load_seconds.labels(target.model).observe(elapsed)

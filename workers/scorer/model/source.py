@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from riverrun.schemas import Signature
 from riverrun.workers.scorer.model.deployment import Deployment
 from riverrun.workers.scorer.model.generic import RiverScorer
 from riverrun.workers.scorer.model.linear import linear_fast_path
 from riverrun.workers.scorer.model.protocol import BatchScorer, RowFailure, ServedModel
 from riverrun.workers.scorer.model.readonly import freeze_for_scoring
+from riverrun.workers.scorer.model.signature import checked
 
 
 class ModelSource(Protocol):
@@ -31,13 +33,15 @@ class ModelSource(Protocol):
         ...
 
 
-def build_scorer(estimator: Any, *, fast_path: bool = True) -> BatchScorer:
-    """The fastest scorer that reproduces River's own answers for this estimator."""
+def build_scorer(
+    estimator: Any, *, fast_path: bool = True, signature: Signature | None = None
+) -> BatchScorer:
+    """The fastest scorer that reproduces River's own answers, behind the signature's check."""
     if fast_path:
         fast = linear_fast_path(estimator)
         if fast is not None:
-            return fast
-    return RiverScorer(estimator)
+            return checked(fast, signature)
+    return checked(RiverScorer(estimator), signature)
 
 
 def expected_features_of(estimator: Any) -> frozenset[str] | None:
@@ -59,6 +63,7 @@ def serve(
     published_at: float | None,
     *,
     fast_path: bool = True,
+    signature: Signature | None = None,
 ) -> ServedModel:
     """Make an estimator read-only and wrap it in its fastest scorer: every source does this."""
     estimator = freeze_for_scoring(estimator)
@@ -66,7 +71,7 @@ def serve(
         name=name,
         version=version,
         snapshot=snapshot,
-        scorer=build_scorer(estimator, fast_path=fast_path),
+        scorer=build_scorer(estimator, fast_path=fast_path, signature=signature),
         estimator=estimator,
         expected_features=expected_features_of(estimator),
         published_at=published_at,
