@@ -43,6 +43,8 @@ from riverrun.schemas import (
 from riverrun.schemas.codec import DecodeError
 
 logger = logging.getLogger(__name__)
+# librdkafka's own log lines go through logging (configure `riverrun.librdkafka`), not stderr.
+LIBRDKAFKA_LOG = logging.getLogger("riverrun.librdkafka")
 
 Label = bool | int | float | str
 FeatureMap = Mapping[str, float | str]
@@ -160,6 +162,7 @@ class _ReplyReader:
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "fetch.wait.max.ms": 20,
+                    "logger": LIBRDKAFKA_LOG,
                 }
             )
         )
@@ -307,6 +310,8 @@ class RiverrunClient:
         on_delivery: called with a `Delivery` for every record, from whichever thread serves
             delivery reports (`flush`, `poll`, or the reply reader); keep it short.
         producer_options: librdkafka options applied over riverrun's producer defaults.
+        warm_up: open the reader of predictions in the background now, so that the first
+            `predict` does not wait for it; False for a client that only sends.
 
     """
 
@@ -317,12 +322,13 @@ class RiverrunClient:
         *,
         on_delivery: Callable[[Delivery], None] | None = None,
         producer_options: Mapping[str, Any] | None = None,
+        warm_up: bool = True,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
         self._on_delivery = on_delivery
         options = {**PRODUCER_DEFAULTS, **(producer_options or {})}
-        self._producer = Producer(kafka.client_config(options))
+        self._producer = Producer(kafka.client_config({"logger": LIBRDKAFKA_LOG, **options}))
         self._lock = threading.Lock()
         # Separate from `_lock`: building the reader can take seconds, and delivery reports
         # (which take `_lock`) must not wait for it.
@@ -333,6 +339,15 @@ class RiverrunClient:
         self.delivery_failures = 0
         self._reader: _ReplyReader | None = None
         self._closed = False
+        if warm_up:
+            threading.Thread(target=self._warm_up, name="riverrun-client-warm-up",
+                             daemon=True).start()  # fmt: skip
+
+    def _warm_up(self) -> None:
+        try:
+            self._reply_reader()
+        except Exception as exc:  # noqa: BLE001  # predict() opens it again, and says why
+            logger.debug("reply reader not opened in advance: %s", exc)
 
     def __enter__(self) -> RiverrunClient:
         return self
@@ -462,7 +477,9 @@ class RiverrunClient:
                 self._producer.flush(min(timeout, 5.0))
             self.flush(0)
         finally:
-            with self._reader_lock, self._lock:
+            # Not under `_reader_lock`: a reader being opened (by the warm-up) may take seconds
+            # against a broker that is down; it closes itself when it finds the client closed.
+            with self._lock:
                 reader, self._reader = self._reader, None
             if reader is not None:
                 reader.close()
@@ -476,7 +493,12 @@ class RiverrunClient:
                 reader = _ReplyReader(self.kafka, self.topics.predictions, self._producer,
                                       self.topics.dead_letters)  # fmt: skip
                 with self._lock:
-                    self._reader = reader
+                    closed = self._closed
+                    if not closed:
+                        self._reader = reader
+                if closed:
+                    reader.close()
+                    raise ClientError("the client is closed: create a new RiverrunClient")
             return reader
 
     def _produce(

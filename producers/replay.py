@@ -277,7 +277,7 @@ def replay(
     failures_before_flush = 0
     undelivered = 0
 
-    client = RiverrunClient(settings.kafka, settings.topics)
+    client = RiverrunClient(settings.kafka, settings.topics, warm_up=False)
     counted = metrics or ReplayMetrics()
     requests_sent = counted.requests.labels(opts.dataset)
     feedback_sent = counted.feedback.labels(opts.dataset)

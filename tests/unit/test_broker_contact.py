@@ -71,3 +71,14 @@ def test_a_group_waiting_on_its_join_is_not_an_outage() -> None:
         clock.now += 1.0
         contact.observe(steady)
     assert not contact.in_contact()
+
+
+def test_a_silence_the_client_could_not_hear_is_not_an_outage() -> None:
+    clock = Clock()
+    contact = BrokerContact(2.5, clock)
+    contact.observe(report(10))
+    last_poll = clock.now
+    clock.now += 10.0  # busy in a batch: no poll, so no report could arrive
+    assert not contact.in_contact()
+    assert contact.in_contact(as_of=last_poll)
+    assert not contact.in_contact(as_of=last_poll + 3.0)  # polled since, and still nothing

@@ -214,8 +214,20 @@ def open_artifact(
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise RefusedArtifact("BadDigest", f"{ref.location} does not match its sha256")
     scan_artifact(data, ref.location, feature_modules)
-    trial_load(data, ref.location, budget_bytes, deadline_s, feature_modules)
+    tried = (ref.sha256, tuple(sorted(feature_modules)), budget_bytes)
+    if tried not in _TRIED:
+        trial_load(data, ref.location, budget_bytes, deadline_s, feature_modules)
+        _TRIED[tried] = None
+        while len(_TRIED) > _TRIED_KEPT:
+            _TRIED.pop(next(iter(_TRIED)))
     return restricted_loads(data, ref.location, feature_modules)
+
+
+# Digests (with the modules and budget they were tried under) of artifacts that passed a trial
+# load in this process: the same bytes load the same way, so a fleet of models released from one
+# artifact (per-key models start so) is tried once, not once per model.
+_TRIED: dict[tuple[str, tuple[str, ...], int], None] = {}
+_TRIED_KEPT = 4096
 
 
 def trial_load(

@@ -62,9 +62,13 @@ class BrokerContact:
             self._responses = responses
             self._heard_at = self._clock()
 
-    def in_contact(self) -> bool:
-        """Tell whether a broker answered within the last `silence_s` seconds."""
-        return self._clock() - self._heard_at < self._silence_s
+    def in_contact(self, as_of: float | None = None) -> bool:
+        """Tell whether a broker answered within `silence_s` seconds before `as_of` (now).
+
+        Reports reach the client only when it polls: a caller busy between polls passes the
+        time of its last poll, so that a silence it could not have heard is not an outage.
+        """
+        return (self._clock() if as_of is None else as_of) - self._heard_at < self._silence_s
 
     @property
     def silent_for_s(self) -> float:

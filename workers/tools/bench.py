@@ -1,10 +1,14 @@
-"""`riverrun bench`: the scorer's speed as a ratio to the pipe's own limit, measured in one run.
+"""`riverrun bench`: the scorer's speed as ratios to hand-written loops, measured in one run.
 
 River and the scorer are imported when a measurement runs, so that the parser stays quick.
 
-Four figures over the same broker and the same data: the raw consume-and-produce limit (bytes
-untouched), the model's own `predict_proba_one` rate with no Kafka, the real scorer end to end,
-and end-to-end latency percentiles under a fixed offered load.
+Over the same broker and the same data: the raw consume-and-produce limit (bytes untouched); a
+hand-written reference loop (consume a batch, orjson, River's `predict_proba_one` per message,
+produce, commit per batch); the model's own `predict_proba_one` rate with no Kafka; the real
+scorer end to end, at-least-once and exactly-once; end-to-end latency percentiles under a fixed
+offered load; and `predict()` round trips through the client. `--poison-every N` adds the
+scorer's good-record rate when one request in N carries a category where a number belongs.
+`--models N` measures many models against a small cache instead (`bench_models.py`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import BaseModel, Field
 
+from riverrun.producers.files import FileOptions, add_file_flags, file_options
 from riverrun.schemas import KafkaSettings, TopicSettings, add_section_flags, collect_section_flags
 from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.runtime.kafka import produce
@@ -46,10 +51,17 @@ class BenchResult(BaseModel):
     messages: int
     broker: str
     model: str
+    dataset: str
     limit_msgs_per_s: float = Field(description="Raw consume-and-produce loop, bytes untouched.")
+    reference_msgs_per_s: float = Field(
+        description="Hand-written loop: consume, orjson, predict_proba_one, produce, commit."
+    )
     model_msgs_per_s: float = Field(description="River's predict_proba_one loop, no Kafka.")
     scorer_msgs_per_s: float = Field(description="The real scorer, decode to acknowledged output.")
     ratio_to_limit: float = Field(description="scorer_msgs_per_s / limit_msgs_per_s.")
+    ratio_to_reference: float = Field(description="scorer_msgs_per_s / reference_msgs_per_s.")
+    exactly_once_msgs_per_s: float = Field(description="The scorer with --exactly-once.")
+    exactly_once_ratio: float = Field(description="exactly_once_msgs_per_s / scorer_msgs_per_s.")
     fast_path_msgs_per_s: float | None = Field(
         default=None, description="The vectorised scorer's rate over the same rows, no Kafka."
     )
@@ -57,17 +69,40 @@ class BenchResult(BaseModel):
     latency_messages: int
     latency_p50_ms: float
     latency_p99_ms: float
+    predict_calls: int = Field(description="Sequential predict() round trips measured.")
+    predict_first_ms: float = Field(description="The first predict() of a new client.")
+    predict_p50_ms: float
+    predict_p99_ms: float
+    poison_every: int | None = None
+    poisoned_good_msgs_per_s: float | None = Field(
+        default=None, description="Good records per second when one in N is poisoned."
+    )
+    poisoned_ratio: float | None = Field(
+        default=None, description="poisoned_good_msgs_per_s / scorer_msgs_per_s."
+    )
 
 
-def _rows(n: int, seed: int = 7) -> list[dict[str, float]]:
-    from river.datasets import synth
+def _rows(n: int, seed: int = 7, dataset: str | None = None,
+          file: FileOptions | None = None) -> list[dict[str, Any]]:
+    """`n` rows of Agrawal (floats), or of a dataset (cycled when it is shorter)."""
+    if dataset is None:
+        from river.datasets import synth
 
-    return [
-        {k: float(v) for k, v in x.items()} for x, _ in synth.Agrawal(seed=seed).take(n)
-    ]
+        return [{k: float(v) for k, v in x.items()} for x, _ in synth.Agrawal(seed=seed).take(n)]
+    from riverrun.producers.dataset import load
+
+    rows = [dict(x) for x, _ in load(dataset, seed=seed, limit=n, file=file)]
+    if not rows:
+        raise ValueError(f"dataset {dataset} has no rows")
+    return [rows[i % len(rows)] for i in range(n)]
 
 
-def _trained_model() -> Any:
+def _trained_model(dataset: str | None = None, file: FileOptions | None = None) -> Any:
+    """`StandardScaler | LogisticRegression` on Agrawal, or what `train` fits on a dataset."""
+    if dataset is not None:
+        from riverrun.workers.tools.train import train_linear
+
+        return train_linear(dataset, TRAIN_ROWS, seed=1, file=file)
     from river import linear_model, preprocessing
     from river.datasets import synth
 
@@ -77,11 +112,22 @@ def _trained_model() -> Any:
     return model
 
 
-def _payloads(rows: list[dict[str, float]], prefix: str) -> list[bytes]:
+def _payloads(rows: list[dict[str, Any]], prefix: str) -> list[bytes]:
     return [
         orjson.dumps({"request_id": f"{prefix}-{i}", "model": MODEL_NAME, "features": row})
         for i, row in enumerate(rows)
     ]
+
+
+def poisoned(rows: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """The rows with a category string in place of the first feature of one row in `every`."""
+    out = []
+    for i, row in enumerate(rows):
+        if i % every == every - 1:
+            first = next(iter(row))
+            row = {**row, first: "category"}
+        out.append(row)
+    return out
 
 
 def _producer_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -149,7 +195,57 @@ def measure_limit(kafka: KafkaSettings, source: str, sink: str, n: int, batch: i
     return n / elapsed if elapsed > 0 else 0.0
 
 
-def measure_model(model: Any, rows: list[dict[str, float]]) -> float:
+def measure_reference(
+    kafka: KafkaSettings, source: str, sink: str, model: Any, n: int, batch: int
+) -> float:
+    """The hand-written loop a user would write, as the scorer's throughput anchor.
+
+    Consume a batch, orjson each message, River's `predict_proba_one`, produce the answer,
+    commit once per batch.
+
+    No riverrun code in it: the throughput anchor the scorer is held to.
+    """
+    consumer = Consumer(kafka.client_config({
+        "group.id": f"bench-reference-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "fetch.wait.max.ms": 100,
+    }))  # fmt: skip
+    producer = Producer(_producer_config(kafka))
+    consumer.subscribe([source])
+    seen = 0
+    started: float | None = None
+    try:
+        while seen < n:
+            records = consumer.consume(min(batch, n - seen), 1.0)
+            if not records:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            for record in records:
+                if record.error() is not None:
+                    continue
+                request = orjson.loads(record.value())
+                proba = model.predict_proba_one(request["features"])
+                answer = orjson.dumps({"request_id": request["request_id"],
+                                       "model": request["model"],
+                                       "prediction": max(proba, key=proba.get),
+                                       "proba": {str(k): v for k, v in proba.items()}})
+                while True:
+                    try:
+                        producer.produce(sink, answer, record.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                seen += 1
+            producer.poll(0)
+            consumer.commit(asynchronous=True)
+        producer.flush(60)
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+    finally:
+        consumer.close()
+    return n / elapsed if elapsed > 0 else 0.0
+
+
+def measure_model(model: Any, rows: list[dict[str, Any]]) -> float:
     """River's own `predict_proba_one` loop over the rows, no Kafka."""
     started = time.perf_counter()
     for row in rows:
@@ -157,7 +253,7 @@ def measure_model(model: Any, rows: list[dict[str, float]]) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def measure_fast_path(model: Any, rows: list[dict[str, float]], batch: int) -> float | None:
+def measure_fast_path(model: Any, rows: list[dict[str, Any]], batch: int) -> float | None:
     """The vectorised scorer over the same rows in batches, no Kafka."""
     from riverrun.workers.scorer.model import linear_fast_path
 
@@ -171,18 +267,24 @@ def measure_fast_path(model: Any, rows: list[dict[str, float]], batch: int) -> f
 
 
 def measure_scorer(
-    kafka: KafkaSettings, topics: TopicSettings, model_file: Path, n: int, batch: int
+    kafka: KafkaSettings, topics: TopicSettings, model_file: Path, n: int, batch: int,
+    *, exactly_once: bool = False, good: int | None = None,
 ) -> float:
-    """The real scorer, in this process, from its first record to its last acknowledged output."""
+    """The real scorer, in this process, from its first record to its last acknowledged output.
+
+    Returns `good` records (all `n` by default) per second of the scorer's busy time.
+    """
+    suffix = uuid.uuid4().hex[:8]
     settings = ScorerSettings(
         kafka=kafka,
         topics=topics,
         scorer=ScorerOptions(
             model_file=model_file,
             model_name=MODEL_NAME,
-            group_id=f"bench-scorer-{uuid.uuid4().hex[:8]}",
-            worker_id="bench",
+            group_id=f"bench-scorer-{suffix}",
+            worker_id=f"bench-{suffix}",
             batch_size=batch,
+            exactly_once=exactly_once,
         ),
     )
     from riverrun.workers.scorer.loop import Scorer
@@ -190,13 +292,18 @@ def measure_scorer(
 
     source = FileModelSource(load_model_file(model_file, MODEL_NAME))
     summary = Scorer(settings, source).run(max_messages=n)
-    return n / summary.busy_seconds if summary.busy_seconds > 0 else 0.0
+    counted = n if good is None else good
+    return counted / summary.busy_seconds if summary.busy_seconds > 0 else 0.0
 
 
 def measure_latency(
-    kafka: KafkaSettings, topics: TopicSettings, model_file: Path, rate: float, n: int, batch: int
-) -> list[float]:
-    """End-to-end latency (request produced to prediction consumed) under a fixed offered load.
+    kafka: KafkaSettings, topics: TopicSettings, model_file: Path, rate: float, n: int, batch: int,
+    rows: list[dict[str, Any]], predict_calls: int = 200,
+) -> tuple[list[float], list[float]]:
+    """End-to-end latency under a fixed offered load, then `predict()` round trips.
+
+    Latency is from a request produced to its prediction consumed; the round trips are a new
+    client's, one after another (its first one included).
 
     The scorer runs as its own process, as it would in production, so that the load generator
     and the reader here do not share its interpreter.
@@ -224,7 +331,6 @@ def measure_latency(
             }
         )
     )
-    reader.subscribe([topics.predictions])
     done = threading.Event()
 
     def read() -> None:
@@ -239,14 +345,30 @@ def measure_latency(
                     latencies.append((received - start) * 1000.0)
 
     try:
-        _wait_for_scorer_ready(kafka, topics, sent, latencies)
+        _wait_for_scorer_ready(kafka, topics, rows[0])
+        # Assigned at the end of every partition, not joined to a group: a group's first
+        # assignment would hold the first predictions back and count as latency.
+        metadata = reader.list_topics(topics.predictions, timeout=10)
+        reader.assign([
+            TopicPartition(topics.predictions, p,
+                           reader.get_watermark_offsets(TopicPartition(topics.predictions, p),
+                                                        timeout=10)[1])
+            for p in metadata.topics[topics.predictions].partitions
+        ])  # fmt: skip
         thread = threading.Thread(target=read, daemon=True)
         thread.start()
         producer = Producer({**_producer_config(kafka), "linger.ms": 1})
-        rows = _rows(n, seed=11)
+        # Connected, with its producer id, before the clock runs: a first record waits for both.
+        # Every partition once (the scorer's outputs too), so no first write is timed.
+        for p in range(len(metadata.topics[topics.predictions].partitions) * 8):
+            warm = orjson.dumps({"request_id": f"warmup-{p}", "model": MODEL_NAME,
+                                 "features": rows[0]})  # fmt: skip
+            producer.produce(topics.requests, warm, f"warmup-{p}".encode())
+        producer.flush(10)
+        time.sleep(0.5)
         interval = 1.0 / rate
         next_at = time.perf_counter()
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows[:n]):
             now = time.perf_counter()
             if now < next_at:
                 time.sleep(next_at - now)
@@ -262,6 +384,7 @@ def measure_latency(
             time.sleep(0.1)
         done.set()
         thread.join(5)
+        round_trips = measure_predict(kafka, topics, rows, predict_calls)
     finally:
         scorer.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -269,11 +392,26 @@ def measure_latency(
         if scorer.poll() is None:
             scorer.kill()
         reader.close()
-    return latencies
+    return latencies, round_trips
+
+
+def measure_predict(
+    kafka: KafkaSettings, topics: TopicSettings, rows: list[dict[str, Any]], calls: int
+) -> list[float]:
+    """Milliseconds of each `RiverrunClient.predict()`, one after another, from a new client."""
+    from riverrun.producers import RiverrunClient
+
+    took = []
+    with RiverrunClient(kafka, topics) as client:
+        for i in range(calls):
+            started = time.perf_counter()
+            client.predict(MODEL_NAME, rows[i % len(rows)], timeout=30)
+            took.append((time.perf_counter() - started) * 1000.0)
+    return took
 
 
 def _wait_for_scorer_ready(
-    kafka: KafkaSettings, topics: TopicSettings, sent: dict[str, float], latencies: list[float]
+    kafka: KafkaSettings, topics: TopicSettings, row: dict[str, Any]
 ) -> None:
     """Send warm-up requests until one is answered, so group joining is not counted."""
     producer = Producer(_producer_config(kafka))
@@ -283,7 +421,6 @@ def _wait_for_scorer_ready(
         )
     )
     probe.subscribe([topics.predictions])
-    row = _rows(1)[0]
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -325,48 +462,90 @@ def run_bench(
     batch: int,
     kafka: KafkaSettings | None,
     partitions: int = 4,
+    *,
+    dataset: str | None = None,
+    file: FileOptions | None = None,
+    poison_every: int | None = None,
+    predict_calls: int = 200,
 ) -> BenchResult:
     """Run every measurement against one broker, on the same data, and return the figures."""
-    rows = _rows(messages)
-    model = _trained_model()
+    rows = _rows(messages, dataset=dataset, file=file)
+    model = _trained_model(dataset, file)
     with tempfile.TemporaryDirectory() as tmp, _broker(kafka) as (settings, broker_name):
         model_file = Path(tmp) / "bench.pkl"
         model_file.write_bytes(pickle.dumps(model))
-        suffix = uuid.uuid4().hex[:8]
-        topics = TopicSettings(**{r: f"bench-{n}-{suffix}" for r, n in TopicSettings().all().items()})
-        create_topics(settings, topics, partitions=partitions)
-        sink_topics = TopicSettings(**{r: f"{n}-sink" for r, n in topics.all().items()})
-        create_topics(settings, sink_topics, partitions)
-        sink = sink_topics.predictions
+
+        def fresh_topics(tag: str) -> TopicSettings:
+            suffix = f"{tag}-{uuid.uuid4().hex[:8]}"
+            names = {r: f"bench-{n}-{suffix}" for r, n in TopicSettings().all().items()}
+            created = TopicSettings(**names)
+            create_topics(settings, created, partitions=partitions)
+            return created
+
+        topics, sink = fresh_topics("in"), fresh_topics("sink").predictions
         logger.info("loading %d requests into %s", messages, topics.requests)
         _load(settings, topics.requests, _payloads(rows, "bench"), "bench")
-        model_rate = measure_model(model, rows[: min(len(rows), 50_000)])
-        fast_rate = measure_fast_path(model, rows[: min(len(rows), 50_000)], batch)
+        sample = rows[: min(len(rows), 50_000)]
+        model_rate = measure_model(model, sample)
+        fast_rate = measure_fast_path(model, sample, batch)
         logger.info("measuring the raw pipe")
         limit = measure_limit(settings, topics.requests, sink, messages, batch)
-        logger.info("measuring the scorer")
+        logger.info("measuring the hand-written reference loop")
+        reference = measure_reference(settings, topics.requests, sink, model, messages, batch)
+        logger.info("measuring the scorer, at-least-once then exactly-once")
         scorer_rate = measure_scorer(settings, topics, model_file, messages, batch)
-        logger.info("measuring latency at %g requests/s", rate)
+        eos_rate = measure_scorer(settings, topics, model_file, messages, batch,
+                                  exactly_once=True)  # fmt: skip
+        poisoned_rate = None
+        if poison_every:
+            logger.info("measuring the scorer with one request in %d poisoned", poison_every)
+            dirty = fresh_topics("poison")
+            _load(settings, dirty.requests, _payloads(poisoned(rows, poison_every), "bench"),
+                  "bench")  # fmt: skip
+            poisoned_rate = measure_scorer(settings, dirty, model_file, messages, batch,
+                                           good=messages - messages // poison_every)
+        logger.info("measuring latency at %g requests/s, then predict() round trips", rate)
         # Fresh topics: the throughput runs' backlog must not queue ahead of these requests.
-        latency_topics = TopicSettings(**{r: f"{n}-latency" for r, n in topics.all().items()})
-        create_topics(settings, latency_topics, partitions=partitions)
-        latencies = measure_latency(
-            settings, latency_topics, model_file, rate, latency_messages, batch
-        )
+        latencies, round_trips = measure_latency(
+            settings, fresh_topics("latency"), model_file, rate, latency_messages, batch,
+            _rows(latency_messages, seed=11, dataset=dataset, file=file), predict_calls,
+        )  # fmt: skip
     return BenchResult(
         messages=messages,
         broker=broker_name,
-        model="StandardScaler | LogisticRegression",
+        model=_describe(model),
+        dataset=dataset or "agrawal",
         limit_msgs_per_s=round(limit, 1),
+        reference_msgs_per_s=round(reference, 1),
         model_msgs_per_s=round(model_rate, 1),
         scorer_msgs_per_s=round(scorer_rate, 1),
         ratio_to_limit=round(scorer_rate / limit, 3) if limit else 0.0,
+        ratio_to_reference=round(scorer_rate / reference, 3) if reference else 0.0,
+        exactly_once_msgs_per_s=round(eos_rate, 1),
+        exactly_once_ratio=round(eos_rate / scorer_rate, 3) if scorer_rate else 0.0,
         fast_path_msgs_per_s=round(fast_rate, 1) if fast_rate else None,
         latency_rate_per_s=rate,
         latency_messages=len(latencies),
         latency_p50_ms=round(percentile(latencies, 0.5), 2),
         latency_p99_ms=round(percentile(latencies, 0.99), 2),
+        predict_calls=len(round_trips),
+        predict_first_ms=round(round_trips[0], 2) if round_trips else 0.0,
+        predict_p50_ms=round(percentile(round_trips, 0.5), 2),
+        predict_p99_ms=round(percentile(round_trips, 0.99), 2),
+        poison_every=poison_every,
+        poisoned_good_msgs_per_s=round(poisoned_rate, 1) if poisoned_rate is not None else None,
+        poisoned_ratio=(round(poisoned_rate / scorer_rate, 3)
+                        if poisoned_rate is not None and scorer_rate else None),  # fmt: skip
     )
+
+
+def _describe(model: Any) -> str:
+    from riverrun.workers.registry.render import render_pipeline
+
+    try:
+        return render_pipeline(model)
+    except ValueError:
+        return type(model).__name__
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -379,6 +558,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--latency-messages", type=int, default=10_000, help="Requests in the latency run [10000]."
     )
     parser.add_argument("--batch-size", type=int, default=1_000, help="Consume batch size [1000].")
+    parser.add_argument("--predict-calls", type=int, default=200,
+                        help="predict() round trips measured, one after another [200].")
+    parser.add_argument("--dataset", default=None,
+                        help="Rows to score: a catalog name or a file [River's Agrawal].")
+    add_file_flags(parser)
+    parser.add_argument("--poison-every", type=int, default=None, metavar="N",
+                        help="Also measure with a category string in one request in N.")
+    parser.add_argument("--models", type=int, default=None, metavar="N",
+                        help="Measure N distinct models against the scorer's model cache instead.")
+    parser.add_argument("--model-cache-size", type=int, default=8,
+                        help="With --models: the scorer's model cache [8].")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     parser.add_argument(
         "--freshness",
@@ -406,7 +596,20 @@ def _run(args: argparse.Namespace) -> int:
             fresh = measure_freshness(settings, name, rate, args.seconds, args.backlog, Path(tmp))
         _print(fresh, args.json)
         return 0
-    result = run_bench(args.messages, args.rate, args.latency_messages, args.batch_size, kafka)
+    file = file_options(args)
+    if args.models:
+        from riverrun.workers.tools.bench_models import measure_many_models
+
+        with _broker(kafka) as (settings, name):
+            many = measure_many_models(
+                settings, name, args.models, args.model_cache_size,
+                min(args.messages, 20_000), _rows(1_000), _trained_model(),
+            )  # fmt: skip
+        _print(many, args.json)
+        return 0
+    result = run_bench(args.messages, args.rate, args.latency_messages, args.batch_size, kafka,
+                       dataset=args.dataset, file=file, poison_every=args.poison_every,
+                       predict_calls=args.predict_calls)  # fmt: skip
     _print(result, args.json)
     return 0
 

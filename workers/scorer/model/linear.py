@@ -80,20 +80,24 @@ class LinearPipelineScorer:
         pick = self._pick
         fast_index: list[int] = []
         matrix: list[Any] = []
+        numbers = _NUMBERS
         for i, row in enumerate(rows):
             if len(row) == width:
                 try:
-                    matrix.append(pick(row))
+                    values = pick(row)
                 except KeyError:
                     continue
-                fast_index.append(i)
-        # Without a dtype NumPy keeps what it was given: a string (even "1.5", which a float
-        # dtype would parse and River would refuse) makes the array text, a huge int objects.
+                # Numbers only: a string (even "1.5", which a float dtype would parse and River
+                # refuses) is River's to answer. Checked here, row by row, so that one odd row
+                # does not turn the whole batch's array into text.
+                if set(map(type, values)) <= numbers:
+                    matrix.append(values)
+                    fast_index.append(i)
         try:
             x = np.array(matrix).reshape(len(matrix), width)
         except ValueError:  # values of uneven shapes (not numbers): sorted out row by row
             x = np.array((), dtype=object)
-        if x.dtype.kind not in "fiub":
+        if x.dtype.kind not in "fiub":  # a huge int: NumPy keeps objects
             fast_index, x = self._numbers_only(matrix, fast_index, width)
         x = x.astype(np.float64, copy=False)
 
