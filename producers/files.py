@@ -79,19 +79,30 @@ def read_file(path: str, options: FileOptions) -> Iterator[Row]:
             row cannot be read.
 
     """
-    source = Path(path)
-    if not source.is_file():
-        raise DatasetError(f"dataset file {path} does not exist")
-    records = _raw(source, options)
-    sample = list(itertools.islice(records, SAMPLE_ROWS))
-    types = _column_types(path, sample, options)
-    label_type = _label_type([r[1].get(options.target) for r in sample]) if options.target else None
-    for line, raw in itertools.chain(sample, records):
-        yield _row(path, line, raw, types, options, label_type)
+    opened = _open(path, options)
+    for line, raw in itertools.chain(opened.sample, opened.records):
+        yield _row(path, line, raw, opened.types, options, opened.label_type)
 
 
 def summarize(path: str, options: FileOptions) -> FileSummary:
     """The feature types, label type and row count of a file (reading it once)."""
+    opened = _open(path, options)
+    count = len(opened.sample) + sum(1 for _ in opened.records)
+    features = {name: kind for name, kind in opened.types.items()
+                if name not in (options.target, options.key) and kind != "skip"}  # fmt: skip
+    return FileSummary(features, opened.label_type, count)
+
+
+class _Opened(NamedTuple):
+    """A file being read: its first rows, the rest to come, and what the first rows say."""
+
+    sample: list[tuple[int, Mapping[str, Any]]]
+    records: Iterator[tuple[int, Mapping[str, Any]]]
+    types: dict[str, ColumnType]
+    label_type: LabelType | None
+
+
+def _open(path: str, options: FileOptions) -> _Opened:
     source = Path(path)
     if not source.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
@@ -99,10 +110,7 @@ def summarize(path: str, options: FileOptions) -> FileSummary:
     sample = list(itertools.islice(records, SAMPLE_ROWS))
     types = _column_types(path, sample, options)
     label_type = _label_type([r[1].get(options.target) for r in sample]) if options.target else None
-    count = len(sample) + sum(1 for _ in records)
-    features = {name: kind for name, kind in types.items()
-                if name not in (options.target, options.key) and kind != "skip"}  # fmt: skip
-    return FileSummary(features, label_type, count)
+    return _Opened(sample, records, types, label_type)
 
 
 def _raw(source: Path, options: FileOptions) -> Iterator[tuple[int, Mapping[str, Any]]]:

@@ -87,6 +87,19 @@ def cli(args: list[str], kafka: KafkaSettings, topics: TopicSettings, workspace:
                           check=False)  # fmt: skip
 
 
+def start_scorer(kafka: KafkaSettings, topics: TopicSettings, workspace: Path, tmp_path: Path,
+                 group: str) -> ScorerProcess:
+    """`riverrun score` on the registry, the feature module importable and allowed."""
+    argv = [RIVERRUN, "--log-format", "text", "score", "--bootstrap-servers",
+            kafka.bootstrap_servers, "--topic-requests", topics.requests,
+            "--topic-predictions", topics.predictions, "--topic-dead-letters", topics.dead_letters,
+            "--topic-models", topics.models, "--topic-artifacts", topics.artifacts,
+            "--group-id", group, "--batch-size", "200"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(workspace), "RIVERRUN_REGISTRY__SIGNING_KEY": KEY,
+           "RIVERRUN_REGISTRY__FEATURE_MODULES": MODULE}
+    return ScorerProcess(argv, env, tmp_path / "scorer.log")
+
+
 def rows(workspace: Path) -> list[tuple[dict[str, Any], Any]]:
     return list(load(str(workspace / "loans.csv"), file=FILE))
 
@@ -118,14 +131,7 @@ def test_the_data_scientists_csv_and_pipeline_learn_as_in_river(
         {"name": "zipcode", "kind": "category", "required": True},
     ]}  # fmt: skip
 
-    scorer = ScorerProcess(
-        [RIVERRUN, "--log-format", "text", "score", "--bootstrap-servers",
-         kafka_settings.bootstrap_servers, "--topic-requests", topics.requests,
-         "--topic-predictions", topics.predictions, "--topic-dead-letters", topics.dead_letters,
-         "--topic-models", topics.models, "--topic-artifacts", topics.artifacts,
-         "--group-id", unique("scorers"), "--batch-size", "200"],
-        {**os.environ, "PYTHONPATH": str(workspace), "RIVERRUN_REGISTRY__SIGNING_KEY": KEY,
-         **allowed}, tmp_path / "scorer.log")  # fmt: skip
+    scorer = start_scorer(kafka_settings, topics, workspace, tmp_path, unique("scorers"))
     try:
         replayed = cli(["replay", "--dataset", str(workspace / "loans.csv"), "--target", "label",
                         "--key", "id", "--model", "loans", "--rate", "0",
@@ -204,14 +210,7 @@ def test_a_pipeline_released_from_python_serves_its_notebook_predictions(
     # One row breaks the signature: a string where the version learned numbers.
     produce(kafka_settings, topics.requests,
             [(None, request_payload(999, {**asked[0][0], "age": "forty"}, "notebook"))])
-    scorer = ScorerProcess(
-        [RIVERRUN, "--log-format", "text", "score", "--bootstrap-servers",
-         kafka_settings.bootstrap_servers, "--topic-requests", topics.requests,
-         "--topic-predictions", topics.predictions, "--topic-dead-letters", topics.dead_letters,
-         "--topic-models", topics.models, "--topic-artifacts", topics.artifacts,
-         "--group-id", unique("scorers"), "--batch-size", "200"],
-        {**os.environ, "PYTHONPATH": str(workspace), "RIVERRUN_REGISTRY__SIGNING_KEY": KEY,
-         "RIVERRUN_REGISTRY__FEATURE_MODULES": MODULE}, tmp_path / "scorer.log")  # fmt: skip
+    scorer = start_scorer(kafka_settings, topics, workspace, tmp_path, unique("scorers"))
     try:
         predictions = read_all(kafka_settings, topics.predictions, at_least=len(asked),
                                timeout=90)  # fmt: skip

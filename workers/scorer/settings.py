@@ -39,7 +39,9 @@ class ScorerOptions(BaseModel):
     )
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Max records per batch.")
     batch_timeout_ms: int = Field(
-        default=20, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
+        default=20, ge=1, le=60_000,
+        description="How long to wait for a record when none has arrived, in milliseconds (a "
+        "batch is what has arrived, never held back to fill).",
     )
     exactly_once: bool = Field(
         default=False, description="Use Kafka transactions (consume-transform-produce)."
