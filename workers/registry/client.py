@@ -167,6 +167,9 @@ def record_headers(signer: Signer, key: bytes, value: bytes | None) -> list[tupl
     return [(SIGNATURE_HEADER, signer.sign(value or b"", subject=key.decode()).encode())]
 
 
+_REFUSED_PLACES: set[str] = set()  # topic/partition/offset of records already reported
+
+
 class RecordCheck:
     """Decodes registry records and, with a signer, refuses those it did not sign.
 
@@ -198,6 +201,11 @@ class RecordCheck:
     def _refuse(self, where: str, why: str) -> None:
         self.refused += 1
         now = time.monotonic()
+        # Each place once per process: every refresh reads the same ignored records again.
+        if where in _REFUSED_PLACES:
+            return None
+        if len(_REFUSED_PLACES) < 10_000:
+            _REFUSED_PLACES.add(where)
         if now - self._logged_at > 10.0:
             self._logged_at = now
             logger.warning("ignoring registry record at %s: %s (%d ignored so far)", where, why,

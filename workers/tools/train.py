@@ -66,5 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigurationError(str(exc)) from exc
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(pickle.dumps(model))
-    print(f"wrote {args.out} (StandardScaler | LogisticRegression on {args.limit} {args.dataset})")
+    from riverrun.workers.registry.render import render_pipeline
+
+    print(f"wrote {args.out} ({render_pipeline(model)} on the first {args.limit} records of "
+          f"{args.dataset})")
     return 0
