@@ -78,7 +78,9 @@ class BenchResult(BaseModel):
         default=None, description="Good records per second when one in N is poisoned."
     )
     poisoned_ratio: float | None = Field(
-        default=None, description="poisoned_good_msgs_per_s / scorer_msgs_per_s."
+        default=None,
+        description="Good records per second poisoned / clean, each the best of its runs "
+        "(clean and poisoned measured in turns).",
     )
 
 
@@ -496,14 +498,20 @@ def run_bench(
         scorer_rate = measure_scorer(settings, topics, model_file, messages, batch)
         eos_rate = measure_scorer(settings, topics, model_file, messages, batch,
                                   exactly_once=True)  # fmt: skip
-        poisoned_rate = None
+        poisoned_rate, clean_rate = None, scorer_rate
         if poison_every:
             logger.info("measuring the scorer with one request in %d poisoned", poison_every)
             dirty = fresh_topics("poison")
             _load(settings, dirty.requests, _payloads(poisoned(rows, poison_every), "bench"),
                   "bench")  # fmt: skip
-            poisoned_rate = measure_scorer(settings, dirty, model_file, messages, batch,
-                                           good=messages - messages // poison_every)
+            # Clean and poisoned in turns, the best of two each: the ratio is what is read, and
+            # a shared machine drifts between two single runs.
+            clean_rates, dirty_rates = [scorer_rate], []
+            for _ in range(2):
+                dirty_rates.append(measure_scorer(settings, dirty, model_file, messages, batch,
+                                                  good=messages - messages // poison_every))
+                clean_rates.append(measure_scorer(settings, topics, model_file, messages, batch))
+            poisoned_rate, clean_rate = max(dirty_rates), max(clean_rates)
         logger.info("measuring latency at %g requests/s, then predict() round trips", rate)
         # Fresh topics: the throughput runs' backlog must not queue ahead of these requests.
         latencies, round_trips = measure_latency(
@@ -534,8 +542,8 @@ def run_bench(
         predict_p99_ms=round(percentile(round_trips, 0.99), 2),
         poison_every=poison_every,
         poisoned_good_msgs_per_s=round(poisoned_rate, 1) if poisoned_rate is not None else None,
-        poisoned_ratio=(round(poisoned_rate / scorer_rate, 3)
-                        if poisoned_rate is not None and scorer_rate else None),  # fmt: skip
+        poisoned_ratio=(round(poisoned_rate / clean_rate, 3)
+                        if poisoned_rate is not None and clean_rate else None),  # fmt: skip
     )
 
 
