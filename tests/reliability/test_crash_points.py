@@ -46,10 +46,14 @@ def test_every_scorer_crash_point_loses_nothing(
         topics = make_topics()
         load = LoadGenerator(kafka, topics.requests, request_payload(rows), total=total, rate=0)
         load.start().join(120)
-        # Static membership: the restarted worker takes its partitions back at once.
+        # Static membership: the restarted worker takes its partitions back at once. One
+        # transaction per batch, so that every point's n-th pass comes mid-stream (transactions
+        # spanning batches, the default, are what the SIGKILL scenario runs).
+        extra = ["--batch-size", str(BATCH)]
+        if mode == "exactly-once":
+            extra += ["--transaction-interval-ms", "0"]
         group = ScorerGroup(workers, kafka, topics, f"crash-{uuid.uuid4().hex[:8]}", model_file,
-                            exactly_once=mode == "exactly-once", static=True,
-                            extra=["--batch-size", str(BATCH)])
+                            exactly_once=mode == "exactly-once", static=True, extra=extra)
 
         def delivered() -> int:
             return sum(outputs.ends(kafka, [topics.predictions]).values())

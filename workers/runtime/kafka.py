@@ -306,7 +306,7 @@ _FENCES = frozenset({
 
 
 class Transactions:
-    """A transactional producer: one transaction per batch, with the consumed offsets inside.
+    """A transactional producer: transactions of batches, with the consumed offsets inside.
 
     A failure is one of three kinds. Retriable on commit: commit again (twice at most).
     Abortable: abort, and the caller rewinds its batch. Fatal: the producer is poisoned for
@@ -372,6 +372,10 @@ class Transactions:
             self._renew()
             return "fatal"
         logger.warning("transaction aborted (%s): rewinding the batch", error)
+        return self.abort()
+
+    def abort(self) -> str:
+        """Abort the open transaction; a producer that cannot is replaced. Returns "aborted"."""
         try:
             self.producer.abort_transaction(self.timeout_s)
         except KafkaException as abort_exc:

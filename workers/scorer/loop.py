@@ -2,8 +2,9 @@
 
 At-least-once (default): offsets are stored only after every output of their batch is
 acknowledged (`enable.auto.offset.store=false`), and the background auto-commit commits only
-stored offsets; batches are pipelined, acknowledged in order. Exactly-once: one transaction per
-batch, with the consumed offsets sent inside it.
+stored offsets; batches are pipelined, acknowledged in order. Exactly-once: a transaction takes
+batches while more keep arriving, for up to `transaction_interval_ms`, and commits with their
+consumed offsets inside; it commits at once when nothing more has arrived, and on a revoke.
 """
 
 from __future__ import annotations
@@ -95,6 +96,33 @@ class _InFlight:
             self.errors.append(str(err))
 
 
+class _OpenTransaction:
+    """The batches of one open transaction: where to rewind, what to commit, what to count."""
+
+    __slots__ = ("opened_at", "first", "next", "batches", "records")
+
+    def __init__(self, opened_at: float) -> None:
+        self.opened_at = opened_at
+        self.first: dict[tuple[str, int], int] = {}
+        self.next: dict[tuple[str, int], int] = {}
+        self.batches: list[tuple[list[Message], BatchResult, float]] = []
+        self.records = 0
+
+    def add(self, records: list[Message], result: BatchResult, elapsed: float) -> None:
+        for tp in first_offsets(records):
+            self.first.setdefault((tp.topic, tp.partition), tp.offset)
+        for tp in next_offsets(records):
+            self.next[(tp.topic, tp.partition)] = tp.offset
+        self.batches.append((records, result, elapsed))
+        self.records += len(records)
+
+    def rewind_to(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.first.items()]
+
+    def commit_at(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.next.items()]
+
+
 class Scorer:
     """One consumer, one producer, one thread: the hot path of riverrun."""
 
@@ -125,6 +153,9 @@ class Scorer:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._transactions: Transactions | None = None
+        # Exactly-once: the transaction batches are added to until it commits.
+        self._open: _OpenTransaction | None = None
+        self._summary = RunSummary()
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._crash = CrashPoints(settings.scorer.crash_at)
         self._contact = BrokerContact.for_interval(settings.scorer.statistics_interval_ms)
@@ -180,7 +211,9 @@ class Scorer:
         # Commit what is delivered before the partitions move, so the next owner starts
         # right after it (librdkafka #4059: commit deliberately on revoke).
         self._settle(block=True)
-        if not self._options.exactly_once:
+        if self._options.exactly_once:
+            self._commit_open()
+        else:
             self._commit_sync(consumer)
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
         self.metrics.rebalances.labels("revoke").inc()
@@ -190,6 +223,10 @@ class Scorer:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._joined = False  # out of the group until the next assignment
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        if self._open is not None:
+            # Its offsets are no longer this worker's to commit: the new owners start from the
+            # last commit, and what is still owned is read again.
+            self._abandon(None)
         self.metrics.rebalances.labels("lost").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         logger.warning("lost %s without a clean revoke", sorted(p.partition for p in partitions))
@@ -220,7 +257,7 @@ class Scorer:
 
     def run(self, max_messages: int | None = None, idle_timeout: float | None = None) -> RunSummary:
         """Score until stopped, or until `max_messages` consumed or `idle_timeout` s of quiet."""
-        summary = RunSummary()
+        summary = self._summary = RunSummary()
         options = self._options
         if options.exactly_once:
             self._transactions = Transactions(
@@ -249,15 +286,18 @@ class Scorer:
         )
         last_record = time.monotonic()
         batch_timeout = options.batch_timeout_ms / 1000.0
+        transaction_interval = options.transaction_interval_ms / 1000.0
         clean = False
         try:
             while not self._stop.is_set():
                 want = options.batch_size
                 if max_messages is not None:
-                    want = min(want, max_messages - summary.consumed)
+                    taken = summary.consumed + (self._open.records if self._open else 0)
+                    want = min(want, max_messages - taken)
                     if want <= 0:
                         break
-                records = take_arrived(consumer, want, batch_timeout)
+                # An open transaction waits for nothing: it commits when nothing more has come.
+                records = take_arrived(consumer, want, 0 if self._open else batch_timeout)
                 self._looped_at = time.monotonic()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
                 # New snapshots are swapped in here, between batches, never inside one.
@@ -265,6 +305,7 @@ class Scorer:
                 if records:
                     records = drop_errors(records, logger)
                 if not records:
+                    self._commit_open()
                     self._settle(block=False)
                     if not self._joined:
                         # Waiting for a first assignment is not quiet: the idle clock starts
@@ -279,6 +320,8 @@ class Scorer:
                 if summary.first_record_at is None:
                     summary.first_record_at = last_record
                 self._process(records, summary)
+                if self._open and time.monotonic() - self._open.opened_at >= transaction_interval:
+                    self._commit_open()
             clean = True
         finally:
             self._shutdown(clean)
@@ -329,12 +372,10 @@ class Scorer:
         started = time.perf_counter()
         result = score_batch(records, self._models, self._batch_options)
         if self._options.exactly_once:
-            committed = self._produce_transaction(records, result)
-            if not committed:
-                summary.aborted_batches += 1
-                return
-        else:
-            self._produce_pipelined(records, result)
+            # Counted when its transaction commits.
+            self._produce_in_transaction(records, result, time.perf_counter() - started)
+            return
+        self._produce_pipelined(records, result)
         self._observe(records, result, time.perf_counter() - started, summary)
 
     def _observe(
@@ -419,33 +460,63 @@ class Scorer:
 
     # -- exactly-once --------------------------------------------------------------------
 
-    def _produce_transaction(self, records: list[Message], result: BatchResult) -> bool:
-        transactions, consumer = self._transactions, self._consumer
-        assert transactions is not None and consumer is not None  # noqa: S101  # set in run()
+    def _produce_in_transaction(
+        self, records: list[Message], result: BatchResult, elapsed: float
+    ) -> None:
+        """Add a batch to the open transaction (opening one if none is)."""
+        transactions = self._transactions
+        assert transactions is not None  # noqa: S101  # set in run()
+        opening = self._open is None
+        if self._open is None:
+            self._open = _OpenTransaction(time.monotonic())
+        self._open.add(records, result, elapsed)
         try:
-            transactions.begin()
+            if opening:
+                transactions.begin()
             produce_all(transactions.producer, result.outputs)
             if self._crash.enabled:
                 transactions.producer.flush(_TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
                 self._crash.hit("after-produce-before-commit")
-            transactions.commit(next_offsets(records), consumer.consumer_group_metadata())
         except KafkaException as exc:
-            self.metrics.transactions.labels(transactions.recover(exc)).inc()
-            self._producer = transactions.producer
-            self._rewind(consumer, records)
-            return False
+            self._abandon(exc)
+
+    def _commit_open(self) -> None:
+        """Commit the open transaction, its batches' offsets inside; count its batches."""
+        transactions, consumer, open_ = self._transactions, self._consumer, self._open
+        if open_ is None or transactions is None or consumer is None:
+            return
+        try:
+            transactions.commit(open_.commit_at(), consumer.consumer_group_metadata())
+        except KafkaException as exc:
+            self._abandon(exc)
+            return
+        self._open = None
         self.metrics.transactions.labels("committed").inc()
+        for records, result, elapsed in open_.batches:
+            self._observe(records, result, elapsed, self._summary)
         if self._crash.enabled:
             self._crash.hit("after-commit")
-        return True
 
-    def _rewind(self, consumer: Consumer, records: list[Message]) -> None:
-        for tp in first_offsets(records):
+    def _abandon(self, exc: KafkaException | None) -> None:
+        """Abort the open transaction (or replace a poisoned producer) and read its batches
+        again from where they began, on the partitions still owned."""
+        transactions, consumer, open_ = self._transactions, self._consumer, self._open
+        self._open = None
+        if transactions is None or consumer is None:
+            return
+        outcome = transactions.recover(exc) if exc is not None else transactions.abort()
+        self.metrics.transactions.labels(outcome).inc()
+        self._producer = transactions.producer
+        if open_ is None:
+            return
+        self._summary.aborted_batches += len(open_.batches)
+        for tp in open_.rewind_to():
             if (tp.topic, tp.partition) in self._assigned:
                 try:
                     consumer.seek(tp)
-                except KafkaException as exc:
-                    logger.warning("could not rewind %s[%d]: %s", tp.topic, tp.partition, exc)
+                except KafkaException as seek_exc:
+                    logger.warning("could not rewind %s[%d]: %s", tp.topic, tp.partition,
+                                   seek_exc)  # fmt: skip
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -454,10 +525,13 @@ class Scorer:
         try:
             if clean and consumer is not None:
                 self._settle(block=True)
-                if not self._options.exactly_once:
+                if self._options.exactly_once:
+                    self._commit_open()
+                else:
                     self._commit_sync(consumer)
         finally:
             self._in_flight.clear()
+            self._open = None
             if consumer is not None:
                 # close() leaves the group, so partitions move at once rather than after
                 # session.timeout.ms; it commits only stored offsets, i.e. delivered work.
