@@ -71,6 +71,7 @@ def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = N
 def run_score(args: argparse.Namespace) -> int:
     """Build the settings, start the worker, stop it cleanly on a signal."""
     from riverrun.workers.runtime.health import HealthServer
+    from riverrun.workers.runtime.heap import settle_heap
     from riverrun.workers.runtime.startup import wait_for_kafka
     from riverrun.workers.scorer.loop import Scorer
     from riverrun.workers.scorer.metrics import ScorerMetrics
@@ -114,6 +115,7 @@ def run_score(args: argparse.Namespace) -> int:
             if not wait_for_kafka(settings.kafka, topics, stopping, "the scorer"):
                 return 0
             models.start()
+        settle_heap()
         summary = scorer.run(max_messages=args.max_messages, idle_timeout=args.idle_timeout)
     except ConfigurationError as exc:
         logger.error("%s", exc)

@@ -297,11 +297,13 @@ def measure_scorer(
             exactly_once=exactly_once,
         ),
     )
+    from riverrun.workers.runtime.heap import settled_heap
     from riverrun.workers.scorer.loop import Scorer
     from riverrun.workers.scorer.model import FileModelSource, load_model_file
 
     source = FileModelSource(load_model_file(model_file, MODEL_NAME))
-    summary = Scorer(settings, source).run(max_messages=n)
+    with settled_heap():  # as `riverrun score` runs it
+        summary = Scorer(settings, source).run(max_messages=n)
     counted = n if good is None else good
     return counted / summary.busy_seconds if summary.busy_seconds > 0 else 0.0
 
