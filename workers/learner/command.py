@@ -46,6 +46,7 @@ def run_learn(args: argparse.Namespace) -> int:
     from riverrun.workers.learner.loop import Learner
     from riverrun.workers.learner.metrics import LearnerMetrics
     from riverrun.workers.runtime.health import HealthServer
+    from riverrun.workers.runtime.heap import settle_heap
     from riverrun.workers.runtime.startup import wait_for_kafka
 
     try:
@@ -83,6 +84,7 @@ def run_learn(args: argparse.Namespace) -> int:
         who = f"the learner of {settings.learner.model}"
         if not wait_for_kafka(settings.kafka, topics, stopping, who):
             return 0
+        settle_heap()
         summary = learner.run(max_examples=args.max_examples, idle_timeout=args.idle_timeout)
     except ConfigurationError as exc:
         logger.error("%s", exc)
