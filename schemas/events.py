@@ -113,9 +113,8 @@ def dead_letter_headers(
 ) -> list[tuple[str, bytes]]:
     """A `DeadLetter`'s headers from its fields (`failed_at` in ISO 8601).
 
-    `DeadLetter.to_headers` renders through this; the scorer calls it directly for the common
-    dead letter, without building the model (a poisoned request's dead letter was a third of its
-    cost).
+    `DeadLetter.to_headers` renders through this; the scorer calls it directly, without building
+    the model (a poisoned request's dead letter was a third of its cost).
     """
     headers = [
         ("riverrun.error.class", error_class.encode()),
@@ -132,9 +131,16 @@ def dead_letter_headers(
         headers.append(("riverrun.model.version", str(version).encode()))
         headers.append(("riverrun.route", (route or "").encode()))
     if key_bytes is not None or value_bytes is not None:
-        headers.append(("riverrun.truncated.key_bytes", str(key_bytes or 0).encode()))
-        headers.append(("riverrun.truncated.value_bytes", str(value_bytes or 0).encode()))
+        headers += truncation_headers(key_bytes or 0, value_bytes or 0)
     return headers
+
+
+def truncation_headers(key_bytes: int, value_bytes: int) -> list[tuple[str, bytes]]:
+    """The headers a dead letter cut to fit gains: the original key's and value's sizes."""
+    return [
+        ("riverrun.truncated.key_bytes", str(key_bytes).encode()),
+        ("riverrun.truncated.value_bytes", str(value_bytes).encode()),
+    ]
 
 
 class DeadLetter(Event):

@@ -418,7 +418,7 @@ class JoinStage:
             worker=self._options.worker_id,
         )  # fmt: skip
         return dead_letter_record(self._topics.dead_letters, record.key(), record.value(),
-                                  letter, self.output_limit)  # fmt: skip
+                                  letter.to_headers(), self.output_limit)  # fmt: skip
 
     def _add_prediction(self, record: Message) -> None:
         timestamp_ms = record.timestamp()[1]

@@ -401,7 +401,8 @@ class LearnStage:
             source_partition=0, source_offset=offset, worker=self._options.worker_id,
             model=self._model, version=self.version,
         )  # fmt: skip
-        out = dead_letter_record(self._topics.dead_letters, None, value, letter, self.output_limit)
+        out = dead_letter_record(self._topics.dead_letters, None, value, letter.to_headers(),
+                                 self.output_limit)  # fmt: skip
         produce(self._dead_letters, out.topic, out.value, out.key, headers=out.headers)
         flush_or_raise(self._dead_letters, 30.0, "dead letters of unlearnable examples")
 

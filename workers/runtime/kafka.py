@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from riverrun.schemas import DeadLetter, KafkaSettings
+from riverrun.schemas import KafkaSettings
+from riverrun.schemas.events import truncation_headers
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -53,19 +54,18 @@ def record_bytes(
 
 
 def dead_letter_record(
-    topic: str, key: bytes | None, value: bytes | None, letter: DeadLetter, limit: int,
-    partition: int | None = None,
+    topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+    limit: int, partition: int | None = None,
 ) -> Outgoing:
-    """A dead letter carrying the original bytes, cut to fit `limit` if it must be.
+    """A dead letter carrying the original bytes and its headers (`DeadLetter.to_headers` or
+    `dead_letter_headers`), cut to fit `limit` if it must be.
 
     A cut one keeps the start of the key and value and says their original sizes; its headers
     still name where the original is (topic, partition, offset), so it can be fetched.
     """
-    headers = letter.to_headers()
     if record_bytes(key, value, headers) <= limit:
         return Outgoing(topic, key, value, headers, partition)
-    cut = letter.model_copy(update={"key_bytes": len(key or b""), "value_bytes": len(value or b"")})
-    headers = cut.to_headers()
+    headers = [*headers, *truncation_headers(len(key or b""), len(value or b""))]
     short_key = key[:256] if key is not None else None
     room = max(0, limit - record_bytes(short_key, b"", headers))
     return Outgoing(topic, short_key, value[:room] if value is not None else None, headers,

@@ -16,28 +16,19 @@ import numpy as np
 
 from riverrun.schemas import (
     SCHEMA_VERSION,
-    DeadLetter,
     DecodeError,
     RequestFields,
     decode_request_fields,
 )
 from riverrun.schemas.codec import encode_dict
 from riverrun.schemas.events import dead_letter_headers, utc_now
-from riverrun.workers.runtime.kafka import (
-    CLIENT_MAX_BYTES,
-    Outgoing,
-    dead_letter_record,
-    record_bytes,
-)
+from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES, Outgoing, dead_letter_record
 from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.model.deployment import Deployment
 from riverrun.workers.scorer.model.protocol import Label, RowFailure
 
 # A prediction's framing beyond its key and value (no headers), with room to spare.
 _PREDICTION_MARGIN = 512
-# A dead letter's framing and headers beyond its key, value, reason, worker id and source topic
-# (header names, numbers, a timestamp, a model name of at most 64 characters), with room to spare.
-_DEAD_LETTER_MARGIN = 4096
 
 
 class Record(Protocol):
@@ -93,25 +84,13 @@ def dead_letter(
 ) -> Outgoing:
     """The original bytes (cut to fit, if they must be), with headers naming the failure and
     where the record came from."""
-    topic, partition, offset = record.topic() or "", record.partition() or 0, record.offset() or 0
-    name, version = (model.name, model.version) if model is not None else (None, None)
-    key, value = record.key(), record.value()
-    headers = dead_letter_headers(error_class, reason, topic, partition, offset,
-                                  failed_at or utc_now().isoformat(), options.worker,
-                                  model=name, version=version, route=route)  # fmt: skip
-    # Beside the reason, the worker id and the topic, the headers are short: a record well under
-    # the limit need not be weighed header by header.
-    size = (len(key or b"") + len(value or b"") + len(reason) + len(options.worker) + len(topic)
-            + _DEAD_LETTER_MARGIN)  # fmt: skip
-    if size <= options.max_output_bytes or (
-        record_bytes(key, value, headers) <= options.max_output_bytes
-    ):
-        return Outgoing(options.dead_letter_topic, key, value, headers, None)
-    letter = DeadLetter(
-        error_class=error_class, reason=reason, source_topic=topic, source_partition=partition,
-        source_offset=offset, worker=options.worker, model=name, version=version, route=route,
+    headers = dead_letter_headers(
+        error_class, reason, record.topic() or "", record.partition() or 0, record.offset() or 0,
+        failed_at or utc_now().isoformat(), options.worker,
+        model=model.name if model is not None else None,
+        version=model.version if model is not None else None, route=route,
     )  # fmt: skip
-    return dead_letter_record(options.dead_letter_topic, key, value, letter,
+    return dead_letter_record(options.dead_letter_topic, record.key(), record.value(), headers,
                               options.max_output_bytes)  # fmt: skip
 
 
@@ -134,7 +113,7 @@ def score_batch(
     Each model's requests are routed by its deployment (sticky by key), each version's share
     is scored in one call, and shadow versions score the answered requests on the side.
     """
-    result = BatchResult(failed_at=datetime.now(UTC).isoformat())
+    result = BatchResult(failed_at=utc_now().isoformat())
     outputs: list[Outgoing | None] = [None] * len(records)
     groups: dict[str, _Group] = {}
     resolved: dict[str, Deployment | None] = {}
