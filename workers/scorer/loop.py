@@ -466,10 +466,11 @@ class Scorer:
         """Add a batch to the open transaction (opening one if none is)."""
         transactions = self._transactions
         assert transactions is not None  # noqa: S101  # set in run()
-        opening = self._open is None
-        if self._open is None:
-            self._open = _OpenTransaction(time.monotonic())
-        self._open.add(records, result, elapsed)
+        open_ = self._open
+        opening = open_ is None
+        if open_ is None:
+            open_ = self._open = _OpenTransaction(time.monotonic())
+        open_.add(records, result, elapsed)
         try:
             if opening:
                 transactions.begin()

@@ -45,7 +45,8 @@ MODEL_NAME = "bench"
 TRAIN_ROWS = 5_000
 
 
-# Rounds of the reference loop and the scorer's modes, measured in turns; each figure is its best.
+# Rounds of the reference loop and the scorer's modes, measured in turns: each rate is the best of
+# its rounds, each ratio the median of its rounds' ratios.
 ROUNDS = 3
 
 
@@ -528,8 +529,8 @@ def run_bench(
                                           exactly_once=True)  # fmt: skip
             for what, value in rates.items():
                 best[what] = max(best.get(what, 0.0), value)
-            if rates["scorer"] > 0:
-                paired["reference"].append(rates["reference"] / rates["scorer"])
+            if rates["scorer"] > 0 and rates["reference"] > 0:
+                paired["reference"].append(rates["scorer"] / rates["reference"])
                 paired["eos"].append(rates["eos"] / rates["scorer"])
                 if "poisoned" in rates:
                     paired["poisoned"].append(rates["poisoned"] / rates["scorer"])
@@ -551,7 +552,7 @@ def run_bench(
         model_msgs_per_s=round(model_rate, 1),
         scorer_msgs_per_s=round(scorer_rate, 1),
         ratio_to_limit=round(scorer_rate / limit, 3) if limit else 0.0,
-        ratio_to_reference=(round(1 / statistics.median(paired["reference"]), 3)
+        ratio_to_reference=(round(statistics.median(paired["reference"]), 3)
                             if paired["reference"] else 0.0),  # fmt: skip
         exactly_once_msgs_per_s=round(eos_rate, 1),
         exactly_once_ratio=round(statistics.median(paired["eos"]), 3) if paired["eos"] else 0.0,
