@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from riverrun.schemas import (
     TopicSettings,
     encode,
 )
+from riverrun.workers.broker.process import free_port
 from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 from riverrun.workers.registry.client import record_headers
@@ -91,12 +91,6 @@ def publish_models(
     registry.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ready(port: int) -> bool | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:  # noqa: S310  # loopback
@@ -119,7 +113,7 @@ def measure_many_models(
     settings = RegistrySettings(signing_key=key)  # type: ignore[arg-type]  # str -> SecretStr
     names = [f"m{i:05d}" for i in range(models)]
     publish_models(kafka, topics, settings, names, estimator)
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "riverrun.workers.cli", "--log-level", "WARNING", "score",
         "--bootstrap-servers", kafka.bootstrap_servers,

@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from rich.table import Table
 from riverrun.producers.dataset import DATASETS, describe, load
 from riverrun.producers.replay import ReplaySettings, replay, request_id_for
 from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.workers.broker.process import free_port
 from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 from riverrun.workers.routing.policy import deploy
@@ -93,12 +93,6 @@ def _percentile(values: list[float], q: float) -> float:
     if len(values) < 2:
         return values[0] if values else 0.0
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _read_outputs(
@@ -223,7 +217,7 @@ def run_demo(args: argparse.Namespace) -> int:
             console.print(f"  policy     {policy.strategy}: v{released.version} answers and "
                           "learns, v1 (the same warm start, frozen) scores in shadow")
 
-        metrics_port = _free_port()
+        metrics_port = free_port()
         scorer = _start(out / "scorer.log", env, cleanup,
                         ["score", "--metrics-port", str(metrics_port), "--worker-id", "demo-1"])
         console.print(f"  scorer     pid {scorer.pid}, follows the registry; metrics on "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from riverrun.schemas import (
     TopicSettings,
     encode,
 )
+from riverrun.workers.broker.process import free_port
 from riverrun.workers.broker.topics import create_topics
 from riverrun.workers.learner.prequential import Prequential, learn_example
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
@@ -75,12 +75,6 @@ class FreshnessResult(BaseModel):
         description="learner / River's test-then-train loop: the cost of Kafka, the join and "
         "the exactly-once log."
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _riverrun(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -174,7 +168,7 @@ def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterat
     for x, y in _rows(500, seed=3):
         model.learn_one(x, y)
     registry.release(MODEL, SPEC, model)
-    scorer_port, learner_port = _free_port(), _free_port()
+    scorer_port, learner_port = free_port(), free_port()
     scorer = _riverrun(["score", "--metrics-port", str(scorer_port), "--worker-id", "fresh-s",
                         "--group-id", f"fresh-{uuid.uuid4().hex[:6]}"], env, workdir / "scorer.log")
     learner = _riverrun(["learn", "--model", MODEL, "--metrics-port", str(learner_port),
