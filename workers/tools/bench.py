@@ -612,7 +612,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=20.0, help="Freshness: seconds of labelled traffic [20]."
     )
     parser.add_argument(
-        "--backlog", type=int, default=20_000, help="Freshness: labels for the learner's speed."
+        "--backlog", type=int, default=20_000,
+        help="Freshness: labels for the learner's speed, counted between a tenth and nine tenths "
+        "learned; the learner reports in steps of thousands, so keep it in the tens of thousands "
+        "[20000].",
     )
     add_section_flags(parser, "kafka", KafkaSettings, only=["bootstrap_servers"])
     parser.set_defaults(handler=_run)

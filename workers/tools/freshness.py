@@ -186,20 +186,27 @@ def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterat
 
 
 def _rate_between(port: int, before: float, backlog: int, low: float, high: float) -> float:
-    """Examples learned per second between fractions `low` and `high` of the backlog."""
-    marks: dict[float, float] = {}
+    """Examples learned per second between fractions `low` and `high` of the backlog.
+
+    Sampled every 20 ms, from the first sample at `low` to the first at `high`. A backlog that
+    passes both within one sample is timed from the last sample below `low` instead (the rate
+    then errs low, never infinite).
+    """
+    started: float | None = None
+    below = time.perf_counter()
     deadline = time.monotonic() + 300
-    while len(marks) < 2:
+    while True:
         if time.monotonic() > deadline:
             raise RuntimeError("timed out after 300s waiting for the learner to learn the backlog")
         learned = _learned_total(port) - before
         now = time.perf_counter()
-        for fraction in (low, high):
-            if fraction not in marks and learned >= fraction * backlog:
-                marks[fraction] = now
+        if learned >= high * backlog:
+            return (high - low) * backlog / (now - (started if started is not None else below))
+        if learned < low * backlog:
+            below = now
+        elif started is None:
+            started = now
         time.sleep(0.02)
-    elapsed = marks[high] - marks[low]
-    return (high - low) * backlog / elapsed if elapsed > 0 else 0.0
 
 
 def _learned_total(port: int) -> float:
