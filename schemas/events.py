@@ -259,6 +259,26 @@ class ModelVersionReleased(Event):
     )
 
 
+class PairedLoss(BaseModel):
+    """A version's prequential loss against the champion's, on the very same examples.
+
+    The learner learns every version a policy names from one examples log, in log order, so
+    each example gives one loss per version: the difference is paired, and its moments are
+    counted only from the experiment's start (`since_offset` of the examples log).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    experiment: int = Field(ge=1, description="Sequence of the policy that began the experiment.")
+    against: int = Field(ge=1, description="The champion version the losses are paired with.")
+    since_offset: int = Field(ge=0, description="Examples-log offset the pairing began at.")
+    n: int = Field(default=0, ge=0, description="Examples both versions learned since then.")
+    diff_sum: float = Field(
+        default=0.0, description="Sum of (champion's loss - this version's loss): > 0 is better."
+    )
+    diff_sum_sq: float = Field(default=0.0, ge=0.0, description="Sum of squared differences.")
+
+
 class SnapshotPublished(Event):
     """The learned state of a version at one moment (topic `models`, compacted)."""
 
@@ -278,6 +298,11 @@ class SnapshotPublished(Event):
     lineage: dict[str, int] = Field(
         default_factory=dict,
         description="Feedback offsets trained up to, `topic:partition` to next offset.",
+    )
+    paired: PairedLoss | None = Field(
+        default=None,
+        description="This version's loss against the champion's on the same examples, since "
+        "the experiment began (versions learning beside a champion only).",
     )
     published_at: datetime = Field(default_factory=utc_now)
 
@@ -324,7 +349,9 @@ class PolicyAssignment(BaseModel):
 
     version: int = Field(ge=1)
     snapshot: int | None = Field(default=None, ge=0, description="Pinned snapshot, else latest.")
-    role: Literal["champion", "challenger", "canary", "arm", "shadow", "blue", "green"]
+    role: Literal[
+        "champion", "challenger", "canary", "arm", "shadow", "blue", "green", "candidate"
+    ]
     weight: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
@@ -345,7 +372,7 @@ class PolicyChanged(Event):
     kind: Literal["policy"] = "policy"
     model: ModelNameField
     sequence: int = Field(ge=1, description="Monotonic per model; a decision applies once.")
-    strategy: Literal["single", "shadow", "canary", "ab", "bandit", "blue-green"]
+    strategy: Literal["single", "shadow", "canary", "ab", "bandit", "blue-green", "race"]
     assignments: list[PolicyAssignment] = Field(min_length=1)
     reason: str = ""
     numbers: dict[str, float] = Field(default_factory=dict)
@@ -360,6 +387,17 @@ class PolicyChanged(Event):
         ge=1,
         description="Sequence of the policy whose experiment this one continues (a bandit's "
         "re-weighting keeps its evidence); None starts a new one at this sequence.",
+    )
+    experiment_began: datetime | None = Field(
+        default=None,
+        description="When the experiment this policy continues began (None: at `decided_at`); "
+        "outcomes of predictions made before it are not counted.",
+    )
+    examples_from: int | None = Field(
+        default=None,
+        ge=0,
+        description="Examples-log offset the experiment's paired losses count from (None: "
+        "where the learner takes the policy up).",
     )
     hypothesis: str = Field(default="", description="What an A/B test or canary sets out to show.")
     metric: Literal["accuracy", "log_loss", "loss"] = Field(
@@ -402,6 +440,11 @@ class PolicyChanged(Event):
         """The sequence that started the experiment this policy belongs to."""
         return self.experiment if self.experiment is not None else self.sequence
 
+    @property
+    def experiment_began_at(self) -> datetime:
+        """When the experiment this policy belongs to began."""
+        return self.experiment_began if self.experiment_began is not None else self.decided_at
+
 
 class OutcomeRecorded(Event):
     """A prediction joined with its label (topic `outcomes`)."""
@@ -416,6 +459,10 @@ class OutcomeRecorded(Event):
     loss: float
     proba: dict[str, float] | None = None
     observed_at: datetime = Field(default_factory=utc_now)
+    scored_at: datetime | None = Field(
+        default=None, description="When the prediction was made, so a judge counts it only in "
+        "the experiment it was served in.",
+    )
 
 
 class ExampleJoined(Event):

@@ -13,6 +13,7 @@ Routes, as predictions carry them:
     canary       canary | champion
     ab, bandit   arm-0, arm-1, ... (the assignments' order)
     blue-green   blue or green, whichever holds the weight; the other stays loaded (standby)
+    race         champion; the candidates only learn (the learner compares them), never score
 
 An assignment whose role is `shadow` scores in shadow under any strategy.
 """
@@ -152,6 +153,10 @@ def plan_for(
     live = [a for a in policy.assignments if a.role != "shadow"]
     strategy = policy.strategy
     seq = policy.sequence
+    if strategy == "race":
+        champion = _champion(policy, live)
+        return RoutePlan(model, strategy, seq, [_arm(champion, "champion")], [1.0],
+                         shadows=shadows)
     if strategy in ("single", "shadow"):
         champion = _champion(policy, live)
         if strategy == "shadow":

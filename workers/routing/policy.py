@@ -16,7 +16,7 @@ from riverrun.schemas import CanaryStep, PolicyAssignment, PolicyChanged, utc_no
 from riverrun.workers.registry.view import RegistryView
 from riverrun.workers.routing.plan import PolicyError, plan_for
 
-STRATEGIES = ("single", "shadow", "canary", "ab", "bandit", "blue-green")
+STRATEGIES = ("single", "shadow", "canary", "ab", "bandit", "blue-green", "race")
 _TARGET = re.compile(r"^(\d+)(?:#(\d+))?$")
 _STEP = re.compile(r"^([0-9.]+)@([0-9.]+)$")
 
@@ -89,7 +89,8 @@ def deploy(
     if base is None:
         raise PolicyError(f"{name} has no release: `riverrun models release {name}` first")
     others = [parse_target(c) for c in challengers]
-    needs = {"single": 0, "shadow": 1, "canary": 1, "ab": 1, "bandit": 1, "blue-green": 1}[strategy]
+    needs = {"single": 0, "shadow": 1, "canary": 1, "ab": 1, "bandit": 1, "blue-green": 1,
+             "race": 1}[strategy]
     if len(others) < needs:
         raise PolicyError(f"a {strategy} deployment needs --challenger VERSION")
     if strategy in ("canary", "blue-green") and len(others) != 1:
@@ -222,6 +223,9 @@ def _assignments(
         return [_assignment(base, "champion", 1.0 - share), _assignment(others[0], "canary", share)]
     if strategy == "blue-green":
         return [_assignment(base, "blue", 1.0), _assignment(others[0], "green", 0.0)]
+    if strategy == "race":
+        candidates = [_assignment(o, "candidate", 0.0) for o in others]
+        return [_assignment(base, "champion", 1.0), *candidates]
     arms = [base, *others]
     if weight is None:
         weights = [1.0 / len(arms)] * len(arms)
@@ -257,3 +261,22 @@ def _switch(view: RegistryView, policy: PolicyChanged, *, to_green: bool) -> Pol
         "experiment": policy.experiment_id,
     })  # fmt: skip
     return checked(view, switched)
+
+
+def learning_versions(view: RegistryView, name: str) -> list[int]:
+    """Every version that learns now: all the policy names, champion first, else the champion.
+
+    Champion, challengers, canaries, arms, shadows, race candidates and blue-green's standby
+    all learn from the same labels, each from its own release on, so a version promoted later
+    is as fresh as the one it replaces. Retired versions are left out.
+    """
+    target = champion_target(view, name)
+    if target is None:
+        return []
+    versions = [target[0]]
+    policy = view.policy(name)
+    if policy is not None:
+        for assignment in policy.assignments:
+            if assignment.version not in versions and view.version(name, assignment.version):
+                versions.append(assignment.version)
+    return versions
