@@ -196,6 +196,7 @@ class PredictionFields(NamedTuple):
     prediction: bool | int | float | str
     proba: dict[str, float] | None
     features: dict[str, float | str]
+    scored_at: datetime | None = None
 
 
 def decode_label_fields(data: Any, raw: bytes | None) -> LabelFields | LabelObserved:
@@ -293,10 +294,11 @@ def _prediction_fields(data: dict[str, Any]) -> PredictionFields | None:
     latency_ms = data.get("latency_ms")
     if type(latency_ms) is not float or latency_ms < 0.0:
         return None
-    if _utc_datetime(data.get("scored_at")) is None:
+    scored_at = _utc_datetime(data.get("scored_at"))
+    if scored_at is None:
         return None
     return PredictionFields(request_id, model, model_version, snapshot, route, prediction,
-                            proba, features)  # fmt: skip
+                            proba, features, scored_at)  # fmt: skip
 
 
 def _proba(proba: Any) -> bool:

@@ -269,7 +269,9 @@ class PairedLoss(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    experiment: int = Field(ge=1, description="Sequence of the policy that began the experiment.")
+    experiment: int = Field(
+        ge=0, description="Sequence of the policy that began the experiment (0: no policy yet)."
+    )
     against: int = Field(ge=1, description="The champion version the losses are paired with.")
     since_offset: int = Field(ge=0, description="Examples-log offset the pairing began at.")
     n: int = Field(default=0, ge=0, description="Examples both versions learned since then.")
@@ -320,6 +322,11 @@ class DriftDetected(Event):
     detector: str = Field(description="River detector that fired, e.g. `ADWIN`.")
     position: int = Field(ge=0, description="Losses seen on this stream when it fired.")
     mean_loss: float = Field(description="Mean loss of the stream's recent window.")
+    mean_loss_before: float | None = Field(
+        default=None,
+        description="Mean loss of the stream before that window, since the previous detection: "
+        "above it, the loss rose (a concept the version no longer fits); below, it fell.",
+    )
     detected_at: datetime = Field(default_factory=utc_now)
 
 

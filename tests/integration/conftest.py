@@ -1,4 +1,4 @@
-"""Scorer fixtures for integration tests: a trained model file, worker processes, topic I/O."""
+"""Integration fixtures: a trained model file, scorer and judge processes, topic I/O."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, linear_model, optim, preprocessing
 
-from riverrun.schemas import KafkaSettings, TopicSettings
+from riverrun.schemas import KafkaSettings, PolicyChanged, TopicSettings
+from riverrun.workers.broker.process import free_port
+from riverrun.workers.registry import Registry, RegistrySettings, read_registry
 
 MODEL_NAME = "phishing"
 RIVERRUN = str(Path(sys.executable).parent / "riverrun")
@@ -222,3 +225,62 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Judge:
+    """`riverrun judge` as an operator runs it, and its HTTP state."""
+
+    def __init__(self, process: ScorerProcess, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/state", timeout=2) as r:  # noqa: S310  # loopback
+                return orjson.loads(r.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def ready_state(self) -> dict[str, Any]:
+        wait_for(lambda: (self.state() or {}).get("ready") is True, 90, "the judge to be ready")
+        state = self.state()
+        assert state is not None
+        return state
+
+
+@pytest.fixture
+def start_judge(
+    kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path,
+    unique: Callable[[str], str],
+) -> Iterator[Callable[..., Judge]]:
+    started: list[ScorerProcess] = []
+    app_id = unique("judge")
+
+    def start(*extra: str) -> Judge:
+        port = free_port()
+        names = [arg for role, name in topics.all().items()
+                 for arg in (f"--topic-{role.replace('_', '-')}", name)]
+        argv = [RIVERRUN, "--log-format", "text", "judge",
+                "--bootstrap-servers", kafka_settings.bootstrap_servers, *names,
+                "--app-id", app_id, "--http-port", str(port), "--decide-interval-s", "0.2",
+                "--batch-within-s", "0.1", "--data-dir", str(tmp_path / "judge-data"),
+                "--seed", "1", "--insecure-dev", *extra]  # fmt: skip
+        process = ScorerProcess(argv, {}, tmp_path / f"judge-{len(started)}.log")
+        started.append(process)
+        return Judge(process, port)
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def publish(kafka: KafkaSettings, topics: TopicSettings, policy: PolicyChanged) -> None:
+    with Registry(kafka, topics, RegistrySettings(insecure_dev=True)) as registry:
+        registry.publish_policy(policy)
+
+
+def judge_decisions(kafka: KafkaSettings, topics: TopicSettings) -> list[PolicyChanged]:
+    return [r for r in read_registry(kafka, topics.models, timeout=5)
+            if isinstance(r, PolicyChanged) and r.decided_by == "judge"]
+
+

@@ -2,10 +2,10 @@
 
 Three runs of a real learner on a real broker: labels joined with predictions, labels carrying
 their own features, unknown, duplicate, unreadable and invalid labels, another model's labels,
-a restart, a second release taken up, drift records and a guardrail trip. The digest holds the
-examples log, the outcomes, the dead letters, every registry record the learner wrote (artifact
-hashes, lineage, metrics) and the run summaries, with times and topic names taken out, so two
-runs of the same learner code compare equal byte for byte.
+a restart, a second release deployed with it and taken up, drift records and a guardrail trip.
+The digest holds the examples log, the outcomes, the dead letters, every registry record but the
+operator's policy (artifact hashes, lineage, metrics) and the run summaries, with times and topic
+names taken out, so two runs of the same learner code compare equal byte for byte.
 
 `test_learner_workload.py` holds the learner to the digest recorded in
 `learner_workload.sha256.json`; as a script it prints the digest, so a learner before and after
@@ -170,6 +170,12 @@ def _plain(record: Any, topics: TopicSettings, examples_before: Any = None) -> d
             "headers": headers}  # fmt: skip
 
 
+def _operator_policy(record: dict[str, Any]) -> bool:
+    value = record["value"]
+    return (isinstance(value, dict) and value.get("kind") == "policy"
+            and value.get("decided_by") == "operator")
+
+
 def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
     """Run the three learner phases on fresh topics named after `prefix`; return the digest."""
     names = TopicSettings().all()
@@ -200,9 +206,9 @@ def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
             "metrics": summary.metrics,
         })  # fmt: skip
 
-    def release() -> None:
+    def release(*, deploy: bool = False) -> None:
         with Registry(kafka, topics, registry_settings) as registry:
-            registry.release(MODEL, SPEC, build_estimator(SPEC))
+            registry.release(MODEL, SPEC, build_estimator(SPEC), deploy=deploy)
 
     release()
     # Phase 1: v1 learns the first 500 rows.
@@ -215,9 +221,9 @@ def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
     _produce(kafka, topics.predictions, predictions)
     _produce(kafka, topics.feedback, feedback)
     learn(examples)
-    # Phase 3: v2 released (it answers now); rows 800-1250, labels flipped from 1000 on, so
-    # drift fires and the guardrail trips.
-    release()
+    # Phase 3: v2 released with a deployment (it answers now); rows 800-1250, labels flipped
+    # from 1000 on, so drift fires and the guardrail trips.
+    release(deploy=True)
     predictions, feedback, examples = phase_records(rows, 800, 1250, flip_from=1000)
     _produce(kafka, topics.predictions, predictions)
     _produce(kafka, topics.feedback, feedback)
@@ -236,7 +242,11 @@ def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
         "examples": [_plain(r, topics) for r in examples_log],
         "outcomes": [_plain(r, topics) for r in _read(kafka, topics.outcomes)],
         "dead_letters": [_plain(r, topics) for r in _read(kafka, topics.dead_letters)],
-        "models": [_plain(r, topics, examples_before) for r in _read(kafka, topics.models)],
+        # The operator's policy (phase 3's release with --deploy) is the workload's input,
+        # not the learner's output: left out, as before releases deployed themselves.
+        "models": [record for record in (_plain(r, topics, examples_before)
+                                         for r in _read(kafka, topics.models))
+                   if not _operator_policy(record)],
     }
     digest["sha256"] = {
         part: hashlib.sha256(orjson.dumps(digest[part], option=orjson.OPT_SORT_KEYS)).hexdigest()

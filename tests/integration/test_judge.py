@@ -4,12 +4,8 @@ keeps its evidence and windows across a restart."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,18 +26,11 @@ from riverrun.schemas import (
     utc_now,
 )
 from riverrun.schemas.loss import outcome_loss
-from riverrun.workers.registry import Registry, RegistrySettings, read_registry
 from riverrun.workers.routing import plan_for
 
-from .conftest import RIVERRUN, ScorerProcess, produce, wait_for
+from .conftest import RIVERRUN, Judge, judge_decisions, produce, publish, wait_for
 
 MODEL = "agrawal"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -55,63 +44,6 @@ def concepts() -> dict[str, Any]:
     for x, y in rows[5000:7000]:
         new.learn_one(x, y)
     return {"old": old, "new": new, "stream": rows[7000:]}
-
-
-class Judge:
-    """`riverrun judge` as an operator runs it, and its HTTP state."""
-
-    def __init__(self, process: ScorerProcess, port: int) -> None:
-        self.process = process
-        self.port = port
-
-    def state(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/state", timeout=2) as r:  # noqa: S310  # loopback
-                return orjson.loads(r.read())  # type: ignore[no-any-return]
-        except OSError:
-            return None
-
-    def ready_state(self) -> dict[str, Any]:
-        wait_for(lambda: (self.state() or {}).get("ready") is True, 90, "the judge to be ready")
-        state = self.state()
-        assert state is not None
-        return state
-
-
-@pytest.fixture
-def start_judge(
-    kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path,
-    unique: Callable[[str], str],
-) -> Iterator[Callable[..., Judge]]:
-    started: list[ScorerProcess] = []
-    app_id = unique("judge")
-
-    def start(*extra: str) -> Judge:
-        port = free_port()
-        names = [arg for role, name in topics.all().items()
-                 for arg in (f"--topic-{role.replace('_', '-')}", name)]
-        argv = [RIVERRUN, "--log-format", "text", "judge",
-                "--bootstrap-servers", kafka_settings.bootstrap_servers, *names,
-                "--app-id", app_id, "--http-port", str(port), "--decide-interval-s", "0.2",
-                "--batch-within-s", "0.1", "--data-dir", str(tmp_path / "judge-data"),
-                "--seed", "1", "--insecure-dev", *extra]  # fmt: skip
-        process = ScorerProcess(argv, {}, tmp_path / f"judge-{len(started)}.log")
-        started.append(process)
-        return Judge(process, port)
-
-    yield start
-    for process in started:
-        process.close()
-
-
-def publish(kafka: KafkaSettings, topics: TopicSettings, policy: PolicyChanged) -> None:
-    with Registry(kafka, topics, RegistrySettings(insecure_dev=True)) as registry:
-        registry.publish_policy(policy)
-
-
-def judge_decisions(kafka: KafkaSettings, topics: TopicSettings) -> list[PolicyChanged]:
-    return [r for r in read_registry(kafka, topics.models, timeout=5)
-            if isinstance(r, PolicyChanged) and r.decided_by == "judge"]
 
 
 Rows = list[tuple[dict[str, Any], Any]]

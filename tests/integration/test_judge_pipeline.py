@@ -14,10 +14,10 @@ from river import tree
 
 from riverrun.producers.dataset import load
 from riverrun.schemas import KafkaSettings, PolicyChanged, PredictionMade, TopicSettings, decode
+from riverrun.workers.broker.process import free_port
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, read_registry
 
 from .conftest import RIVERRUN, ScorerProcess, produce, read_all, wait_for
-from .test_judge import free_port
 
 KEY = "integration-test-signing-key-32-bytes"
 MODEL = "loans"

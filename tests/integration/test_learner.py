@@ -325,7 +325,7 @@ def test_a_version_released_while_learning_takes_over_from_its_release_on(
         wait_for(lambda: learner.metrics.registry.get_sample_value(
             "riverrun_learner_examples_learned_total",
             {"model": "evolving", "version": "1"}) == len(before), 60, "version 1 to learn")
-        _, released = registry.release("evolving", SPEC, build_estimator(SPEC))
+        _, released = registry.release("evolving", SPEC, build_estimator(SPEC), deploy=True)
         assert released.version == 2
         learned_to = learner.metrics.registry.get_sample_value(
             "riverrun_learner_examples_offset", {"model": "evolving"})

@@ -3,10 +3,14 @@ log, outcomes, dead letters, registry records (artifact hashes, lineage, metrics
 summaries, byte for byte.
 
 The digest was recorded before the learner was split into its join and learn stages, and the
-split left it unchanged; it changed twice since, on purpose: labels of a model nobody released
+split left it unchanged; it changed three times since, on purpose: labels of a model nobody released
 (the workload's `someone-else`) are now dead-lettered as `UnknownModel` instead of dropped, and
 a version record carries its signature (here no features, and the label type `bool`) and
-its spec the field `features` (here undeclared).
+its spec the field `features` (here undeclared). And once more for continuous training: an
+outcome carries its prediction's `scored_at` (a judge counts it in the experiment it was
+served in), and a drift record the mean loss before its window (`mean_loss_before`: a rise
+restarts a race's evidence, a fall does not). The examples, dead letters, summaries and every
+snapshot's artifact and lineage are as before.
 """
 
 from __future__ import annotations

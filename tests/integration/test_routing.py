@@ -188,17 +188,18 @@ def test_rollback_to_an_earlier_snapshot_restores_its_predictions_exactly(
     ask(kafka_settings, topics, rows, 0, 300, keys=300)
     first = {p.request_id: p for _, p in predictions(kafka_settings, topics.predictions, 300)}
     assert {(p.version, p.snapshot) for p in first.values()} == {(1, 0)}
-    # The version learns on and a new version is released: the earlier answers change.
+    # The version learns on and a new version is released and deployed (policy #1): the
+    # earlier answers change.
     registry.publish_snapshot(MODEL_NAME, 1, 1, fresh_model(phishing[:600]))
     version_2 = fresh_model(phishing[600:1200])
-    registry.release(MODEL_NAME, SPEC, version_2)
+    registry.release(MODEL_NAME, SPEC, version_2, deploy=True)
     wait_for(lambda: "now serving phishing@2#0" in scorer.output(), 60, "version 2")
     ask(kafka_settings, topics, rows, 300, 300, keys=300)
     wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=1)) >= 600, 60,
              "answers of version 2")
     out = models_cli(kafka_settings, topics, "rollback", MODEL_NAME, "--to", "1#0")
     assert "champion phishing@1#0" in out
-    wait_for(lambda: "routing phishing by policy #1" in scorer.output(), 60, "the rollback")
+    wait_for(lambda: "routing phishing by policy #2" in scorer.output(), 60, "the rollback")
     # The first requests again, under new request ids.
     produce(kafka_settings, topics.requests,
             [(f"user-{i}".encode(), orjson.dumps({"request_id": f"again-{i}", "model": MODEL_NAME,

@@ -98,7 +98,7 @@ def test_releases_and_snapshots_reach_running_scorers_between_batches(
         registry.publish_snapshot(MODEL_NAME, 1, snapshot, models[(1, snapshot)])
     time.sleep(1.0)
     models[(2, 0)] = fresh_model(phishing[600:1000])
-    registry.release(MODEL_NAME, SPEC, models[(2, 0)])
+    registry.release(MODEL_NAME, SPEC, models[(2, 0)], deploy=True)  # it answers from now on
     wait_for(lambda: "now serving phishing@2#0" in scorer.output(), 60, "version 2 to be served")
     time.sleep(1.0)
     stop.set()

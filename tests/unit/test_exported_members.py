@@ -17,7 +17,7 @@ PRODUCERS = [
 SCHEMAS = [
     "EVENTS", "SCHEMA_VERSION", "ArtifactRef", "CanaryStep", "DeadLetter", "DecodeError",
     "DriftDetected", "Event", "ExampleJoined", "FeatureSignature", "KafkaSettings", "LabelFields", "LabelObserved",
-    "ModelName", "ModelRetired", "ModelVersionReleased", "OutcomeRecorded", "PolicyAssignment", "PolicyChanged",
+    "ModelName", "ModelRetired", "ModelVersionReleased", "OutcomeRecorded", "PairedLoss", "PolicyAssignment", "PolicyChanged",
     "PredictionFields", "PredictionMade", "PredictionRequested", "RequestFields",
     "RiverrunSettings", "Signature", "SnapshotId", "SnapshotPublished", "TopicSettings", "Version",
     "add_section_flags", "add_settings_flags", "collect_section_flags", "decode",

@@ -24,22 +24,26 @@ def canary_policy(sequence: int = 5, weight: float = 0.2, **extra: object) -> Po
 
 
 def outcome(
-    version: int, route: str, correct: bool, i: int, loss: float | None = None
+    version: int, route: str, correct: bool, i: int, loss: float | None = None,
+    scored_at: datetime | None = None,
 ) -> OutcomeRecorded:
     return OutcomeRecorded.model_construct(
         request_id=f"r{i}", model="fraud", version=version, snapshot=0, route=route,
         prediction=True, label=correct, loss=(0.0 if correct else 1.0) if loss is None else loss,
+        scored_at=scored_at,
     )
 
 
 class Stream:
     """Requests routed by the policy's plan, each answered correctly with its version's rate."""
 
-    def __init__(self, policy: PolicyChanged, rates: dict[int, float], seed: int) -> None:
+    def __init__(self, policy: PolicyChanged, rates: dict[int, float], seed: int,
+                 scored_at: datetime | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.rates = rates
         self.i = 0
         self.plan = plan_for(policy, "fraud", None)
+        self.scored_at = scored_at
 
     def batch(self, size: int) -> list[OutcomeRecorded]:
         assert self.plan is not None
@@ -49,7 +53,7 @@ class Stream:
         for j in range(size):
             arm = self.plan.arms[0 if arms is None else int(arms[j])]
             correct = bool(self.rng.random() < self.rates[arm.version])
-            out.append(outcome(arm.version, arm.route, correct, self.i))
+            out.append(outcome(arm.version, arm.route, correct, self.i, scored_at=self.scored_at))
             self.i += 1
         return out
 
@@ -151,6 +155,7 @@ def test_a_bandit_is_reweighted_on_a_cadence_and_keeps_its_experiment() -> None:
     reweighted = first[0]
     assert reweighted.strategy == "bandit" and reweighted.action == "reweight"
     assert reweighted.experiment == 7 and reweighted.experiment_id == 7
+    assert reweighted.experiment_began == policy.decided_at, "the experiment began with #7"
     weights = [a.weight for a in reweighted.assignments]
     assert weights[1] > 0.85 and weights[0] >= 0.1 - 1e-9
     judge.observe_policy(reweighted)
@@ -172,7 +177,7 @@ def test_a_new_deployment_starts_from_fresh_evidence() -> None:
 
 def test_shadow_predictions_are_judged_against_their_requests_labels() -> None:
     judge = Judge(seed=6)
-    policy = PolicyChanged(model="fraud", sequence=1, strategy="shadow",
+    policy = PolicyChanged(model="fraud", sequence=1, strategy="shadow", decided_at=T0,
                            assignments=[PolicyAssignment(version=1, role="champion"),
                                         PolicyAssignment(version=2, role="shadow", weight=0.0)])
     judge.observe_policy(policy)
@@ -205,3 +210,63 @@ def test_state_shows_routes_shares_and_the_last_decision() -> None:
     assert model["last_decision"]["sequence"] == 6
     assert decision is not None and model["last_decision"]["reason"] == decision.reason
     orjson.dumps(state)
+
+
+def test_a_canary_deployed_after_10000_champion_outcomes_is_judged_on_outcomes_since_it_began(
+) -> None:
+    """The champion was right 95% of the time on the 10,000 predictions labelled before the
+    canary began; since then it is right 70% of the time and the canary 80%. Judged on outcomes
+    since the canary began, the canary is promoted; had the backlog counted, it would have been
+    rolled back as worse than a champion that no longer exists."""
+    began = T0 + timedelta(hours=3)
+    policy = PolicyChanged(
+        model="fraud", sequence=5, strategy="canary", decided_at=began,
+        assignments=[PolicyAssignment(version=1, role="champion"),
+                     PolicyAssignment(version=2, role="canary", weight=0.2)])  # fmt: skip
+    rng = np.random.default_rng(8)
+    backlog = [outcome(1, "champion", bool(rng.random() < 0.95), i,
+                       scored_at=T0 + timedelta(seconds=i)) for i in range(10_000)]
+
+    def judged(backlog: list[OutcomeRecorded]) -> tuple[Judge, PolicyChanged | None]:
+        judge = Judge(seed=8)
+        judge.observe_policy(policy)
+        judge.observe_outcomes(backlog)
+        stream = Stream(policy, {1: 0.7, 2: 0.8}, seed=8, scored_at=began + timedelta(seconds=1))
+        stream.i = len(backlog)
+        for _ in range(200):
+            judge.observe_outcomes(stream.batch(100))
+            decisions = judge.decide(began)
+            if decisions:
+                return judge, decisions[0]
+        return judge, None
+
+    judge, decision = judged(backlog)
+    assert decision is not None and decision.action == "promote", decision
+    assert decision.numbers["n_control"] + decision.numbers["n_challenger"] < 10_000
+    state = judge.state(began)
+    assert state["models"]["fraud"]["outcomes_before_experiment"] == 10_000
+    assert state["outcomes_before_experiment"] == 10_000 and state["outcomes_observed"] > 10_000
+    assert state["models"]["fraud"]["versions"]["1"]["n"] == decision.numbers["n_control"]
+    unknown = [o.model_copy(update={"scored_at": None}) for o in backlog]
+    _, counted = judged(unknown)
+    assert counted is not None and counted.action == "rollback", "the backlog would have decided"
+
+
+def test_shadow_predictions_made_before_the_experiment_are_not_counted() -> None:
+    judge = Judge(seed=9)
+    policy = PolicyChanged(model="fraud", sequence=1, strategy="shadow", decided_at=T0,
+                           assignments=[PolicyAssignment(version=1, role="champion"),
+                                        PolicyAssignment(version=2, role="shadow", weight=0.0)])
+    judge.observe_policy(policy)
+    judge.observe_shadow_predictions(
+        PredictionMade(request_id=f"r{i}", model="fraud", version=2, snapshot=0, route="shadow",
+                       prediction=True, features={"x": 1.0}, latency_ms=1.0,
+                       scored_at=T0 + timedelta(seconds=-1 if i < 10 else 1))
+        for i in range(30)
+    )
+    judge.observe_outcomes(outcome(1, "champion", True, i, scored_at=T0 + timedelta(seconds=1))
+                           for i in range(30))
+    evidence = judge.evidence(policy)
+    assert (evidence[1].n, evidence[2].n) == (30, 20)
+    assert judge.state(T0)["models"]["fraud"]["outcomes_before_experiment"] == 10
+    assert len(judge.shadows) == 0

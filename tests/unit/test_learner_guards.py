@@ -22,6 +22,16 @@ def test_adwin_fires_after_the_loss_level_shifts_and_not_before() -> None:
     assert first.version == 1 and first.stream == "learning" and first.detector == "ADWIN"
     assert 3000 < first.position < 3300
     assert first.mean_loss > 0.35  # the recent window already holds the storm's first losses
+    assert first.mean_loss_before == pytest.approx(0.3, abs=0.02), "the calm before it"
+    assert first.mean_loss > first.mean_loss_before, "a rise"
+
+
+def test_a_loss_that_falls_is_told_apart_from_one_that_rises() -> None:
+    rng = random.Random(8)
+    learning = [abs(rng.gauss(0.6, 0.05)) for _ in range(1500)]
+    learned = [abs(rng.gauss(0.05, 0.02)) for _ in range(1500)]
+    found = DriftWatch("adwin", warmup=500).observe_many(1, "learning", learning + learned)
+    assert found and all(d.mean_loss < d.mean_loss_before for d in found[:1]), found
 
 
 def test_streams_and_versions_have_their_own_detectors_and_warmup() -> None:

@@ -261,7 +261,7 @@ def test_a_join_writes_the_same_bytes_from_hand_read_and_validated_records(
                           scored_at=observed_at, latency_ms=1.0)  # type: ignore[arg-type]
     seen = LabelObserved(request_id="r1", model=MODEL, label=label, observed_at=observed_at)  # type: ignore[arg-type]
     hand_made = PredictionFields("r1", MODEL, 2, 7, "canary", made.prediction, made.proba,
-                                 made.features)  # fmt: skip
+                                 made.features, made.scored_at)  # fmt: skip
     hand_seen = LabelFields("r1", MODEL, seen.label, seen.observed_at, None)
     out = []
     for window_prediction, window_label in ((made, seen), (hand_made, hand_seen)):

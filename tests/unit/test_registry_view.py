@@ -166,3 +166,48 @@ def test_workers_keep_no_history_and_a_bounded_number_of_drifts() -> None:
                                  position=i, mean_loss=0.5))
     assert view.history("fraud") == [] and len(view.drifts("fraud")) == MAX_DRIFTS
     assert view.drifts("fraud")[-1].position == MAX_DRIFTS * 3 - 1
+
+
+def test_the_default_version_is_the_first_live_one_not_the_latest() -> None:
+    # With no policy the first version answers: releasing v2 and v3 moves no traffic.
+    view = RegistryView([release("fraud", 1), snap("fraud", 1, 0)])
+    assert view.default_version("fraud") == 1
+    for version in (2, 3):
+        view.apply(release("fraud", version))
+        view.apply(snap("fraud", version, 0))
+    assert view.default_version("fraud") == 1 and view.latest_version("fraud") == 3
+    assert view.default_version("churn") is None
+    # A release without a snapshot yet is not servable, so it is no default either.
+    assert RegistryView([release("churn", 1)]).default_version("churn") is None
+
+
+def test_a_retired_first_version_passes_the_default_to_the_next() -> None:
+    from riverrun.schemas import ModelRetired
+
+    view = RegistryView()
+    for version in (1, 2, 3):
+        view.apply(release("fraud", version))
+        view.apply(snap("fraud", version, 0))
+    view.apply(ModelRetired(model="fraud", version=1, last_version=3))
+    assert view.default_version("fraud") == 2
+    # A late snapshot of the retired version changes nothing.
+    assert not view.apply(snap("fraud", 1, 1))
+    assert view.default_version("fraud") == 2
+    # The whole model retired, then released again: the new release is its first live version.
+    view.apply(ModelRetired(model="fraud", last_version=3))
+    assert view.default_version("fraud") is None
+    view.apply(release("fraud", 4))
+    view.apply(snap("fraud", 4, 0))
+    view.apply(release("fraud", 5))
+    view.apply(snap("fraud", 5, 0))
+    assert view.default_version("fraud") == 4
+
+
+def test_the_policy_sequence_counts_a_retired_policy() -> None:
+    from riverrun.schemas import ModelRetired
+
+    view = RegistryView([release("fraud", 1), snap("fraud", 1, 0), policy("fraud", 3, 1)])
+    assert view.policy_sequence("fraud") == 3 and view.policy_sequence("churn") == 0
+    view.apply(ModelRetired(model="fraud", last_version=1))
+    assert view.policy("fraud") is None and view.policy_sequence("fraud") == 3
+    assert not view.apply(policy("fraud", 3, 2))  # why a new policy must take 4

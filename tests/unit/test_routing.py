@@ -35,12 +35,60 @@ def test_positions_are_uniform_stable_and_salted_by_model() -> None:
     assert abs(np.corrcoef(points, other)[0, 1]) < 0.02
 
 
-def test_no_policy_routes_everything_to_the_latest_version_as_champion() -> None:
+def test_no_policy_routes_everything_to_the_default_version_as_champion() -> None:
     plan = plan_for(None, "fraud", 4)
     assert plan is not None
     assert [(a.version, a.snapshot, a.route) for a in plan.arms] == [(4, None, "champion")]
     assert plan.assign_many(KEYS[:10], 0.0) is None  # one arm: nothing is hashed
     assert plan_for(None, "fraud", None) is None
+
+
+def test_with_no_policy_a_new_release_takes_no_traffic() -> None:
+    from riverrun.schemas import ArtifactRef, ModelVersionReleased, SnapshotPublished
+    from riverrun.workers.registry import RegistryView
+    from riverrun.workers.routing.policy import champion_target
+
+    ref = ArtifactRef(location="kafka://a/0/0?chunks=1", size=1, sha256="0" * 64, signature="00")
+    view = RegistryView()
+    for version in (1, 2):
+        view.apply(ModelVersionReleased(model="fraud", version=version, spec={}, task="binary"))
+        view.apply(SnapshotPublished(model="fraud", version=version, snapshot=0, artifact=ref))
+    plan = plan_for(view.policy("fraud"), "fraud", view.default_version("fraud"))
+    assert plan is not None and [(a.version, a.route) for a in plan.arms] == [(1, "champion")]
+    assert plan.targets() == [(1, None)]  # version 2 is not even loaded
+    assert champion_target(view, "fraud") == (1, None)
+
+
+def test_every_version_a_policy_names_learns_and_waiting_releases_too() -> None:
+    from datetime import timedelta
+
+    from riverrun.schemas import ArtifactRef, ModelVersionReleased, SnapshotPublished
+    from riverrun.workers.registry import RegistryView
+    from riverrun.workers.routing.policy import learning_versions
+
+    ref = ArtifactRef(location="kafka://a/0/0?chunks=1", size=1, sha256="0" * 64, signature="00")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    view = RegistryView()
+
+    def release(version: int, minutes: int) -> None:
+        view.apply(ModelVersionReleased(model="fraud", version=version, spec={}, task="binary",
+                                        released_at=t0 + timedelta(minutes=minutes)))
+        view.apply(SnapshotPublished(model="fraud", version=version, snapshot=0, artifact=ref))
+
+    for version in (1, 2, 3):
+        release(version, version)
+    assert learning_versions(view, "fraud") == [1, 2, 3], "no policy: every live version learns"
+    view.apply(policy("race", (3, "champion", 1.0), (1, "candidate", 0.0)).model_copy(
+        update={"model": "fraud", "decided_at": t0 + timedelta(minutes=10)}))
+    assert learning_versions(view, "fraud") == [3, 1], "v2, left out of the race, stops"
+    release(4, 20)
+    assert learning_versions(view, "fraud") == [3, 1, 4], "a release since the policy waits"
+    view.apply(policy("shadow", (4, "champion", 1.0), (1, "shadow", 0.0)).model_copy(
+        update={"model": "fraud", "sequence": 4, "decided_at": t0 + timedelta(minutes=30),
+                "assignments": [
+            PolicyAssignment(version=4, role="champion"),
+            PolicyAssignment(version=1, snapshot=0, role="shadow", weight=0.0)]}))
+    assert learning_versions(view, "fraud") == [4], "a baseline pinned to a snapshot is frozen"
 
 
 def test_ab_shares_follow_the_weights_and_each_key_sticks() -> None:

@@ -212,7 +212,7 @@ def test_a_down_endpoint_is_shown_down_with_its_last_role() -> None:
     assert "endpoints 1 of 2 up" in text
 
 
-def test_without_a_policy_the_latest_version_answers_everything() -> None:
+def test_without_a_policy_the_first_version_answers_everything() -> None:
     view = RegistryView([
         ModelVersionReleased(model="churn", version=1, spec={}, task="binary"),
         SnapshotPublished(model="churn", version=1, snapshot=0, artifact=REF),
@@ -220,10 +220,11 @@ def test_without_a_policy_the_latest_version_answers_everything() -> None:
         SnapshotPublished(model="churn", version=2, snapshot=0, artifact=REF),
     ])  # fmt: skip
     (churn,) = collect([], {}, view, NOW).models
-    assert churn.strategy == "latest" and churn.policy_sequence is None
+    assert churn.strategy == "default" and churn.policy_sequence is None
+    # Version 2 was released, never deployed: version 1 keeps every request.
     assert [(v.version, v.route, v.share) for v in churn.versions] == [
-        (1, None, None), (2, "champion", 1.0)]
-    assert "no policy: the latest version answers" in plain(collect([], {}, view, NOW))
+        (1, "champion", 1.0), (2, None, None)]
+    assert "no policy: the first live version answers" in plain(collect([], {}, view, NOW))
 
 
 def test_render_shows_versions_shares_pipe_and_decisions() -> None:

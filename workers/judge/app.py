@@ -4,7 +4,8 @@
                         └──► recent     (tumbling windows: model#version -> outcomes)
     predictions.shadow ────► held until their request's outcome brings the label
     requests.dlq ──────────► evidence   (errors of the version a dead letter names)
-    models ── follower ────► the policies          timer ──► decide ──► models (PolicyChanged)
+    models ── follower ────► the policies, and the paired losses of a race's candidates
+                                               timer ──► decide ──► models (PolicyChanged)
 
 Both tables are changelog-backed, so a restarted judge recovers its evidence and its windows
 before it decides again. Outcomes are read in batches (`stream.take`), never one agent call per
@@ -29,10 +30,12 @@ import faust
 
 from riverrun.schemas import (
     DecodeError,
+    DriftDetected,
     KafkaSettings,
     OutcomeRecorded,
     PolicyChanged,
     PredictionMade,
+    SnapshotPublished,
     decode,
     utc_now,
 )
@@ -42,6 +45,7 @@ from riverrun.workers.judge.metrics import JudgeMetrics
 from riverrun.workers.judge.settings import JudgeSettings
 from riverrun.workers.judge.state_server import StateServer
 from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord
+from riverrun.workers.registry.records import lineage_key
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,10 @@ class JudgeApp:
         self.metrics = metrics if metrics is not None else JudgeMetrics()
         self.state_server = state_server
         self.registry = Registry(settings.kafka, settings.topics, settings.registry)
-        self._policies: queue.SimpleQueue[PolicyChanged] = queue.SimpleQueue()
+        # Registry records the judge reads, handed from the follower's thread to the app's loop.
+        self._records: queue.SimpleQueue[PolicyChanged | SnapshotPublished | DriftDetected] = (
+            queue.SimpleQueue()
+        )
         self._follower: RegistryFollower | None = None
         self.ready = False
         self.app = faust.App(
@@ -115,7 +122,8 @@ class JudgeApp:
             .relative_to_now()
         )
         self.judge = Judge(self.evidence, effect=options.effect, seed=options.seed,
-                           bandit_interval_s=options.bandit_interval_s)
+                           bandit_interval_s=options.bandit_interval_s,
+                           lineage_key=lineage_key(settings.topics.examples))
         self._wire()
 
     # -- faust wiring ------------------------------------------------------------------------
@@ -150,17 +158,26 @@ class JudgeApp:
     # -- inputs ------------------------------------------------------------------------------
 
     def follow_policies(self) -> None:
-        """Read the registry to its end, then follow it: policies are known before outcomes."""
+        """Read the registry to its end, then follow it: policies are known before outcomes.
+
+        The snapshots of the versions a policy names come too: a race's paired losses are
+        known before the first decision.
+        """
         view = self.registry.refresh()
         for model in view.models():
             policy = view.policy(model)
             if policy is not None:
                 self.judge.observe_policy(policy)
+                for version in {a.version for a in policy.assignments}:
+                    for snapshot in view.snapshots(model, version):
+                        self.judge.observe_snapshot(snapshot)
+                for drift in view.drifts(model):
+                    self.judge.observe_drift(drift)
         self._follower = self.registry.follower(self._on_record).start()
 
     def _on_record(self, record: RegistryRecord) -> None:
-        if isinstance(record, PolicyChanged):
-            self._policies.put(record)
+        if isinstance(record, PolicyChanged | SnapshotPublished | DriftDetected):
+            self._records.put(record)
 
     def observe_outcomes(self, batch: list[bytes]) -> None:
         """Decode a batch of outcomes and count them in both tables."""
@@ -209,14 +226,19 @@ class JudgeApp:
         self.judge.observe_errors(failures)
 
     def _drain_policies(self) -> None:
+        """Hand the judge the policies and snapshots the follower read, in topic order."""
         while True:
             try:
-                policy = self._policies.get_nowait()
+                record = self._records.get_nowait()
             except queue.Empty:
                 return
-            if self.judge.observe_policy(policy):
-                logger.info("judging %s by policy #%d (%s, experiment %d)", policy.model,
-                            policy.sequence, policy.strategy, policy.experiment_id)
+            if isinstance(record, SnapshotPublished):
+                self.judge.observe_snapshot(record)
+            elif isinstance(record, DriftDetected):
+                self.judge.observe_drift(record)
+            elif self.judge.observe_policy(record):
+                logger.info("judging %s by policy #%d (%s, experiment %d)", record.model,
+                            record.sequence, record.strategy, record.experiment_id)
 
     # -- the timer ---------------------------------------------------------------------------
 

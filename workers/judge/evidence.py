@@ -4,6 +4,9 @@ Evidence is kept per (model, experiment, version). An experiment starts with an 
 deployment and carries on through the judge's re-weightings (`PolicyChanged.experiment_id`), so
 a bandit's evidence survives its own weight changes while a new canary starts from nothing.
 Values are plain JSON dicts in the store, so a changelog-backed table can hold them.
+
+A race's evidence is not counted here: its candidates never answer, and the learner pairs their
+losses with the champion's on the same examples (`PairedEvidence`, read off their snapshots).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from riverrun.schemas import SnapshotPublished
 from riverrun.workers.judge.statistics import Metric, Moments
 
 Label = bool | int | float | str
@@ -117,3 +121,43 @@ def evidence_of(
         data = store.get(evidence_key(model, experiment, version))
         out[version] = VersionEvidence.from_json(data) if data else VersionEvidence()
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PairedEvidence:
+    """A version's losses paired with the champion's, as its newest snapshot carried them.
+
+    The learner's counts are cumulative since the experiment began, so the newest snapshot
+    holds all of it; `reached` is the examples-log offset it learned up to (its lineage).
+    """
+
+    version: int
+    snapshot: int
+    experiment: int
+    against: int
+    since_offset: int
+    differences: Moments
+    reached: int | None = None
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: SnapshotPublished, lineage_key: str | None = None
+    ) -> PairedEvidence | None:
+        """The paired evidence a snapshot carries, None when it carries none.
+
+        `lineage_key` names the examples log in the lineage (`<topic>:0`); None takes the
+        furthest offset the lineage names.
+        """
+        paired = snapshot.paired
+        if paired is None:
+            return None
+        lineage = snapshot.lineage
+        reached = (lineage.get(lineage_key) if lineage_key is not None
+                   else max(lineage.values(), default=None))  # fmt: skip
+        return cls(snapshot.version, snapshot.snapshot, paired.experiment, paired.against,
+                   paired.since_offset, Moments(paired.n, paired.diff_sum, paired.diff_sum_sq),
+                   reached)  # fmt: skip
+
+    def counts_in(self, experiment: int, against: int) -> bool:
+        """Whether this evidence belongs to that experiment, paired with that champion."""
+        return self.experiment == experiment and self.against == against

@@ -31,6 +31,27 @@ worse than the control by the margin (non-inferiority; superiority when the marg
 crossing below shows it worse by more than the margin. Each wrong-direction claim has
 probability at most alpha.
 
+Races (paired losses): a race's candidates never answer, they learn beside the champion from
+the same examples, so each example gives one paired difference d = champion's loss - the
+candidate's loss, and the moments of d since the experiment began are the evidence. The judge
+bounds the mean advantage with a **normal-mixture confidence sequence** on those differences,
+the same mixture as the mSPRT above read as an interval (Howard, Ramdas, McAuliffe and Sekhon,
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", 2021; with the variance
+estimated, an asymptotic confidence sequence, Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences", 2024):
+
+    mean(d) +/- sd(d) * sqrt(2 (n rho^2 + 1) / (n^2 rho^2) * log(sqrt(n rho^2 + 1) / alpha)),
+
+with rho = `effect`, the standardised advantage the sequence is tightest for (about
+n = 2 log(1/alpha) / rho^2 pairs). It covers the true mean at every n at once with probability
+1 - alpha, so a promotion (lower bound above the margin) and a retirement (upper bound below it)
+are each wrong with probability at most alpha however often the judge looks; `|mean - theta0|`
+beyond the radius is exactly the mSPRT's crossing of 1/alpha at theta0. Why this and not an
+empirical-Bernstein sequence: that one needs a bound on the losses, and log losses and squared
+errors have none; why the pairing: the per-example noise both versions share cancels in d, so
+a race needs far fewer labels than two independent samples would. A spread of exactly zero is no
+evidence of a small one: until the differences vary the interval is unbounded.
+
 Bandits: Thompson sampling. Each version's share is the posterior probability that it is the
 best (Beta-Bernoulli for 0/1 rewards, Normal for losses), estimated from Monte Carlo draws of a
 seeded `numpy.random.Generator`, then mixed with a floor so every version keeps some traffic.
@@ -259,6 +280,85 @@ def rate_exceeds(
     log_lr = float(msprt_log_lr(diff, se, bound, effect * pooled_sd))
     numbers["error_always_valid_p"] = min(1.0, math.exp(-log_lr))
     return bool(log_lr >= math.log(1.0 / alpha) and diff > bound), numbers
+
+
+# -- races: paired differences ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PairedTest:
+    """A candidate's advantage over the champion on the same examples, bounded at any look.
+
+    `mean` is the mean of champion's loss - candidate's loss (> 0: the candidate is better);
+    `lower`/`upper` the confidence sequence at `alpha` (infinite while it is unbounded).
+    """
+
+    n: int
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    alpha: float
+    margin: float
+    verdict: Verdict
+
+    def numbers(self, prefix: str = "") -> dict[str, float]:
+        """Flat, finite numbers for a policy record (an unbounded side is left out)."""
+        out = {"n": float(self.n), "mean_advantage": self.mean, "sd_advantage": self.sd,
+               "lower": self.lower, "upper": self.upper, "alpha": self.alpha,
+               "margin": self.margin}  # fmt: skip
+        return {prefix + k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def mixture_radius(sd: float, n: int, alpha: float, rho: float) -> float:
+    """Half-width of the normal-mixture confidence sequence after n values (inf: unbounded).
+
+    Raises:
+        ValueError: alpha outside (0, 1) or rho not positive; pass the policy's alpha and the
+            judge's `effect`.
+
+    """
+    if not 0.0 < alpha < 1.0 or rho <= 0.0:
+        raise ValueError(f"alpha must be in (0, 1) and rho > 0, got alpha={alpha}, rho={rho}")
+    if n < 2 or not sd > 0.0:
+        return math.inf
+    spread = n * rho * rho + 1.0
+    return sd * math.sqrt(2.0 * spread / (n * n * rho * rho)
+                          * math.log(math.sqrt(spread) / alpha))  # fmt: skip
+
+
+def confidence_sequence(
+    differences: Moments, alpha: float, effect: float = 0.1
+) -> tuple[float, float]:
+    """(lower, upper) bounds on the mean of the differences, valid at every n at once."""
+    radius = mixture_radius(math.sqrt(differences.variance), differences.n, alpha, effect)
+    return differences.mean - radius, differences.mean + radius
+
+
+def paired_test(
+    differences: Moments,
+    *,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    min_samples: int = 200,
+    effect: float = 0.1,
+) -> PairedTest:
+    """Judge a candidate's advantage against `margin` with its confidence sequence.
+
+    "better": established above the margin; "worse": below it (the candidate cannot beat the
+    champion by the margin); "inconclusive": neither yet. Fewer than `min_samples` pairs
+    decide nothing ("too-few"), in either direction.
+    """
+    lower, upper = confidence_sequence(differences, alpha, effect)
+    verdict: Verdict = "inconclusive"
+    if differences.n < min_samples:
+        verdict = "too-few"
+    elif lower > margin:
+        verdict = "better"
+    elif upper < margin:
+        verdict = "worse"
+    return PairedTest(differences.n, differences.mean, math.sqrt(differences.variance), lower,
+                      upper, alpha, margin, verdict)  # fmt: skip
 
 
 # -- bandits -----------------------------------------------------------------------------------

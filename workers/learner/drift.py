@@ -44,6 +44,7 @@ class Detection:
     detector: str
     position: int
     mean_loss: float
+    mean_loss_before: float  # since the previous detection (or the start), this one's losses out
 
 
 @dataclass
@@ -51,6 +52,9 @@ class _Watched:
     detector: Any
     seen: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=_RECENT))
+    # Losses since the previous detection: whether a detection is for the worse or the better.
+    total: float = 0.0
+    count: int = 0
 
 
 class DriftWatch:
@@ -78,12 +82,19 @@ class DriftWatch:
         for loss in losses:
             watched.seen += 1
             recent.append(loss)
+            watched.total += loss
+            watched.count += 1
             if watched.seen <= warmup:
                 continue
             detector.update(loss)
             if detector.drift_detected:
+                mean = sum(recent) / len(recent)
+                earlier = watched.count - len(recent)
+                before = ((watched.total - mean * len(recent)) / earlier if earlier > 0
+                          else mean)  # fmt: skip
                 found.append(Detection(version, stream, type(detector).__name__, watched.seen,
-                                       sum(recent) / len(recent)))
+                                       mean, before))  # fmt: skip
+                watched.total, watched.count = 0.0, 0
         return found
 
 
@@ -109,4 +120,5 @@ class DriftReporter:
             self._registry.publish_drift(DriftDetected(
                 model=self._model, version=version, stream=stream, detector=found.detector,
                 position=found.position, mean_loss=found.mean_loss,
+                mean_loss_before=found.mean_loss_before,
             ))  # fmt: skip

@@ -65,6 +65,7 @@ class Outcome(NamedTuple):
     loss: float
     proba: dict[str, float] | None
     observed_at: datetime
+    scored_at: datetime | None = None  # the prediction's, so a judge counts it in its experiment
     schema_version: int = SCHEMA_VERSION
 
 
@@ -217,6 +218,8 @@ def outcome_value(outcome: Outcome | OutcomeRecorded) -> bytes:
     if outcome.proba is not None:
         payload["proba"] = outcome.proba
     payload["observed_at"] = outcome.observed_at
+    if outcome.scored_at is not None:
+        payload["scored_at"] = outcome.scored_at
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 
 
@@ -243,7 +246,7 @@ def _joined(
             prediction=predicted, label=value, proba=proba, observed_at=observed_at, loss=loss,
         )  # fmt: skip
     outcome = Outcome(request_id, model, version, snapshot, route, predicted, value, loss,
-                      proba, observed_at)  # fmt: skip
+                      proba, observed_at, prediction.scored_at)  # fmt: skip
     return Joined(example, outcome)
 
 

@@ -1,14 +1,19 @@
-"""The learn stage: examples in log order, test-then-train, snapshots, the guardrail and drift.
+"""The learn stage: examples in log order, every version that learns, snapshots together.
 
-A group-less consumer reads the committed examples log from the offset of the latest
-snapshot's lineage and learns each example once, in log order; snapshots go to the registry
-with the next offset as lineage, so a restart neither repeats nor skips an example. Once the
-reader reaches the first example this learner committed itself, the rest are learned from
-memory (`CommittedExample`s handed over by the join stage) without fetching them again.
+A group-less consumer reads the committed examples log from the lowest lineage among the
+versions that learn, and hands every example to each of them (`VersionLearner`); each learns
+it once, in log order, from its own latest snapshot's lineage on. So a restart neither
+repeats nor skips an example for any version, and `riverrun models verify` replays each one
+byte for byte. Once the reader reaches the first example this learner committed itself, the
+rest are learned from memory (`CommittedExample`s handed over by the join stage) without
+fetching them again.
 
-The version learned is the one that answers: the policy's champion, else the latest release.
-When it moves (a release, a promotion, a rollback), the new version learns the log from its
-own latest snapshot's lineage.
+The versions that learn are the champion (what answers) and every version its policy names,
+plus versions released since that wait for a deployment (`learning_versions`). On the same
+example, each version's test-then-train loss is paired with the champion's: the moments of
+the differences, counted from the experiment's start, go out with the version's snapshots
+(`PairedLoss`) for the judge. Snapshots of all versions are taken together, at the same
+offsets, so a restart resumes every version from one place and pairs exactly as before.
 """
 
 from __future__ import annotations
@@ -17,47 +22,33 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from riverrun.schemas import DeadLetter, ModelVersionReleased, PolicyChanged, SnapshotPublished
+from riverrun.schemas import ModelVersionReleased, PolicyChanged, SnapshotPublished
 from riverrun.workers.learner.drift import DriftReporter
-from riverrun.workers.learner.guardrail import Guardrail
 from riverrun.workers.learner.join_stage import CommittedExample
-from riverrun.workers.learner.log import read_example, replay
+from riverrun.workers.learner.log import read_example
 from riverrun.workers.learner.metrics import LearnerMetrics
-from riverrun.workers.learner.prequential import (
-    NotLearned,
-    Prequential,
-    SnapshotCadence,
-    is_classifier,
-    learn_example,
-    task_of,
-)
+from riverrun.workers.learner.prequential import SnapshotCadence
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
-from riverrun.workers.registry import RefusedArtifact, Registry
+from riverrun.workers.learner.version_learner import PairedTally, VersionLearner
+from riverrun.workers.registry import Registry
 from riverrun.workers.registry.records import RegistryRecord, lineage_key
-from riverrun.workers.routing.policy import champion_target
+from riverrun.workers.registry.view import RegistryView
+from riverrun.workers.routing.policy import learning_versions
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
-from riverrun.workers.runtime.kafka import (
-    CLIENT_MAX_BYTES,
-    dead_letter_record,
-    flush_or_raise,
-    produce,
-    producer_config,
-)
+from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
 _LEARN_BUDGET_FACTOR = 10
-NOT_LEARNED = "NotLearned"  # the dead letters' class for examples the model raised on
 
 
 class LearnStage:
-    """One model's version being learned: its estimator, metrics, cadence and guardrail."""
+    """The versions of one model that learn, fed from one examples reader in log order."""
 
     def __init__(
         self,
@@ -80,28 +71,48 @@ class LearnStage:
         self._committed: deque[CommittedExample] = deque()
         self.reading_log = True
         self._examples: Consumer | None = None
-        self._champion_moved = False  # set by the registry follower's thread
-        self._guardrail = Guardrail(self._options.guardrail_loss_ratio,
-                                    self._options.guardrail_min_examples)  # fmt: skip
-        self._last_good: SnapshotPublished | None = None
-        self._latest: SnapshotPublished | None = None  # what a failed example rebuilds from
-        self._not_learned: set[int] = set()  # offsets since `_latest` the model raised on
-        self._dead_letters: Producer | None = None
-        self.label_type: str | None = None  # the version's, from its release's spec
-        self.output_limit = CLIENT_MAX_BYTES  # set by the loop, as the join stage read it
+        self._policy_moved = False  # set by the registry follower's thread
+        self._output_limit = CLIENT_MAX_BYTES  # set by the loop, as the join stage read it
         # Called while a long replay runs, so that the loop keeps its consumer group's place.
         self.keepalive: Callable[[], None] | None = None
-        self._halted: str | None = None
-        # Set by _start_version.
-        self.estimator: Any = None
-        self.version = 0
-        self._snapshot = 0
-        self._examples_seen = 0
-        self.next_offset = 0
-        self._prequential: Prequential | None = None
+        # The champion first; set by load().
+        self._versions: list[VersionLearner] = []
+        self._experiment = 0  # the policy's experiment the pairs count in (0: no policy)
         self._cadence = SnapshotCadence(
             self._options.snapshot_every, self._options.snapshot_interval, time.monotonic()
         )
+
+    # -- what the loop reads -------------------------------------------------------------
+
+    @property
+    def champion(self) -> VersionLearner:
+        """The version that answers (learned first, and the one the others pair with)."""
+        return self._versions[0]
+
+    @property
+    def estimator(self) -> object:
+        """The champion's estimator (None before `load`)."""
+        return self._versions[0].estimator if self._versions else None
+
+    @property
+    def version(self) -> int:
+        """The champion's version."""
+        return self._versions[0].version if self._versions else 0
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version learning, the champion first."""
+        return [v.version for v in self._versions]
+
+    @property
+    def label_type(self) -> str | None:
+        """The champion's label type, from its release's spec."""
+        return self._versions[0].label_type if self._versions else None
+
+    @property
+    def next_offset(self) -> int:
+        """The examples-log offset the reader is at: the lowest among the versions."""
+        return min((v.next_offset for v in self._versions), default=0)
 
     @property
     def backlog(self) -> int:
@@ -113,149 +124,173 @@ class LearnStage:
         """Whether committed examples wait in memory (the join need not wait for more)."""
         return bool(self._committed) and not self.reading_log
 
+    @property
+    def output_limit(self) -> int:
+        """The largest record the brokers take, for dead letters (set as the join stage read it)."""
+        return self._output_limit
+
+    @output_limit.setter
+    def output_limit(self, limit: int) -> None:
+        self._output_limit = limit
+        for learner in self._versions:
+            learner.output_limit = limit
+
+    def learner_of(self, version: int) -> VersionLearner | None:
+        """The learner of one version, if it learns."""
+        return next((v for v in self._versions if v.version == version), None)
+
     # -- start-up ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Start learning the version that answers, from its latest snapshot.
+        """Start learning every version that learns, each from its latest snapshot.
 
         Raises:
-            ConfigurationError: the model has no released version, or it no snapshot.
+            ConfigurationError: the model has no released version, or its champion no
+                snapshot that loads.
 
         """
         view = self._registry.refresh()
-        target = champion_target(view, self._model)
-        version = target[0] if target is not None else None
-        if version is None:
+        wanted = learning_versions(view, self._model)
+        if not wanted:
             raise ConfigurationError(
                 f"model {self._model!r} has no released version: release one "
                 "(`riverrun models release`) before starting its learner"
             )
-        snapshots = view.snapshots(self._model, version)
-        if not snapshots:
+        champion = self._started(view, wanted[0])
+        if champion is None:
             raise ConfigurationError(
-                f"{self._model}@{version} has no snapshot to start from: release it again"
+                f"{self._model}@{wanted[0]} has no snapshot to start from: release it again"
             )
-        self._start_version(view.version(self._model, version), snapshots)
+        self._versions = [champion]
+        for version in wanted[1:]:
+            learner = self._try_start(view, version)
+            if learner is not None:
+                self._versions.append(learner)
+        self._pair(view.policy(self._model))
+        self._metrics.publishing.labels(self._model).set(1)
 
     def attach(self, examples: Consumer) -> None:
-        """Read the examples log with `examples`, from the version's lineage on."""
+        """Read the examples log with `examples`, from the lowest version's lineage on."""
         self._examples = examples
         examples.assign([TopicPartition(self._topics.examples, 0, self.next_offset)])
 
-    def _start_version(
-        self, released: ModelVersionReleased | None, snapshots: list[SnapshotPublished]
-    ) -> None:
-        """Learn the version from its newest snapshot that loads, with the metrics it had.
-
-        A snapshot refused on load (a bad artifact) is passed over for the one before it. The
-        metrics are not in the artifact: they are rebuilt by replaying the examples the
-        version learned (from its first snapshot's lineage to this one's) through a copy of
-        its first snapshot, which gives exactly the metrics the uninterrupted learner had.
-        """
-        first = snapshots[0]
-        snapshot, estimator = self._newest_that_loads(snapshots)
-        task = task_of(estimator, released.task if released else None)
-        prequential = Prequential(task)
-        start = first.lineage.get(self._lineage_key, 0)
-        resume = snapshot.lineage.get(self._lineage_key, start)
-        if resume > start:
-            try:
-                prequential = replay(
-                    self._settings.kafka, self._topics.examples, self._model,
-                    lambda: self._registry.load(first), start, resume, task,
-                    keepalive=self.keepalive,
-                ).prequential or prequential  # fmt: skip
-            except RefusedArtifact as exc:
-                logger.error("%s@%d#%d does not load (%s): prequential metrics start afresh",
-                             self._model, first.version, first.snapshot, exc)  # fmt: skip
-        self.estimator = estimator
-        self._latest = snapshot
-        self._not_learned.clear()
-        spec = released.spec if released is not None else {}
-        self.label_type = spec.get("label_type") if isinstance(spec, dict) else None
-        self._prequential = prequential
-        self.version = snapshot.version
-        self._snapshot = snapshot.snapshot
-        self._examples_seen = snapshot.examples_seen
-        self.next_offset = resume
-        self._cadence = SnapshotCadence(
-            self._options.snapshot_every, self._options.snapshot_interval, time.monotonic()
-        )
-        self._guardrail = Guardrail(
-            self._options.guardrail_loss_ratio, self._options.guardrail_min_examples
-        )
-        self._last_good = snapshot
-        self._halted = None
-        self._metrics.publishing.labels(self._model).set(1)
-        logger.info(
-            "learning %s@%d from snapshot %d, examples log %s from offset %d (%d examples "
-            "already scored)", self._model, snapshot.version, snapshot.snapshot,
-            self._topics.examples, resume, prequential.count,
-        )  # fmt: skip
-
-    def _newest_that_loads(
-        self, snapshots: list[SnapshotPublished]
-    ) -> tuple[SnapshotPublished, Any]:
-        for snapshot in reversed(snapshots):
-            try:
-                return snapshot, self._registry.load(snapshot)
-            except RiverrunError as exc:
-                self._metrics.refused_versions.labels(self._model).inc()
-                logger.error("%s@%d#%d does not load (%s): trying the snapshot before it",
-                             self._model, snapshot.version, snapshot.snapshot, exc)  # fmt: skip
-        last = snapshots[-1]
-        raise ConfigurationError(
-            f"no snapshot of {self._model}@{last.version} loads: release it again"
-        )
-
-    # -- the version that answers moves (a release, a promotion, a rollback) ---------------
-
-    def on_registry_record(self, record: RegistryRecord) -> None:
-        """Note that what answers for this model may have moved (on the follower's thread)."""
-        if record.model == self._model and isinstance(record, ModelVersionReleased | PolicyChanged):
-            self._champion_moved = True
-
-    def follow_champion(self, summary: LearnSummary) -> None:
-        """Teach the version that answers now, if it moved: the champion, else the latest.
-
-        A version taken up learns the log from its latest snapshot's lineage (from its release,
-        for a new one), whatever the previous version had learned; one rolled back to catches
-        up on what it missed.
-        """
-        if not self._champion_moved:
-            return
-        self._champion_moved = False
-        view = self._registry.refresh()
-        target = champion_target(view, self._model)
-        if target is None or target[0] == self.version:
-            return
-        version = target[0]
+    def _started(self, view: RegistryView, version: int) -> VersionLearner | None:
+        """A learner of `version` from its newest snapshot; None when it has none."""
         snapshots = view.snapshots(self._model, version)
         if not snapshots:
-            return
-        if self._cadence.changed > 0:
-            self._publish_snapshot(summary)  # what the old version learned last
-        previous = self.version
+            return None
+        learner = VersionLearner(self._settings, self._registry, self._metrics, self._drift,
+                                 self._lineage_key)  # fmt: skip
+        learner.keepalive = self.keepalive
+        learner.output_limit = self.output_limit
+        learner.start(view.version(self._model, version), snapshots)
+        return learner
+
+    def _try_start(self, view: RegistryView, version: int) -> VersionLearner | None:
+        """As `_started`, but a version that cannot start is logged and left out."""
         try:
-            self._start_version(view.version(self._model, version), snapshots)
+            learner = self._started(view, version)
         except RiverrunError as exc:
             self._metrics.refused_versions.labels(self._model).inc()
-            logger.error("not switching to %s@%d: %s; %s@%d keeps learning", self._model,
-                         version, exc, self._model, previous)  # fmt: skip
+            logger.error("%s@%d does not start learning: %s", self._model, version, exc)
+            return None
+        if learner is None:
+            logger.warning("%s@%d has no snapshot yet: it starts learning with its first",
+                           self._model, version)  # fmt: skip
+        return learner
+
+    def _pair(self, policy: PolicyChanged | None) -> None:
+        """Pair every other version with the champion in the policy's experiment.
+
+        A version whose latest snapshot already counts pairs in this experiment against this
+        champion carries on from it (a restart); any other starts counting at the policy's
+        `examples_from`, else where the reader is now.
+        """
+        experiment = policy.experiment_id if policy is not None else 0
+        self._experiment = experiment
+        champion = self.champion.version
+        since = policy.examples_from if policy is not None else None
+        if since is None:
+            since = self.next_offset
+        for learner in self._versions:
+            if learner is self.champion:
+                learner.paired = None
+            elif learner.paired is None or not learner.paired.matches(experiment, champion):
+                learner.paired = PairedTally(experiment, champion, since)
+
+    # -- what learns moves (a release, a deployment, a promotion, a rollback) --------------
+
+    def on_registry_record(self, record: RegistryRecord) -> None:
+        """Note that what learns may have moved (on the follower's thread)."""
+        if record.model != self._model:
             return
-        # The new version learns the log from its release on, whatever the old one had learned.
+        # A release's first snapshot too: a version read before it had nothing to start from.
+        if isinstance(record, ModelVersionReleased | PolicyChanged) or (
+            isinstance(record, SnapshotPublished) and record.snapshot == 0
+        ):
+            self._policy_moved = True
+
+    def follow_policy(self, summary: LearnSummary) -> None:
+        """Learn what the policy names now: versions it adds start, versions it drops stop.
+
+        A version taken up learns the log from its latest snapshot's lineage (from its
+        release, for a new one); one rolled back to catches up on what it missed. A version
+        dropped publishes what it learned last. A new champion that cannot start leaves the
+        previous one learning.
+        """
+        if not self._policy_moved:
+            return
+        self._policy_moved = False
+        view = self._registry.refresh()
+        wanted = learning_versions(view, self._model)
+        policy = view.policy(self._model)
+        experiment = policy.experiment_id if policy is not None else 0
+        if not wanted or (wanted == self.versions and experiment == self._experiment):
+            return
+        previous = self.champion
+        held = {v.version: v for v in self._versions}
+        started: list[VersionLearner] = []
+        for version in wanted:
+            learner = held.get(version)
+            if learner is None:
+                learner = self._try_start(view, version)
+            if learner is not None:
+                started.append(learner)
+        if not started or started[0].version != wanted[0]:
+            logger.error("not switching to %s@%d: it does not start; %s@%d keeps learning",
+                         self._model, wanted[0], self._model, previous.version)  # fmt: skip
+            started = [previous, *(v for v in started if v is not previous)]
+        kept = {v.version for v in started}
+        for learner in self._versions:
+            if learner.version not in kept:
+                if learner.changed > 0:
+                    learner.publish_snapshot(summary, champion=learner is previous)
+                learner.close()
+                logger.info("%s@%d stops learning: the policy no longer names it",
+                            self._model, learner.version)  # fmt: skip
+        reader_at = self.next_offset
+        self._versions = started
+        self._pair(policy)
+        if self.next_offset < reader_at:
+            self._reread_from(self.next_offset)
+        if self.champion is not previous:
+            summary.version = self.version
+            self._metrics.version.labels(self._model).set(self.version)
+            self._metrics.publishing.labels(self._model).set(0 if self.champion.halted else 1)
+            logger.info("switched from %s@%d to %s@%d", self._model, previous.version,
+                        self._model, self.version)  # fmt: skip
+        logger.info("learning %s", ", ".join(f"{self._model}@{v}" for v in self.versions))
+
+    def _reread_from(self, offset: int) -> None:
+        """Read the log again from `offset`, for a version that starts behind the others."""
         committed = self._committed
-        while committed and committed[0].offset < self.next_offset:
+        while committed and committed[0].offset < offset:
             committed.popleft()
         self.reading_log = True
         if self._examples is not None:
-            log = TopicPartition(self._topics.examples, 0, self.next_offset)
+            log = TopicPartition(self._topics.examples, 0, offset)
             self._examples.assign([log])
             self._examples.resume([log])  # paused while learning from memory
-        summary.version = self.version
-        self._metrics.version.labels(self._model).set(self.version)
-        logger.info("switched from %s@%d to %s@%d", self._model, previous, self._model,
-                    self.version)  # fmt: skip
 
     # -- learning ------------------------------------------------------------------------
 
@@ -272,9 +307,9 @@ class LearnStage:
     def learn_from_log(self, summary: LearnSummary, max_examples: int | None) -> int:
         """Learn committed examples read back from the log, until it reaches this run's own.
 
-        Only examples committed before this learner started (or before its version switched)
-        are read back; from the first example this learner committed itself, the rest are
-        learned from memory, without waiting to fetch them again.
+        Only examples committed before this learner started (or before a version that starts
+        behind the others joined) are read back; from the first example this learner committed
+        itself, the rest are learned from memory, without waiting to fetch them again.
         """
         budget = self._budget(max_examples, summary)
         examples = self._examples
@@ -302,7 +337,9 @@ class LearnStage:
             if example is not None:
                 batch.append(CommittedExample(offset, example[0], example[1], record.value()))
         learned = self._learn_examples(batch, summary)
-        self.next_offset = max(self.next_offset, read_to)  # past other models' examples
+        for learner in self._versions:  # past other models' examples
+            learner.next_offset = max(learner.next_offset, read_to)
+        self._report_offset(summary)
         return learned
 
     def _caught_up_with_log(self, examples: Consumer) -> None:
@@ -322,16 +359,13 @@ class LearnStage:
         self._learn_examples(batch, summary)
 
     def _learn_examples(self, batch: list[CommittedExample], summary: LearnSummary) -> int:
-        """Test-then-train each example in log order; snapshot at exact multiples of N."""
+        """Each version learns the batch in log order; snapshots at exact multiples of N."""
         if not batch:
             self._report_offset(summary)
             return 0
         started = time.perf_counter()
-        estimator, prequential, cadence = self.estimator, self._prequential, self._cadence
-        classifier = is_classifier(estimator)
-        guardrail = self._guardrail
-        losses: list[float] = []
-        append, observe = losses.append, guardrail.observe
+        cadence = self._cadence
+        champion, others = self._versions[0], self._versions[1:]
         snapshot_seconds = summary.snapshot_seconds
         start, end = 0, len(batch)
         while start < end:
@@ -339,163 +373,63 @@ class LearnStage:
             stop = end
             if cadence.every is not None:
                 stop = max(min(end, start + cadence.every - cadence.changed), start + 1)
-            for offset, features, label, value in batch[start:stop]:
-                try:
-                    loss = learn_example(estimator, features, label, prequential, classifier)
-                except NotLearned as exc:
-                    self._forget(offset, value, exc)
-                    estimator = self.estimator
-                    continue
-                append(loss)
-                observe(loss)
-            self.next_offset = batch[stop - 1].offset + 1
-            self._examples_seen += stop - start
+            chunk = batch[start:stop]
+            losses = champion.learn(chunk)
+            for learner in others:
+                mine = learner.learn(chunk)
+                if learner.paired is not None:
+                    learner.paired.add(chunk, losses, mine)
             cadence.learned(stop - start)
             start = stop
             if cadence.count_due():
                 self.snapshot_now(summary)
-                estimator = self.estimator  # a guardrail may have restored another
-        self._drift.observe_many(self.version, "learning", losses)
         snapshot_seconds = summary.snapshot_seconds - snapshot_seconds
         summary.learn_seconds += time.perf_counter() - started - snapshot_seconds
         learned = len(batch)
         summary.examples_learned += learned
-        version = str(self.version)
-        self._metrics.examples_learned.labels(self._model, version).inc(learned)
-        assert prequential is not None  # noqa: S101  # set by load()
-        for name, value in prequential.values().items():
-            self._metrics.prequential.labels(self._model, version, name).set(value)
+        for learner in self._versions:
+            learner.report()
         self._report_offset(summary)
         return learned
 
-    def _forget(self, offset: int, value: bytes | None, exc: NotLearned) -> None:
-        """Dead-letter an example the model raised on, and rebuild the model without it.
-
-        The model may be half-changed by the failed call, so it is rebuilt from the latest
-        snapshot by replaying the log up to the example, skipping it: the very model of a
-        learner that never saw it, and what `riverrun models verify` replays too.
-        """
-        self._metrics.examples_not_learned.labels(self._model, str(self.version)).inc()
-        logger.warning("%s@%d cannot learn the example at %s:%d (%s): dead-lettered, the model "
-                       "rebuilt without it", self._model, self.version, self._topics.examples,
-                       offset, exc)  # fmt: skip
-        self._dead_letter(offset, value, str(exc))
-        latest = self._latest
-        assert latest is not None  # noqa: S101  # set when a version starts
-        self._not_learned.add(offset)
-        rebuilt = replay(
-            self._settings.kafka, self._topics.examples, self._model,
-            lambda: self._registry.load(latest), latest.lineage.get(self._lineage_key, 0), offset,
-            skip=self._not_learned, keepalive=self.keepalive,
-        )  # fmt: skip
-        self._not_learned |= rebuilt.skipped
-        self.estimator = rebuilt.estimator
-
-    def _dead_letter(self, offset: int, value: bytes | None, reason: str) -> None:
-        if self._dead_letters is None:
-            self._dead_letters = Producer(producer_config(
-                self._settings.kafka, client_id=f"{self._settings.kafka.client_id}-learner",
-            ))  # fmt: skip
-        letter = DeadLetter(
-            error_class=NOT_LEARNED, reason=reason, source_topic=self._topics.examples,
-            source_partition=0, source_offset=offset, worker=self._options.worker_id,
-            model=self._model, version=self.version,
-        )  # fmt: skip
-        out = dead_letter_record(self._topics.dead_letters, None, value, letter.to_headers(),
-                                 self.output_limit)  # fmt: skip
-        produce(self._dead_letters, out.topic, out.value, out.key, headers=out.headers)
-        flush_or_raise(self._dead_letters, 30.0, "dead letters of unlearnable examples")
-
     def _report_offset(self, summary: LearnSummary) -> None:
-        self._metrics.examples_offset.labels(self._model).set(self.next_offset)
-        summary.next_offset = self.next_offset
+        offset = self.next_offset
+        self._metrics.examples_offset.labels(self._model).set(offset)
+        summary.next_offset = offset
 
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot_if_due(self, summary: LearnSummary) -> None:
-        """Publish a snapshot if the cadence says so (examples learned, or time passed)."""
+        """Publish snapshots if the cadence says so (examples learned, or time passed)."""
         if self._cadence.due(time.monotonic()):
             self.snapshot_now(summary)
 
     def snapshot_now(self, summary: LearnSummary) -> None:
-        """Publish a snapshot of what the version has learned (unless the guardrail refuses)."""
+        """Publish a snapshot of every version that learned since its last one."""
         if self._crash.enabled:
             self._crash.hit("after-learn-before-snapshot")
-        self._publish_snapshot(summary)
+        self._publish_all(summary)
         if self._crash.enabled:
             self._crash.hit("after-snapshot-before-commit")
 
-    def _publish_snapshot(self, summary: LearnSummary) -> None:
-        assert self._prequential is not None  # noqa: S101  # set by load()
-        if self._halted:
-            self._cadence.published(time.monotonic())  # learning goes on; nothing goes out
-            return
-        refusal = self._guardrail.verdict()
-        if refusal is not None:
-            self._restore_last_good(refusal, summary)
-            return
-        snapshot = self._snapshot + 1
-        started = time.perf_counter()
-        record = self._registry.publish_snapshot(
-            self._model, self.version, snapshot, self.estimator,
-            metrics=self._prequential.values(), examples_seen=self._examples_seen,
-            lineage={self._lineage_key: self.next_offset},
-        )  # fmt: skip
-        elapsed = time.perf_counter() - started
-        summary.snapshot_seconds += elapsed
-        self._metrics.snapshot_publish_seconds.labels(self._model).observe(elapsed)
-        self._published(record, summary)
-        if self._guardrail.judged:
-            self._last_good = record
-        logger.info(
-            "published %s@%d#%d at examples offset %d (%d examples seen, sha256 %s)",
-            self._model, self.version, snapshot, self.next_offset, self._examples_seen,
-            record.artifact.sha256[:12],
-        )  # fmt: skip
-
-    def _published(self, record: SnapshotPublished, summary: LearnSummary) -> None:
-        self._snapshot = record.snapshot
-        self._latest = record
-        self._not_learned.clear()  # the snapshot holds what skipping them made
+    def _publish_all(self, summary: LearnSummary) -> None:
+        champion = self.champion
+        for learner in self._versions:
+            if learner.changed > 0:
+                learner.publish_snapshot(summary, champion=learner is champion)
         self._cadence.published(time.monotonic())
-        summary.snapshots_published += 1
-        summary.last_snapshot = record.snapshot
-        self._metrics.snapshots_published.labels(self._model, str(self.version)).inc()
-
-    def _restore_last_good(self, reason: str, summary: LearnSummary) -> None:
-        """Republish the last snapshot the guardrail accepted, and publish nothing more."""
-        assert self._prequential is not None  # noqa: S101  # set by load()
-        good = self._last_good
-        assert good is not None  # noqa: S101  # set when a version starts
-        self._halted = reason
-        self._metrics.guardrail_trips.labels(self._model, str(self.version)).inc()
-        self._metrics.publishing.labels(self._model).set(0)
-        estimator = self._registry.load(good)
-        record = self._registry.publish_snapshot(
-            self._model, self.version, self._snapshot + 1, self._registry.dump(estimator),
-            metrics=self._prequential.values(), examples_seen=self._examples_seen,
-            lineage={self._lineage_key: self.next_offset}, restored_from=good.snapshot,
-            reason=f"guardrail: {reason}",
-        )  # fmt: skip
-        self.estimator = estimator
-        self._published(record, summary)
-        logger.error(
-            "guardrail tripped on %s@%d: %s; restored snapshot #%d as #%d and stopped "
-            "publishing (restart the learner once the feedback is clean)",
-            self._model, self.version, reason, good.snapshot, record.snapshot,
-        )  # fmt: skip
 
     def finish(self, clean: bool, summary: LearnSummary) -> None:
-        """Publish what was learned since the last snapshot (after a clean stop only)."""
+        """Publish what was learned since the last snapshots (after a clean stop only)."""
         try:
             if clean and self._cadence.changed > 0:
-                self._publish_snapshot(summary)
+                self._publish_all(summary)
         finally:
             summary.next_offset = self.next_offset
-            summary.metrics = self._prequential.values() if self._prequential else None
+            summary.metrics = self.champion.prequential.values() if (
+                self._versions and self.champion.prequential) else None  # fmt: skip
             if self._examples is not None:
                 self._examples.close()
                 self._examples = None
-            if self._dead_letters is not None:
-                self._dead_letters.flush(self._options.shutdown_timeout_s)
-                self._dead_letters = None
+            for learner in self._versions:
+                learner.close()

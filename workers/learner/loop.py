@@ -215,7 +215,7 @@ class Learner:
         """One pass: join what is ready, learn what is committed, maybe snapshot, commit."""
         learn, join = self._learn, self._join
         active = bool(records)
-        learn.follow_champion(summary)
+        learn.follow_policy(summary)
         self._resume_after_keepalive(consumer)
         join.label_type = learn.label_type
         if records:

@@ -23,7 +23,9 @@ class LearnerOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(
-        default="", description="Name of the model to learn; its latest version learns."
+        default="",
+        description="Name of the model to learn; its champion and every version its policy "
+        "names learn.",
     )
     snapshot_every: int | None = Field(
         default=1000, ge=1, description="Publish a snapshot after this many examples learned."

@@ -26,6 +26,8 @@ from riverrun.schemas import (
     KafkaSettings,
     ModelRetired,
     ModelVersionReleased,
+    PairedLoss,
+    PolicyAssignment,
     PolicyChanged,
     Signature,
     SnapshotPublished,
@@ -147,6 +149,23 @@ class RegistrySettings(BaseModel):
             "RIVERRUN_REGISTRY__SIGNING_KEY is not set: set it (or --signing-key) to the secret "
             "that signs model artifacts, or pass --insecure-dev for a local trial"
         )
+
+
+def release_policy(view: RegistryView, name: str, version: int) -> PolicyChanged:
+    """The policy a release with `deploy` carries: `version` alone answers, as champion.
+
+    A `single` policy with the next sequence (past a retired policy's too), decided by the
+    operator, action "deploy", reason "released with --deploy" (what `riverrun models deploy
+    NAME --strategy single --version V` would publish, bar the reason). The version is unpinned,
+    so it serves its newest snapshot as it learns. Built here rather than by the routing
+    helpers, which sit beside the registry and import it: it names the version being released,
+    so there is nothing to check.
+    """
+    return PolicyChanged(
+        model=name, sequence=view.policy_sequence(name) + 1, strategy="single",
+        assignments=[PolicyAssignment(version=version, role="champion", weight=1.0)],
+        reason="released with --deploy", decided_by="operator", action="deploy",
+    )  # fmt: skip
 
 
 _RELEASE_ATTEMPTS = 8
@@ -316,10 +335,18 @@ class Registry:
         metrics: dict[str, float] | None = None,
         examples_seen: int = 0,
         signature: Signature | None = None,
+        deploy: bool = False,
     ) -> tuple[ModelVersionReleased, SnapshotPublished]:
         """Release the next version of a model (latest + 1) with its first snapshot, 0.
 
         The version carries `signature`, else the spec's declared features and label type.
+
+        A release takes no traffic: with no policy the model's first live version answers
+        (`RegistryView.default_version`), and a later version answers once a policy names it
+        (`riverrun models deploy`). With `deploy`, the release carries that policy itself: a
+        `single` policy naming the new version (action "deploy", reason "released with
+        --deploy"), written in the same transaction, so every reader sees the version and the
+        policy that makes it answer at once.
 
         Releases of one model are serialised by a transactional id of their own: a release
         fences any other in flight, reads the registry, then writes the version and snapshot
@@ -354,7 +381,10 @@ class Registry:
                         metrics=metrics or {},
                         examples_seen=examples_seen, lineage=lineage,
                     )  # fmt: skip
-                    for record in (released, snapshot):
+                    records: list[RegistryRecord] = [released, snapshot]
+                    if deploy:
+                        records.append(release_policy(view, name, version))
+                    for record in records:
                         key, value = key_of(record), encode(record)
                         producer.produce(self.topics.models, value, key,
                                          headers=record_headers(signer, key, value))
@@ -362,7 +392,8 @@ class Registry:
                 except KafkaException as exc:
                     producer = self._after_release_error(exc, producer, name, attempt, latest)
                     continue
-                logger.info("released %s@%d (%d bytes at %s)", name, version, len(data), location)
+                logger.info("released %s@%d (%d bytes at %s)%s", name, version, len(data),
+                            location, "; it answers now (single policy)" if deploy else "")
                 return released, snapshot
         finally:
             producer.flush(_RELEASE_TIMEOUT_S)
@@ -413,6 +444,10 @@ class Registry:
         # Jitter, so the racers that waited do not all take the id back at once.
         time.sleep(random.uniform(0.0, 0.2))  # noqa: S311  # jitter, not a secret
 
+    def examples_end(self) -> int | None:
+        """The end offset of the examples log now (where an experiment begun now counts from)."""
+        return self._examples_lineage().get(lineage_key(self.topics.examples))
+
     def _examples_lineage(self) -> dict[str, int]:
         """The end of the examples log now, as a lineage; empty when there is no such log."""
         from confluent_kafka import Consumer, TopicPartition
@@ -438,8 +473,12 @@ class Registry:
         sample: Iterable[Mapping[str, Any]] = (),
         examples_seen: int = 0,
         description: str = "",
+        deploy: bool = False,
     ) -> tuple[ModelVersionReleased, SnapshotPublished]:
         """Release a River pipeline built in Python, as it is (its learned state included).
+
+        Like `release`, the new version takes no traffic unless `deploy` (a `single` policy
+        naming it, published with the release) or it is the model's first.
 
         Accepted only when the spec grammar can write it and the loader admits every object in
         it: the release records the spec that rebuilds it, so `models show` prints it and a
@@ -471,7 +510,7 @@ class Registry:
                             "from; release it from a spec file instead")
         signature = infer_signature(sample, label_type)
         return self.release(name, spec, pipeline, examples_seen=examples_seen,
-                            signature=signature)
+                            signature=signature, deploy=deploy)
 
     def publish_snapshot(
         self,
@@ -485,6 +524,7 @@ class Registry:
         lineage: dict[str, int] | None = None,
         restored_from: int | None = None,
         reason: str = "",
+        paired: PairedLoss | None = None,
     ) -> SnapshotPublished:
         """Write a snapshot's artifact and its record; `bytes` are taken as a dumped model."""
         signer = self.signer
@@ -504,6 +544,7 @@ class Registry:
             lineage=lineage or {},
             restored_from=restored_from,
             reason=reason,
+            paired=paired,
         )
         self._produce([record])
         logger.info("published %s@%d#%d (%d bytes)", name, version, snapshot, len(data))

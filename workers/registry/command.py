@@ -59,6 +59,11 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     release.add_argument("--limit", type=int, default=None,
                          help="Records of the warm-start dataset to learn [spec's, else 1000].")
     release.add_argument("--seed", type=int, default=None, help="Seed of a synthetic dataset.")
+    release.add_argument("--deploy", action="store_true",
+                         help="Make the new version answer at once: publish a single policy "
+                         "naming it with the release. Without it a new version takes no "
+                         "traffic until `riverrun models deploy` names it (a model's first "
+                         "version excepted).")
     add_file_flags(release)
     release.set_defaults(handler=_run_release)
 
@@ -167,15 +172,42 @@ def _release(args: argparse.Namespace) -> int:
                           else inference.features(), label_type=spec.label_type)  # fmt: skip
     with Registry(settings.kafka, settings.topics, settings.registry) as registry:
         released, snapshot = registry.release(args.name, spec, estimator, examples_seen=seen,
-                                              signature=signature)  # fmt: skip
+                                              signature=signature, deploy=args.deploy)  # fmt: skip
+        view = registry.refresh()
+    policy = view.policy(released.model)
     if args.json:
         print(json.dumps({"version": released.model_dump(mode="json"),
-                          "snapshot": snapshot.model_dump(mode="json")}, indent=2))
+                          "snapshot": snapshot.model_dump(mode="json"),
+                          "policy": policy.model_dump(mode="json") if policy else None},
+                         indent=2))  # fmt: skip
     else:
         print(f"released {released.model}@{released.version} ({spec.pipeline}; "
               f"warm start: {seen} records; artifact {snapshot.artifact.size} bytes at "
               f"{snapshot.artifact.location})")
+        print(_traffic(released, view))
     return 0
+
+
+def _traffic(released: ModelVersionReleased, view: RegistryView) -> str:
+    """Who answers after a release, in a line: the new version, or what keeps answering.
+
+    A policy names only versions released before it, so a policy naming the new one is the
+    release's own (`--deploy`); with no policy the first live version answers.
+    """
+    name, version = released.model, released.version
+    policy = view.policy(name)
+    if policy is not None and any(a.version == version for a in policy.assignments):
+        if policy.strategy != "single":
+            return f"{name}@{version} is in policy #{policy.sequence} ({policy.strategy})"
+        return f"{name}@{version} answers every request (policy #{policy.sequence}, single)"
+    default = view.default_version(name)
+    if policy is None and default == version:
+        return f"{name}@{version} answers every request (the model's first live version)"
+    current = (f"policy #{policy.sequence} ({policy.strategy}) keeps routing" if policy
+               else f"{name}@{default} keeps answering")
+    return (f"{name}@{version} takes no traffic yet: {current}; `riverrun models deploy {name} "
+            f"--strategy single --version {version}` (or a canary, shadow, ... with "
+            f"--challenger {version}) moves traffic to it")
 
 
 def _view(args: argparse.Namespace) -> RegistryView:

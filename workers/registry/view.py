@@ -147,6 +147,9 @@ class RegistryView:
     def latest_version(self, model: str) -> int | None:
         """The highest version of a model that can be served (it has a snapshot), else None.
 
+        The newest release, for numbering and listing; not what answers with no policy
+        (`default_version`).
+
         A snapshot is proof enough of its version: a release record deleted (a tombstone,
         compacted away) or never read changes nothing served. A release with no snapshot yet
         is not a version to serve.
@@ -154,13 +157,28 @@ class RegistryView:
         served = [version for (name, version) in self._snapshots if name == model]
         return max(served) if served else None
 
+    def default_version(self, model: str) -> int | None:
+        """The version that answers when no policy names one: the first live version, else None.
+
+        The lowest version that can be served (it has a snapshot) and is not retired. A release
+        takes no traffic until a policy names it, so with no policy the first version keeps
+        answering whatever is released after it; retiring it passes the traffic to the next.
+        """
+        served = [version for (name, version) in self._snapshots
+                  if name == model and not self._is_retired(model, version)]
+        return min(served) if served else None
+
     def snapshots(self, model: str, version: int) -> list[SnapshotPublished]:
         """A version's snapshots, lowest snapshot id first."""
         snapshots = self._snapshots.get((model, version), {})
         return [snapshots[s] for s in sorted(snapshots)]
 
     def latest_snapshot(self, model: str, version: int | None = None) -> SnapshotPublished | None:
-        """The highest snapshot of a version (the latest version when None)."""
+        """The highest snapshot of a version (the latest version when None).
+
+        The latest version is the newest release, not what answers: pass `default_version`
+        (or the policy's version) for the snapshot that serves.
+        """
         if version is None:
             version = self.latest_version(model)
             if version is None:
@@ -171,6 +189,15 @@ class RegistryView:
     def policy(self, model: str) -> PolicyChanged | None:
         """The model's current policy (highest sequence seen), None when it has none."""
         return self._policies.get(model)
+
+    def policy_sequence(self, model: str) -> int:
+        """The highest policy sequence the model has had, a retired policy's included; 0: none.
+
+        A new policy takes the next one: a view ignores policies at or below a retired one's.
+        """
+        current = self._policies.get(model)
+        return max(current.sequence if current is not None else 0,
+                   self._retired_policy.get(model, 0))
 
     def drifts(self, model: str) -> list[DriftDetected]:
         """Drift detections of a model, in the order they were applied."""

@@ -22,8 +22,15 @@ from riverrun.schemas import (
 )
 from riverrun.workers.registry.client import Registry
 from riverrun.workers.registry.command import ModelsSettings, guarded
+from riverrun.workers.registry.view import RegistryView
 from riverrun.workers.routing.plan import PolicyError, plan_for
-from riverrun.workers.routing.policy import STRATEGIES, deploy, promote, rollback
+from riverrun.workers.routing.policy import (
+    STRATEGIES,
+    deploy,
+    learning_versions,
+    promote,
+    rollback,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +122,8 @@ def _deploy(args: argparse.Namespace) -> int:
             min_samples=args.min_samples, max_error_rate=args.max_error_rate,
             exploration=args.exploration, hypothesis=args.hypothesis,
         )  # fmt: skip
+        # The learner pairs every version's loss with the champion's from here on.
+        policy = policy.model_copy(update={"examples_from": registry.examples_end()})
         return _publish(args, registry, policy)
 
 
@@ -144,25 +153,65 @@ def judge_state(url: str, timeout: float = 3.0) -> dict[str, Any] | None:
 def _status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     view = _registry(settings).refresh()
-    latest = view.latest_version(args.name)
-    if latest is None and view.policy(args.name) is None:
+    default = view.default_version(args.name)  # what answers with no policy
+    if default is None and view.policy(args.name) is None:
         logger.error("no release of %s in the registry", args.name)
         return 1
     policy = view.policy(args.name)
-    plan = plan_for(policy, args.name, latest)
+    plan = plan_for(policy, args.name, default)
     routes = plan.describe(time.time()) if plan is not None else []
     state = judge_state(args.judge_url)
     judged = (state or {}).get("models", {}).get(args.name)
+    learning = learning_rows(view, args.name)
     if args.json:
         print(json.dumps({
             "model": args.name,
             "policy": policy.model_dump(mode="json") if policy is not None else None,
             "routes": routes,
+            "learning": learning,
             "judge": judged,
         }, indent=2))  # fmt: skip
         return 0
     _print_status(args.name, policy, routes, judged, state is not None)
+    _print_learning(learning)
     return 0
+
+
+def learning_rows(view: RegistryView, name: str) -> list[dict[str, Any]]:
+    """Each version that learns, champion first: its latest snapshot's metrics and pairs.
+
+    Read from the registry alone (what the learner published), so it shows with no judge too.
+    """
+    rows: list[dict[str, Any]] = []
+    for version in learning_versions(view, name):
+        latest = view.latest_snapshot(name, version)
+        paired = latest.paired if latest is not None else None
+        rows.append({
+            "version": version,
+            "snapshot": latest.snapshot if latest is not None else None,
+            "examples_seen": latest.examples_seen if latest is not None else None,
+            "metrics": dict(latest.metrics) if latest is not None else {},
+            "paired": paired.model_dump(mode="json") if paired is not None else None,
+            "mean_advantage": paired.diff_sum / paired.n if paired and paired.n else None,
+        })  # fmt: skip
+    return rows
+
+
+def _print_learning(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("  learning (test-then-train, from each version's latest snapshot; advantage = "
+          "champion's loss - this version's, on the same labels):")
+    for row in rows:
+        snapshot = "-" if row["snapshot"] is None else f"#{row['snapshot']}"
+        metrics = ", ".join(f"{name} {value:.4g}" for name, value in row["metrics"].items()
+                            if name != "examples") or "-"  # fmt: skip
+        paired = row["paired"]
+        against = ("champion" if paired is None else
+                   f"vs v{paired['against']}: n {paired['n']}, advantage "
+                   + ("-" if row["mean_advantage"] is None else f"{row['mean_advantage']:+.4f}"))
+        seen = "-" if row["examples_seen"] is None else str(row["examples_seen"])
+        print(f"  v{row['version']:<5} {snapshot:<6} {seen:>8} examples  {metrics}  ({against})")
 
 
 def _print_status(
@@ -173,7 +222,8 @@ def _print_status(
     judge_answered: bool,
 ) -> None:
     if policy is None:
-        print(f"{name}: no policy; the latest version answers as champion")
+        print(f"{name}: no policy; the first live version answers as champion (a newer "
+              f"release answers once `riverrun models deploy` names it)")
     else:
         print(f"{name}: {policy.strategy}, policy #{policy.sequence} ({policy.action} by "
               f"{policy.decided_by} at {policy.decided_at:%Y-%m-%d %H:%M:%S})")
@@ -196,7 +246,34 @@ def _print_status(
         print("  judge: did not answer (--judge-url)")
         return
     judged_policy = (judged or {}).get("policy", {})
-    for comparison in (judged or {}).get("comparisons", []):
+    before = (judged or {}).get("outcomes_before_experiment", 0)
+    if before:
+        print(f"  judge: {before} outcome(s) of predictions made before the experiment began, "
+              "not counted")
+    comparisons = (judged or {}).get("comparisons", [])
+    # A race's candidates never answer: they are judged on losses paired with the champion's.
+    paired = [c for c in comparisons if c.get("kind") == "paired"]
+    if paired:
+        began = str(judged_policy.get("experiment_began") or "-")[:19].replace("T", " ")
+        print(f"  race: experiment #{judged_policy.get('experiment', '-')} since {began}, "
+              f"alpha {paired[0]['alpha']:.3g} per candidate, margin {paired[0]['margin']:g}, "
+              f"{judged_policy.get('min_samples', '-')} paired labels needed; advantage = "
+              "champion's loss - candidate's (> 0: better)")
+        print(f"  {'candidate':<10} {'n':>8} {'advantage':>10} {'confidence bounds':>22} "
+              f"{'verdict':<12}")
+
+        def shown(value: float | None, form: str) -> str:
+            return "-" if value is None else format(value, form)
+
+        for row in paired:
+            bounds = (f"[{shown(row['lower'], '+.4f')}, {shown(row['upper'], '+.4f')}]"
+                      if row["lower"] is not None or row["upper"] is not None else "-")
+            print(f"  {row['challenger']:<10} {shown(row['n'], 'd'):>8} "
+                  f"{shown(row['mean_advantage'], '+.4f'):>10} {bounds:>22} "
+                  f"{row['verdict'] or '-':<12}")
+    for comparison in comparisons:
+        if comparison.get("kind") == "paired":
+            continue
         numbers = comparison["numbers"]
         print(f"  judge: v{comparison['challenger']} ({comparison['role']}) against "
               f"v{comparison['control']}: {comparison['verdict']}; difference "

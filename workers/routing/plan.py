@@ -1,10 +1,12 @@
 """A model's policy compiled for the hot path: which version answers each request, and why.
 
-`plan_for` turns a `PolicyChanged` (or no policy: the latest version answers as champion) into
-a `RoutePlan`. The plan splits [0, 1) into one interval per answering version, in a fixed
-order, and a request goes to the interval its key's position falls in (`KeyHasher`). So a key
-stays on one version while the weights stay put, and a canary, whose interval starts at 0,
-only ever takes keys from the champion as it grows, never gives them back.
+`plan_for` turns a `PolicyChanged` (or no policy: the model's first live version, the
+registry view's `default_version`, answers as champion; a release takes no traffic until a
+policy names it) into a `RoutePlan`. The plan splits [0, 1) into one interval per answering
+version, in a fixed order, and a request goes to the interval its key's position falls in
+(`KeyHasher`). So a key stays on one version while the weights stay put, and a canary, whose
+interval starts at 0, only ever takes keys from the champion as it grows, never gives them
+back.
 
 Routes, as predictions carry them:
 
@@ -134,21 +136,24 @@ class RoutePlan:
 
 
 def champion_plan(model: str, version: int) -> RoutePlan:
-    """No policy: the given (latest) version's latest snapshot answers everything."""
+    """No policy: the given (default) version's latest snapshot answers everything."""
     return RoutePlan(model, "single", 0, [Arm(version, None, "champion")], [1.0])
 
 
 def plan_for(
-    policy: PolicyChanged | None, model: str, latest_version: int | None
+    policy: PolicyChanged | None, model: str, default_version: int | None
 ) -> RoutePlan | None:
     """Compile a model's policy; None when there is neither a policy nor a release.
+
+    With no policy `default_version` (`RegistryView.default_version`: the first live version,
+    not the latest release) answers as champion.
 
     Raises:
         PolicyError: the policy lacks an assignment its strategy needs.
 
     """
     if policy is None:
-        return champion_plan(model, latest_version) if latest_version is not None else None
+        return champion_plan(model, default_version) if default_version is not None else None
     shadows = [_arm(a, "shadow") for a in policy.assignments if a.role == "shadow"]
     live = [a for a in policy.assignments if a.role != "shadow"]
     strategy = policy.strategy

@@ -2,7 +2,8 @@
 
 Each function reads a `RegistryView` and returns the next `PolicyChanged` (the current
 sequence + 1), already checked: every version it names is released, and the policy compiles
-into a route plan. `riverrun models deploy/promote/rollback` publish what these return.
+into a route plan. `riverrun models deploy/promote/rollback` publish what these return
+(`release --deploy` writes its single policy itself: `registry.client.release_policy`).
 """
 
 from __future__ import annotations
@@ -52,17 +53,22 @@ def parse_step(text: str) -> CanaryStep:
 
 
 def champion_target(view: RegistryView, name: str) -> tuple[int, int | None] | None:
-    """What answers as champion now: the policy's champion, else the latest version."""
+    """What answers as champion now: the policy's champion, else the first live version.
+
+    A release takes no traffic until a policy names it (`models deploy`, or `models release
+    --deploy`): with no policy the model's first live version (`default_version`) answers,
+    however many versions were released after it.
+    """
     policy = view.policy(name)
+    default = view.default_version(name)
     if policy is not None:
-        plan = plan_for(policy, name, view.latest_version(name))
+        plan = plan_for(policy, name, default)
         if plan is not None:
             for arm in (*plan.arms, *plan.standby):
                 if arm.route in ("champion", "blue"):
                     return arm.target
             return plan.arms[0].target
-    latest = view.latest_version(name)
-    return (latest, None) if latest is not None else None
+    return (default, None) if default is not None else None
 
 
 def deploy(
@@ -188,7 +194,7 @@ def checked(view: RegistryView, policy: PolicyChanged) -> PolicyChanged:
                               f"a published snapshot (`riverrun models show "
                               f"{policy.model}@{assignment.version}`)")
     try:
-        plan_for(policy, policy.model, view.latest_version(policy.model))
+        plan_for(policy, policy.model, view.default_version(policy.model))
     except ValueError as exc:
         raise PolicyError(str(exc)) from exc
     return policy
@@ -198,8 +204,8 @@ def checked(view: RegistryView, policy: PolicyChanged) -> PolicyChanged:
 
 
 def _next_sequence(view: RegistryView, name: str) -> int:
-    current = view.policy(name)
-    return (current.sequence if current is not None else 0) + 1
+    # Past a retired policy's too: a view ignores a policy at or below it.
+    return view.policy_sequence(name) + 1
 
 
 def _assignment(target: tuple[int, int | None], role: str, weight: float) -> PolicyAssignment:
@@ -264,19 +270,25 @@ def _switch(view: RegistryView, policy: PolicyChanged, *, to_green: bool) -> Pol
 
 
 def learning_versions(view: RegistryView, name: str) -> list[int]:
-    """Every version that learns now: all the policy names, champion first, else the champion.
+    """Every version that learns now, the champion first.
 
-    Champion, challengers, canaries, arms, shadows, race candidates and blue-green's standby
-    all learn from the same labels, each from its own release on, so a version promoted later
-    is as fresh as the one it replaces. Retired versions are left out.
+    The champion and every version the policy names (challengers, canaries, arms, shadows,
+    race candidates, blue-green's standby) learn from the same labels, each from its own
+    release on, so a version promoted later is as fresh as the one it replaces. A version
+    released since the policy was decided (with no policy: any live version) learns too while
+    it waits for a deployment; one a policy left out (a race's loser) does not, nor one it
+    pins to a snapshot (a frozen baseline serves that snapshot; a pinned champion learns).
     """
     target = champion_target(view, name)
     if target is None:
         return []
     versions = [target[0]]
     policy = view.policy(name)
-    if policy is not None:
-        for assignment in policy.assignments:
-            if assignment.version not in versions and view.version(name, assignment.version):
-                versions.append(assignment.version)
+    named = {a.version for a in policy.assignments if a.snapshot is None} if policy else set()
+    pinned = {a.version for a in policy.assignments} - named if policy else set()
+    for release in view.versions(name):
+        if release.version in versions or release.version in pinned:
+            continue
+        if policy is None or release.version in named or release.released_at > policy.decided_at:
+            versions.append(release.version)
     return versions

@@ -210,7 +210,9 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"  released   {args.dataset}@{released.version}: {SPEC}, warm-started on "
                       f"{args.train:,} records of another seed")
         if args.baseline:
-            # The learner teaches the latest version; v1, released first, never learns again.
+            # A release takes no traffic by itself (v1, the first, would answer): the policy
+            # makes v2 the champion, which answers and learns; v1 scores in shadow, pinned to
+            # its first snapshot.
             policy = deploy(registry.refresh(), args.dataset, "shadow",
                             version=str(released.version), challengers=["1#0"])
             registry.publish_policy(policy)

@@ -1,7 +1,8 @@
 """The scorer's models from the registry: route by each model's policy, swap between batches.
 
 A background follower reads the `models` topic and folds it into a view. For each model this
-scorer serves, the current policy compiles into a route plan (`workers.routing`), and every
+scorer serves, the current policy compiles into a route plan (`workers.routing`; with no policy
+the model's first live version answers, never a newer release by itself), and every
 version the plan names (answering, shadow, and blue-green's standby colour) is loaded before the
 plan is used: a loader thread fetches, verifies and unpickles snapshots off the poll loop
 (PITFALLS: a slow load inside the loop leaves the group), then stages the complete
@@ -27,6 +28,7 @@ from typing import Any
 from riverrun.schemas import SnapshotPublished
 from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
 from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
+from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.scorer.model.deployment import Deployment, Target
@@ -106,7 +108,7 @@ class RegistryModelSource:
             self._active.move_to_end(name)
             return deployment
         with self._lock:
-            if self._view.latest_version(name) is None:
+            if self._view.default_version(name) is None:  # no version can be served
                 return None
             # Wanted before it is prepared: a record arriving meanwhile prepares it again.
             self._wanted.add(name)
@@ -143,10 +145,10 @@ class RegistryModelSource:
     def unavailable(self, name: str) -> RowFailure:
         """Why a request for `name` cannot be served: its dead letter's class and reason."""
         with self._lock:
-            latest = self._view.latest_version(name)
-            target = self._view.latest_snapshot(name, latest) if latest is not None else None
+            servable = self._view.default_version(name) is not None
+            target = self._champion_snapshot(name)
             loading = name in self._first_loads
-        if target is None:
+        if not servable:
             if self._view.retirement(name):
                 return RowFailure("UnknownModel", f"model {name!r} was retired (`riverrun models "
                                   f"history {name}` says why)")
@@ -156,7 +158,7 @@ class RegistryModelSource:
                               f"(over {self._first_load_wait_s:g} s): send it again "
                               "(`riverrun dlq resend --class ModelLoading`), or raise "
                               "RIVERRUN_SCORER__MODEL_CACHE_SIZE if models are evicted often")
-        reason = self._refused.get(_key(target))
+        reason = self._refused.get(_key(target)) if target is not None else None
         if reason is not None:
             return RowFailure("UnknownModel", f"model {name!r}: its snapshot was refused "
                               f"({reason})")
@@ -206,7 +208,7 @@ class RegistryModelSource:
             return
         if deployment is None:
             with self._lock:
-                if self._view.retirement(name) and self._view.latest_version(name) is None:
+                if self._view.retirement(name) and self._view.default_version(name) is None:
                     self._retired.add(name)
             return
         current = self._active.get(name)
@@ -215,12 +217,31 @@ class RegistryModelSource:
         with self._lock:
             self._staged[name] = deployment
 
+    def _champion_snapshot(self, name: str) -> SnapshotPublished | None:
+        """The snapshot the champion answers with: the policy's, else the default version's.
+
+        Called with the lock held. A policy that cannot be routed counts as none.
+        """
+        try:
+            target = champion_target(self._view, name)
+        except PolicyError:
+            default = self._view.default_version(name)
+            target = (default, None) if default is not None else None
+        if target is None:
+            return None
+        version, pinned = target
+        if pinned is None:
+            return self._view.latest_snapshot(name, version)
+        return next((s for s in self._view.snapshots(name, version) if s.snapshot == pinned),
+                    None)
+
     def _plan(self, name: str) -> RoutePlan | None:
         with self._lock:
             policy = self._view.policy(name)
-            latest = self._view.latest_version(name)
+            # No policy: the first live version answers, not the latest release.
+            default = self._view.default_version(name)
         try:
-            return plan_for(policy, name, latest)
+            return plan_for(policy, name, default)
         except PolicyError as exc:
             assert policy is not None  # noqa: S101  # only a policy can be refused
             if (name, policy.sequence) not in self._bad_policies:
@@ -230,7 +251,7 @@ class RegistryModelSource:
             current = self._active.get(name)
             if current is not None:
                 return current.plan
-            return champion_plan(name, latest) if latest is not None else None
+            return champion_plan(name, default) if default is not None else None
 
     def _prepare(self, name: str) -> Deployment | None:
         """Load every target of the model's plan; None when one cannot be served yet."""

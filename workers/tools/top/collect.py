@@ -102,7 +102,7 @@ def collect(
         policy = view.policy(name) if view is not None else None
         models.append(ModelStatus(
             name=name,
-            strategy=policy.strategy if policy else "latest",
+            strategy=policy.strategy if policy else "default",
             policy_sequence=policy.sequence if policy else None,
             versions=rows,
             decisions=_decisions(view, name, decisions) if view is not None else [],
@@ -297,7 +297,7 @@ def _routes(view: RegistryView, name: str, now: float) -> dict[int, tuple[str, f
     """Each version's route and share of live traffic under the current policy."""
     policy = view.policy(name)
     try:
-        plan = plan_for(policy, name, view.latest_version(name))
+        plan = plan_for(policy, name, view.default_version(name))
     except PolicyError:
         plan = None
     routes: dict[int, tuple[str, float]] = {}

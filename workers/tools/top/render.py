@@ -73,7 +73,7 @@ def _pipe(snapshot: TopSnapshot) -> Table:
 
 def _model(model: ModelStatus) -> Table:
     policy = (f"{model.strategy} policy #{model.policy_sequence}" if model.policy_sequence
-              else "no policy: the latest version answers")
+              else "no policy: the first live version answers")
     drifts = f" · {model.drifts} drift detection{'s' if model.drifts != 1 else ''}" if (
         model.drifts) else ""
     table = Table(

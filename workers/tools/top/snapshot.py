@@ -110,7 +110,8 @@ class ModelStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    strategy: str = Field(description="The current policy's strategy, `latest` without one.")
+    strategy: str = Field(description="The current policy's strategy; `default` without one "
+                          "(the model's first live version answers).")
     policy_sequence: int | None = None
     versions: list[VersionStatus] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list, description="Newest first.")
