@@ -24,6 +24,8 @@ from .test_learner import SIGNING_KEY, label_payload, learner_settings, registry
 LOGISTIC = ModelSpec(pipeline="StandardScaler | LogisticRegression", task="binary",
                      label_type="int")  # fmt: skip
 TREE = ModelSpec(pipeline="HoeffdingTreeClassifier", task="binary", label_type="int")
+ADAM = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=optim.Adam())",
+                 task="binary", label_type="int")
 
 
 def agrawal(n: int, seed: int = 7) -> list[tuple[dict[str, float], int]]:
@@ -39,6 +41,7 @@ def test_a_second_release_takes_no_traffic_and_both_versions_learn_paired_on_the
     with Registry(kafka_settings, topics, registry_settings()) as registry:
         registry.release("race", LOGISTIC, build_estimator(LOGISTIC))
         second, _ = registry.release("race", TREE, build_estimator(TREE))  # no deploy
+        registry.release("race", ADAM, build_estimator(ADAM))
         assert second.version == 2
         view = registry.refresh()
         assert champion_target(view, "race") == (1, None), "a release without --deploy answered"
@@ -55,14 +58,19 @@ def test_a_second_release_takes_no_traffic_and_both_versions_learn_paired_on_the
         view = registry.refresh()
         assert champion_target(view, "race") == (1, None)
         v1, v2 = view.latest_snapshot("race", 1), view.latest_snapshot("race", 2)
-        assert v1 is not None and v2 is not None
-        assert v1.examples_seen == v2.examples_seen == len(rows)
+        v3 = view.latest_snapshot("race", 3)
+        assert v1 is not None and v2 is not None and v3 is not None
+        assert v1.examples_seen == v2.examples_seen == v3.examples_seen == len(rows)
+        assert v3.paired is not None and (v3.paired.against, v3.paired.n) == (1, len(rows))
         assert v1.paired is None
         assert v2.paired is not None and v2.paired.against == 1 and v2.paired.experiment == 0
-        # Byte for byte where the model pickles the same twice (a Hoeffding tree does not:
-        # two identical runs differ in bytes, not in answers); the pairs below cover the tree.
-        verdict = verify_snapshot(registry, kafka_settings, topics, f"race@1#{v1.snapshot}")
-        assert verdict.matches, verdict
+        # Byte for byte where the model pickles the same twice: a Hoeffding tree draws an
+        # unseeded random state when it first splits (two identical runs differ in bytes, not
+        # in answers), so the pairs below cover the tree.
+        for snapshot in (v1, v3):
+            verdict = verify_snapshot(registry, kafka_settings, topics,
+                                      f"race@{snapshot.version}#{snapshot.snapshot}")
+            assert verdict.matches, verdict
 
     # The same pairs, from River alone: each model test-then-trained on the rows in order.
     logistic, tree = build_estimator(LOGISTIC), build_estimator(TREE)

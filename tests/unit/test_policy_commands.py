@@ -107,6 +107,19 @@ def test_rollback_of_a_canary_goes_back_to_its_champion() -> None:
     assert roles(rollback(view, "fraud")) == [(2, None, "champion", 1.0)]
 
 
+def test_a_race_names_candidates_that_only_learn_and_compares_losses() -> None:
+    view = view_with()
+    race = applied(view, deploy(view, "fraud", "race", version="1", challengers=["2", "3"],
+                                metric="accuracy", min_samples=500))
+    assert roles(race) == [(1, None, "champion", 1.0), (2, None, "candidate", 0.0),
+                           (3, None, "candidate", 0.0)]
+    assert race.metric == "loss" and race.min_samples == 500
+    plan = plan_for(race, "fraud", 1)
+    assert plan is not None and plan.targets() == [(1, None)], "candidates are not even loaded"
+    promoted = applied(view, promote(view, "fraud"))
+    assert roles(promoted) == [(2, None, "champion", 1.0)]
+
+
 @pytest.mark.parametrize("strategy, kwargs, message", [
     ("canary", {"challengers": []}, "needs --challenger"),
     ("canary", {"challengers": ["2", "3"]}, "exactly one --challenger"),
@@ -116,6 +129,8 @@ def test_rollback_of_a_canary_goes_back_to_its_champion() -> None:
     ("canary", {"challengers": ["2"], "weight": 0.3, "steps": ["0.1@10"]}, "lowers the weight"),
     ("ab", {"challengers": ["2", "3"], "weight": 0.6}, "lower it"),
     ("rainbow", {}, "is not one of"),
+    ("race", {"challengers": []}, "needs --challenger"),
+    ("race", {"challengers": ["2", "3#1"]}, "cannot be pinned"),
 ])
 def test_bad_deployments_are_refused_with_the_reason(
     strategy: str, kwargs: dict[str, object], message: str

@@ -103,6 +103,13 @@ def deploy(
         raise PolicyError(f"a {strategy} deployment takes exactly one --challenger")
     if steps and strategy != "canary":
         raise PolicyError("--step applies to canary deployments only")
+    if strategy == "race":
+        pinned = [f"{v}#{s}" for v, s in others if s is not None]
+        if pinned:
+            raise PolicyError(f"race candidates learn, so they cannot be pinned to a snapshot: "
+                              f"pass --challenger {pinned[0].split('#')[0]}, not {pinned[0]}")
+        # A race compares test-then-train losses on the same labels, whatever the metric asked.
+        experiment["metric"] = "loss"
     assignments = _assignments(strategy, base, others, weight)
     policy = PolicyChanged(
         model=name, sequence=_next_sequence(view, name), strategy=strategy,
