@@ -110,19 +110,27 @@ def decisions_of(kafka: KafkaSettings, topics: TopicSettings) -> list[PolicyChan
     return judge_decisions(kafka, topics)
 
 
+def judged_race(
+    kafka: KafkaSettings, topics: TopicSettings, start_judge: Any, champion: ModelSpec,
+    candidate: ModelSpec, rows: list[tuple[dict[str, Any], Any]],
+) -> Any:
+    """A race of `candidate` against `champion`, its judge ready, and `rows` labelled."""
+    race(kafka, topics, champion, candidate)
+    judge = start_judge("--signing-key", SIGNING_KEY)
+    judge.ready_state()
+    produce(kafka, topics.feedback, [
+        (f"r{i}".encode(), label_payload(f"r{i}", "race", y, x)) for i, (x, y) in enumerate(rows)
+    ])  # type: ignore[arg-type]
+    return judge
+
+
 @pytest.mark.timeout(300)
 def test_a_hoeffding_tree_racing_a_logistic_regression_on_agrawal_is_promoted(
     kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
     start_judge: Any,
 ) -> None:
     topics = one_partition_feedback(kafka_settings, topics, unique)
-    race(kafka_settings, topics, LOGISTIC, TREE)
-    judge = start_judge("--signing-key", SIGNING_KEY)
-    judge.ready_state()
-    rows = agrawal(4_000)
-    produce(kafka_settings, topics.feedback, [
-        (f"r{i}".encode(), label_payload(f"r{i}", "race", y, x)) for i, (x, y) in enumerate(rows)
-    ])  # type: ignore[arg-type]
+    judge = judged_race(kafka_settings, topics, start_judge, LOGISTIC, TREE, agrawal(4_000))
     with Registry(kafka_settings, topics, registry_settings()) as registry:
         learner, thread = learn_in_background(kafka_settings, topics, registry)
         try:
@@ -157,15 +165,10 @@ def test_on_agrawal_drift_a_candidate_that_adapts_is_promoted_after_the_drift(
     topics = one_partition_feedback(kafka_settings, topics, unique)
     forest = ModelSpec(pipeline="forest.ARFClassifier(n_models=5, seed=1)", task="binary",
                        label_type="int")  # fmt: skip
-    race(kafka_settings, topics, TREE, forest)
-    judge = start_judge("--signing-key", SIGNING_KEY)
-    judge.ready_state()
-    rows = list(load("agrawal-drift", seed=7, limit=10_000))
-    produce(kafka_settings, topics.feedback, [
-        (f"r{i}".encode(), label_payload(f"r{i}", "race", y, x)) for i, (x, y) in enumerate(rows)
-    ])  # type: ignore[arg-type]
+    judged_race(kafka_settings, topics, start_judge, TREE, forest,
+                list(load("agrawal-drift", seed=7, limit=10_000)))
     with Registry(kafka_settings, topics, registry_settings()) as registry:
-        learner, thread = learn_in_background(kafka_settings, topics, registry)
+        _, thread = learn_in_background(kafka_settings, topics, registry)
         wait_for(lambda: any(d.action == "promote" for d in decisions_of(kafka_settings, topics)),
                  200, "a promotion")
         decisions = decisions_of(kafka_settings, topics)
