@@ -102,7 +102,7 @@ def learn_in_background(
 ) -> tuple[Learner, threading.Thread]:
     settings = learner_settings(kafka, topics, "race", snapshot_every=200)
     learner = Learner(settings, registry)
-    thread = threading.Thread(target=lambda: learner.run(idle_timeout=20), daemon=True)
+    thread = threading.Thread(target=lambda: learner.run(idle_timeout=60), daemon=True)
     thread.start()
     return learner, thread
 
@@ -131,7 +131,7 @@ def test_a_hoeffding_tree_racing_a_logistic_regression_on_agrawal_is_promoted(
     start_judge: Any,
 ) -> None:
     topics = one_partition_feedback(kafka_settings, topics, unique)
-    judge = judged_race(kafka_settings, topics, start_judge, LOGISTIC, TREE, agrawal(4_000))
+    judge = judged_race(kafka_settings, topics, start_judge, LOGISTIC, TREE, agrawal(3_000))
     with Registry(kafka_settings, topics, registry_settings()) as registry:
         learner, thread = learn_in_background(kafka_settings, topics, registry)
         try:
@@ -161,7 +161,8 @@ def test_a_hoeffding_tree_racing_a_logistic_regression_on_agrawal_is_promoted(
         assert champion_target(view, "race") == (2, None)
         state = judge.ready_state()["models"]["race"]
         assert state["policy"]["sequence"] >= 2, state
-        thread.join(120)
+        learner.stop()
+        thread.join(60)
 
 
 @pytest.mark.timeout(300)
@@ -173,9 +174,9 @@ def test_on_agrawal_drift_a_candidate_that_adapts_is_promoted_after_the_drift(
     forest = ModelSpec(pipeline="forest.ARFClassifier(n_models=5, seed=1)", task="binary",
                        label_type="int")  # fmt: skip
     judged_race(kafka_settings, topics, start_judge, TREE, forest,
-                list(load("agrawal-drift", seed=7, limit=10_000)))
+                list(load("agrawal-drift", seed=7, limit=7_000)))
     with Registry(kafka_settings, topics, registry_settings()) as registry:
-        _, thread = learn_in_background(kafka_settings, topics, registry)
+        learner, thread = learn_in_background(kafka_settings, topics, registry)
         wait_for(lambda: any(d.action == "promote" for d in decisions_of(kafka_settings, topics)),
                  200, "a promotion")
         decisions = decisions_of(kafka_settings, topics)
@@ -189,4 +190,5 @@ def test_on_agrawal_drift_a_candidate_that_adapts_is_promoted_after_the_drift(
         assert restarts[-1].examples_from is not None and restarts[-1].examples_from > 4_500
         print("race decisions:", [(d.sequence, d.action, d.examples_from, d.reason)
                                   for d in decisions])  # fmt: skip
-        thread.join(120)
+        learner.stop()
+        thread.join(60)
