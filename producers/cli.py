@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
-from types import FrameType
 
 from pydantic import ValidationError
 
 from riverrun.producers.client import ClientError
+from riverrun.producers.signals import StopSignals
 from riverrun.schemas import add_settings_flags, collect_section_flags, explain
 
 logger = logging.getLogger(__name__)
@@ -48,18 +47,15 @@ def run_replay(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("%s received: stopping the replay", signal.Signals(signum).name)
+    def on_signal(name: str) -> None:
+        logger.info("%s received: stopping the replay", name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = run_with_progress(settings, stop)
+        with StopSignals(on_signal):
+            summary = run_with_progress(settings, stop)
     except ClientError as exc:  # the client's own errors say what to do, in one line
         print(f"riverrun replay: {exc}", file=sys.stderr)
         return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(summary.model_dump_json(), flush=True)
     return 1 if summary.delivery_failures else 0

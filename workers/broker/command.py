@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from riverrun.producers.signals import StopSignals
 from riverrun.schemas import (
     KafkaSettings,
     RiverrunSettings,
@@ -102,13 +101,12 @@ def run_broker(args: argparse.Namespace) -> int:
     """Run `riverrun broker`: start, print the bootstrap line, wait for a signal, stop."""
     stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s; stopping the broker", signal.Signals(signum).name)
+    def on_signal(name: str) -> None:
+        logger.info("received %s; stopping the broker", name)
         stopping.set()
 
     # Installed before the start, so a signal during a slow first start still stops cleanly.
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with StopSignals(on_signal):
         try:
             handle = _start(args)
         except BrokerError as exc:
@@ -123,9 +121,6 @@ def run_broker(args: argparse.Namespace) -> int:
                     return 1
         finally:
             handle.stop()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 
 from pydantic import ValidationError
 
+from riverrun.producers.signals import StopSignals
 from riverrun.schemas import (
     add_settings_flags,
     collect_section_flags,
@@ -58,8 +58,7 @@ def run_judge(args: argparse.Namespace) -> int:
         return 2
     stopping = threading.Event()
     # Until faust takes over the signals, a stop request ends the wait for Kafka.
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    signals = StopSignals(lambda _name: stopping.set()).start()
     try:
         settings.registry.signer()  # refuse a missing key before waiting for anything
         topics = settings.topics
@@ -72,8 +71,7 @@ def run_judge(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.close()
     logger.info("effective settings", extra={"settings": settings.model_dump(mode="json")})
     # faust is imported here only: `riverrun --help` and every other command stay without it.
     import faust

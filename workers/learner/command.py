@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
-from types import FrameType
 
 from pydantic import Field, ValidationError
 
+from riverrun.producers.signals import StopSignals
 from riverrun.schemas import (
     KafkaSettings,
     RiverrunSettings,
@@ -65,14 +64,12 @@ def run_learn(args: argparse.Namespace) -> int:
 
     stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: finishing the batch, committing, publishing a snapshot",
-                    signal.Signals(signum).name)
+    def on_signal(name: str) -> None:
+        logger.info("received %s: finishing the batch, committing, publishing a snapshot", name)
         stopping.set()
         learner.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = StopSignals(on_signal).start()
     health = None
     if settings.learner.metrics_port is not None:
         health = HealthServer(
@@ -96,6 +93,7 @@ def run_learn(args: argparse.Namespace) -> int:
         registry.close()
         if health is not None:
             health.stop()
+        signals.close()
     logger.info(
         "learned %d examples of %s@%d (next offset %d); joined %d labels, %d unjoined; "
         "%d snapshots, last #%d",

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from riverrun.producers.signals import StopSignals
 from riverrun.schemas import (
     add_settings_flags,
     collect_section_flags,
@@ -95,14 +94,12 @@ def run_score(args: argparse.Namespace) -> int:
     scorer = Scorer(settings, models, metrics)
     stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+    def on_signal(name: str) -> None:
         logger.info("received %s: finishing the batch, flushing, committing", name)
         stopping.set()
         scorer.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = StopSignals(on_signal).start()
     health = None
     if settings.scorer.metrics_port is not None:
         health = HealthServer(metrics.registry, scorer.is_ready, port=settings.scorer.metrics_port)
@@ -129,6 +126,7 @@ def run_score(args: argparse.Namespace) -> int:
         stop = getattr(models, "stop", None)
         if stop is not None:
             stop()
+        signals.close()
     logger.info(
         "scored %d records in %d batches: %d outputs, %d dead letters",
         summary.consumed,
