@@ -79,22 +79,27 @@ class DriftWatch:
             watched = self._watched[(version, stream)] = _Watched(build_detector(self._name))
         detector, recent, warmup = watched.detector, watched.recent, self._warmup
         found: list[Detection] = []
-        for loss in losses:
-            watched.seen += 1
-            recent.append(loss)
-            watched.total += loss
-            watched.count += 1
-            if watched.seen <= warmup:
-                continue
-            detector.update(loss)
-            if detector.drift_detected:
-                mean = sum(recent) / len(recent)
-                earlier = watched.count - len(recent)
-                before = ((watched.total - mean * len(recent)) / earlier if earlier > 0
-                          else mean)  # fmt: skip
-                found.append(Detection(version, stream, type(detector).__name__, watched.seen,
-                                       mean, before))  # fmt: skip
-                watched.total, watched.count = 0.0, 0
+        # Counted in locals (the same additions, in the same order), stored once per batch.
+        seen, total, count = watched.seen, watched.total, watched.count
+        remember, update = recent.append, detector.update
+        try:
+            for loss in losses:
+                seen += 1
+                remember(loss)
+                total += loss
+                count += 1
+                if seen <= warmup:
+                    continue
+                update(loss)
+                if detector.drift_detected:
+                    mean = sum(recent) / len(recent)
+                    earlier = count - len(recent)
+                    before = (total - mean * len(recent)) / earlier if earlier > 0 else mean
+                    found.append(Detection(version, stream, type(detector).__name__, seen,
+                                           mean, before))  # fmt: skip
+                    total, count = 0.0, 0
+        finally:
+            watched.seen, watched.total, watched.count = seen, total, count
         return found
 
 

@@ -28,6 +28,14 @@ class Guardrail:
         self._sum += loss
         self._count += 1
 
+    def observe_many(self, losses: list[float]) -> None:
+        """Count losses in order: the very sum `observe` makes, one call per batch."""
+        total = self._sum
+        for loss in losses:
+            total += loss
+        self._sum = total
+        self._count += len(losses)
+
     @property
     def judged(self) -> bool:
         """Whether every loss observed so far was judged (and accepted)."""

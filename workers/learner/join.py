@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -84,6 +85,9 @@ class Unjoined:
     detail: str
 
 
+_NONE_DROPPED: tuple[str, ...] = ()  # what `_Bounded.add` drops, usually
+
+
 class _Bounded:
     """Request ids in arrival order, dropped oldest first beyond `max_count` or `max_age_ms`."""
 
@@ -97,12 +101,20 @@ class _Bounded:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, request_id: str, timestamp_ms: int, value: object = None) -> list[str]:
-        self.items[request_id] = (timestamp_ms, value)
+    def add(self, request_id: str, timestamp_ms: int, value: object = None) -> Sequence[str]:
+        items = self.items
+        items[request_id] = (timestamp_ms, value)
+        if len(items) <= self.max_count:
+            return _NONE_DROPPED  # the usual case, without a list per call
         dropped = []
-        while len(self.items) > self.max_count:
-            dropped.append(self.items.popitem(last=False)[0])
+        while len(items) > self.max_count:
+            dropped.append(items.popitem(last=False)[0])
         return dropped
+
+    def due(self, before_ms: int) -> bool:
+        """Whether `expire(before_ms)` would drop anything (the oldest is older than that)."""
+        items = self.items
+        return bool(items) and next(iter(items.values()))[0] < before_ms
 
     def expire(self, before_ms: int) -> list[str]:
         dropped = []
@@ -158,20 +170,26 @@ class JoinWindow:
 
     def join_one(self, label: LabelObserved | LabelFields, timestamp_ms: int) -> Joined | Unjoined:
         """Join one label of this model with its features, or say why it cannot be."""
-        for dropped in self._pending.expire(timestamp_ms - self.max_age_ms):
-            self._expired.add(dropped, timestamp_ms)
-        self._joined.expire(timestamp_ms - self.max_age_ms)
-        self._expired.expire(timestamp_ms - 2 * self.max_age_ms)
+        # Asked first, cheaply: usually nothing is old enough to expire.
+        pending, joined, expired = self._pending, self._joined, self._expired
+        before_ms = timestamp_ms - self.max_age_ms
+        if pending.due(before_ms):
+            for dropped in pending.expire(before_ms):
+                expired.add(dropped, timestamp_ms)
+        if joined.due(before_ms):
+            joined.expire(before_ms)
+        if expired.due(timestamp_ms - 2 * self.max_age_ms):
+            expired.expire(timestamp_ms - 2 * self.max_age_ms)
         request_id = label.request_id
-        if request_id in self._joined:
+        if request_id in joined.items:
             return Unjoined(DUPLICATE_LABEL, f"request {request_id!r} already has a label learned")
-        entry = self._pending.items.pop(request_id, None)
+        entry = pending.items.pop(request_id, None)
         prediction: Any = entry[1] if entry is not None else None  # as add_prediction took it
         features = label.features
         if features is None and prediction is not None:
             features = prediction.features
         if features is None:
-            if request_id in self._expired:
+            if request_id in expired.items:
                 return Unjoined(
                     WINDOW_EXPIRED,
                     f"the prediction of request {request_id!r} left the join window "
@@ -183,7 +201,7 @@ class JoinWindow:
                 f"no prediction of model {self.model!r} for request {request_id!r} in the join "
                 "window, and the label carries no features",
             )
-        self._joined.add(request_id, timestamp_ms)
+        joined.add(request_id, timestamp_ms)
         return _joined(label, features, prediction)
 
 

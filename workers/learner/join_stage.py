@@ -73,6 +73,10 @@ from riverrun.workers.runtime.kafka import (
 
 logger = logging.getLogger(__name__)
 
+# Label types whose labels `coerce_label` returns untouched when already of that Python type;
+# any other label (a float is checked to be finite) goes through it.
+_LABEL_AS_IS: dict[str, type] = {"bool": bool, "int": int, "str": str}
+
 TXN_TIMEOUT_S = 60.0
 # A label waits at most this long for the predictions read to catch up with its timestamp
 # (a broker whose watermarks cannot be trusted must not stall the join for ever).
@@ -103,9 +107,10 @@ class JoinBatch:
     """The labels joined in one pass: the records they consumed and what they produce."""
 
     records: list[Message] = field(default_factory=list)
-    outputs: list[Outgoing] = field(default_factory=list)
+    outputs: list[Outgoing] = field(default_factory=list)  # outcomes and dead letters, in order
     joined: list[Joined] = field(default_factory=list)
     examples: list[bytes] = field(default_factory=list)  # each joined label's example, rendered
+    keys: list[bytes] = field(default_factory=list)  # each example's key (its request id)
     unjoined: list[str] = field(default_factory=list)
 
 
@@ -170,8 +175,10 @@ class JoinStage:
 
     def close(self, clean: bool) -> None:
         """Flush what the producer holds (after a clean stop only)."""
-        if self._transactions is not None and clean:
-            self._transactions.producer.flush(self._options.shutdown_timeout_s)
+        if self._transactions is not None:
+            self._transactions.close()
+            if clean:
+                self._transactions.producer.flush(self._options.shutdown_timeout_s)
         self._transactions = None
 
     def rebuild_joined(self, examples: Consumer) -> None:
@@ -251,24 +258,29 @@ class JoinStage:
         """Join the held labels, in order, as far as the predictions read allow."""
         batch = JoinBatch()
         done, outputs, joined, unjoined = batch.records, batch.outputs, batch.joined, batch.unjoined
+        rendered, keys = batch.examples, batch.keys
         pending = self._pending
         now = time.monotonic()
         caught_up_to = -1
         window, examples, outcomes = self._window, self._topics.examples, self._topics.outcomes
+        label_type = self.label_type
+        # A label already of the version's type is what `coerce_label` would return.
+        as_is = _LABEL_AS_IS.get(label_type) if label_type is not None else None
+        # An example (no headers) fits when its key and value leave room for its framing.
+        fits = self.output_limit - record_bytes(None, None, None)
         while pending:
-            item = pending[0]
-            record = item.record
-            if item.label is None:
-                if item.dead_letter is not None:
-                    exc = item.dead_letter
-                    outputs.append(self._dead_letter(record, exc.error_class, exc.reason))
-                    unjoined.append(exc.error_class)
+            record, label, arrived, dead_letter = pending[0]
+            if label is None:
+                if dead_letter is not None:
+                    outputs.append(self._dead_letter(record, dead_letter.error_class,
+                                                     dead_letter.reason))  # fmt: skip
+                    unjoined.append(dead_letter.error_class)
                 done.append(pending.popleft().record)
                 continue
             timestamp_ms = record.timestamp()[1]
             if timestamp_ms > caught_up_to:
                 if not self._caught_up(consumer, timestamp_ms):
-                    if now - item.arrived < _CATCH_UP_WAIT_S:
+                    if now - arrived < _CATCH_UP_WAIT_S:
                         break
                     logger.warning(
                         "predictions read have not caught up with a label after %.0f s: "
@@ -276,32 +288,33 @@ class JoinStage:
                     )  # fmt: skip
                 caught_up_to = timestamp_ms
             pending.popleft()
-            label = item.label
-            try:
-                value = coerce_label(label.label, self.label_type)
-            except ValueError as exc:
-                outputs.append(self._dead_letter(record, LABEL_TYPE_MISMATCH, str(exc)))
-                unjoined.append(LABEL_TYPE_MISMATCH)
-                done.append(record)
-                continue
-            if value is not label.label:
-                label = (label._replace(label=value) if isinstance(label, LabelFields)
-                         else label.model_copy(update={"label": value}))  # fmt: skip
+            if type(label.label) is not as_is:
+                try:
+                    value = coerce_label(label.label, label_type)
+                except ValueError as exc:
+                    outputs.append(self._dead_letter(record, LABEL_TYPE_MISMATCH, str(exc)))
+                    unjoined.append(LABEL_TYPE_MISMATCH)
+                    done.append(record)
+                    continue
+                if value is not label.label:
+                    label = (label._replace(label=value) if isinstance(label, LabelFields)
+                             else label.model_copy(update={"label": value}))  # fmt: skip
             decision = window.join_one(label, timestamp_ms)
-            if isinstance(decision, Joined):
+            if type(decision) is Joined:
                 example, outcome = decision
                 value = example_value(example)
-                learned = Outgoing(examples, example.request_id.encode(), value)
+                key = example.request_id.encode()
                 judged = (Outgoing(outcomes, record.key(), outcome_value(outcome))
                           if outcome is not None else None)  # fmt: skip
-                too_large = self._too_large(learned, judged)
+                too_large = ("" if judged is None and len(key) + len(value) <= fits else
+                             self._too_large(Outgoing(examples, key, value), judged))  # fmt: skip
                 if too_large:
                     outputs.append(self._dead_letter(record, OUTPUT_TOO_LARGE, too_large))
                     unjoined.append(OUTPUT_TOO_LARGE)
                     done.append(record)
                     continue
-                outputs.append(learned)
-                batch.examples.append(value)
+                rendered.append(value)
+                keys.append(key)
                 if judged is not None:
                     outputs.append(judged)
                 joined.append(decision)
@@ -321,14 +334,36 @@ class JoinStage:
         try:
             transactions.begin()
             producer = transactions.producer
+            send = producer.produce
+            # The examples first (each partition's order is the batch's): their reports give the
+            # offsets to learn from; outcomes and dead letters need none.
+            for key, value in zip(batch.keys, batch.examples, strict=True):
+                try:
+                    send(examples, value, key, on_delivery=delivered)
+                except BufferError:  # the queue is full: `produce` serves reports until it is not
+                    produce(producer, examples, value, key, on_delivery=delivered)
             for topic, key, value, headers, _partition in batch.outputs:
-                # Only the examples' reports are needed: they give the offsets to learn from.
-                produce(producer, topic, value, key, headers=headers,
-                        on_delivery=delivered if topic == examples else None)  # fmt: skip
+                try:
+                    send(topic, value, key, headers=headers)
+                except BufferError:
+                    produce(producer, topic, value, key, headers=headers)
             producer.poll(0)
             if self._crash.enabled:
                 producer.flush(TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
                 self._crash.hit("after-join-before-commit")
+        except KafkaException as exc:
+            self._give_up(exc)
+
+    def send_offsets_ahead(self, batch: JoinBatch, consumer: Consumer) -> None:
+        """Start the batch's feedback offsets into its transaction while the caller learns.
+
+        The producer is not the caller's until `commit`.
+        """
+        transactions = self._transactions
+        assert transactions is not None  # noqa: S101  # set by start()
+        try:
+            transactions.send_offsets_ahead(next_offsets(batch.records),
+                                            consumer.consumer_group_metadata())  # fmt: skip
         except KafkaException as exc:
             self._give_up(exc)
 

@@ -120,6 +120,11 @@ class LearnStage:
         return len(self._committed)
 
     @property
+    def policy_moved(self) -> bool:
+        """Whether what learns may have moved since `follow_policy` last looked."""
+        return self._policy_moved
+
+    @property
     def ready_to_learn(self) -> bool:
         """Whether committed examples wait in memory (the join need not wait for more)."""
         return bool(self._committed) and not self.reading_log

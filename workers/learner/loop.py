@@ -11,6 +11,12 @@ what is committed, snapshots when due, then commits the join:
     LearnStage.learn_from_log / snapshot_if_due ◄─────┤ (while the transaction is open)
                                                       ▼
     LearnStage.learn_committed ◄── CommittedExample ◄── commit (feedback offsets inside)
+
+With a backlog (a full batch taken), a batch's examples are held over and learned in the next
+pass while that pass's transaction is open and its offsets travel to the group coordinator (on
+a helper thread), so learning overlaps the broker's round trips.
+Nothing else moves: every learn call sees the examples it saw before, in the same order, between
+the same commits, so snapshots, drift records and pairs are exactly what they were.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class Learner:
         self._learn.keepalive = self._keep_membership
         self._kept_at = 0.0
         self._paused_for_keepalive = False
+        # The last pass's committed examples wait for the next pass (see `_hold`).
+        self._held = False
 
     @property
     def _client_id(self) -> str:
@@ -200,6 +208,7 @@ class Learner:
                     last_activity = now
                 elif idle_timeout is not None and now - last_activity > idle_timeout:
                     break
+            self._learn_held(summary, max_examples)  # stopped after a pass that held some
             clean = True
         finally:
             self._shutdown(clean, summary)
@@ -215,7 +224,10 @@ class Learner:
         """One pass: join what is ready, learn what is committed, maybe snapshot, commit."""
         learn, join = self._learn, self._join
         active = bool(records)
-        learn.follow_policy(summary)
+        if learn.policy_moved:
+            # What learns moves with the versions as the previous pass would have left them.
+            self._learn_held(summary, max_examples)
+            learn.follow_policy(summary)
         self._resume_after_keepalive(consumer)
         join.label_type = learn.label_type
         if records:
@@ -225,15 +237,43 @@ class Learner:
         if batch.records:
             active = True
             join.produce(batch)
+            join.send_offsets_ahead(batch, consumer)  # a coordinator round trip, while we learn
         if learn.reading_log and learn.learn_from_log(summary, max_examples):
             active = True
+        if self._held:
+            active = True
+            self._learn_held(summary, max_examples)  # while this batch's transaction is open
         learn.snapshot_if_due(summary)
         if batch.records:
             learn.add_committed(join.commit(batch, consumer, summary))
         if learn.ready_to_learn:
-            learn.learn_committed(summary, max_examples)
+            if self._hold(records, summary, max_examples):
+                self._held = True
+            else:
+                learn.learn_committed(summary, max_examples)
         self._resume_after_keepalive(consumer)
         return active
+
+    def _hold(
+        self, records: list[Message], summary: LearnSummary, max_examples: int | None
+    ) -> bool:
+        """Whether to learn this pass's committed examples in the next pass instead.
+
+        Only with a backlog (a full batch was taken, so the next is ready) and when the next
+        pass will run: not when stopping, nor when they reach `max_examples`.
+        """
+        if len(records) < self._options.batch_size or self._stop.is_set():
+            return False
+        if max_examples is None:
+            return True
+        return summary.examples_learned + self._learn.backlog < max_examples
+
+    def _learn_held(self, summary: LearnSummary, max_examples: int | None) -> None:
+        """Learn what the last pass held, as that pass would have (the same budget)."""
+        if self._held:
+            self._held = False
+            if self._learn.ready_to_learn:
+                self._learn.learn_committed(summary, max_examples)
 
     # -- shutdown ------------------------------------------------------------------------
 

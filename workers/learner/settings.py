@@ -28,14 +28,20 @@ class LearnerOptions(BaseModel):
         "names learn.",
     )
     snapshot_every: int | None = Field(
-        default=1000, ge=1, description="Publish a snapshot after this many examples learned."
-    )
+        default=10_000, ge=1,
+        description="Publish a snapshot after this many examples learned: what a restart "
+        "learns again at most (the interval sets freshness; under a backlog, this bounds it).",
+    )  # fmt: skip
     snapshot_interval: float | None = Field(
         default=0.5, gt=0,
         description="Publish a snapshot after this many seconds (if changed): the freshness "
         "of what scorers serve.",
     )
-    batch_size: int = Field(default=500, ge=1, le=100_000, description="Max records per batch.")
+    batch_size: int = Field(
+        default=2000, ge=1, le=100_000,
+        description="Max records per batch: one join transaction each, so a backlog is "
+        "committed in few of them.",
+    )  # fmt: skip
     batch_timeout_ms: int = Field(
         default=100, ge=1, le=60_000, description="Max wait to fill a batch, in milliseconds."
     )

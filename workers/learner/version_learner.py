@@ -221,8 +221,9 @@ class VersionLearner:
         """
         losses: list[float] = []
         append = losses.append
+        observed: list[float] = []  # the losses of the examples learned, for the guardrail
+        observe = observed.append
         estimator, prequential, classifier = self.estimator, self.prequential, self._classifier
-        observe = self._guardrail.observe
         start = self.next_offset
         learned = 0
         for offset, features, label, value in chunk:
@@ -239,13 +240,14 @@ class VersionLearner:
                 continue
             append(loss)
             observe(loss)
+        self._guardrail.observe_many(observed)
         if chunk:
             self.next_offset = max(start, chunk[-1].offset + 1)
         if learned:
             self.examples_seen += learned
             self.changed += learned
             self._drift.observe_many(self.version, "learning",
-                                     [x for x in losses if x == x])  # noqa: PLR0124  # fmt: skip
+                                     [x for x in observed if x == x])  # noqa: PLR0124  # fmt: skip
             self._metrics.examples_learned.labels(self.model, str(self.version)).inc(learned)
         return losses
 

@@ -7,11 +7,13 @@ three ways to fail, partitions and offsets, and librdkafka's error callback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -327,20 +329,39 @@ class Transactions:
         self.producer = make_producer(transactional_id)
         # Fences a previous producer of this transactional id and aborts its open transaction.
         self.producer.init_transactions(timeout_s)
+        self._helper: ThreadPoolExecutor | None = None
+        self._offsets_sent: Future[None] | None = None
 
     def begin(self) -> None:
         """Open a transaction."""
         self.producer.begin_transaction()
 
+    def send_offsets_ahead(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Start sending the consumed offsets into the open transaction, on a helper thread.
+
+        It is the group coordinator's round trips (AddOffsetsToTxn, TxnOffsetCommit), which the
+        caller can spend on work of its own; `commit` waits for them and reports their error.
+        Until then the caller must not use the producer.
+        """
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="riverrun-txn-offsets")
+        self._offsets_sent = self._helper.submit(
+            self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout_s
+        )
+
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
-        """Send the consumed offsets into the transaction and commit it.
+        """Send the consumed offsets into the transaction (unless sent ahead) and commit it.
 
         Raises:
             KafkaException: the transaction failed; pass it to `recover`.
 
         """
         producer = self.producer
-        producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+        sent, self._offsets_sent = self._offsets_sent, None
+        if sent is not None:
+            sent.result()  # the offsets sent ahead: their error, if any, is the commit's
+        else:
+            producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
         for attempt in range(3):
             try:
                 producer.commit_transaction(self.timeout_s)
@@ -356,6 +377,7 @@ class Transactions:
         "aborted" or "fatal": either way nothing of the transaction was committed, and the
         caller rewinds its batch.
         """
+        self._settle_offsets_sent()
         error: KafkaError = exc.args[0]
         if error.code() in _FENCES:
             stepped_aside = f"{self.transactional_id.split('~')[0]}~{uuid.uuid4().hex[:8]}"
@@ -376,12 +398,27 @@ class Transactions:
 
     def abort(self) -> str:
         """Abort the open transaction; a producer that cannot is replaced. Returns "aborted"."""
+        self._settle_offsets_sent()
         try:
             self.producer.abort_transaction(self.timeout_s)
         except KafkaException as abort_exc:
             logger.error("abort failed (%s): new producer", abort_exc)
             self._renew()
         return "aborted"
+
+    def close(self) -> None:
+        """End the helper thread (after any offsets it is still sending)."""
+        self._settle_offsets_sent()
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+            self._helper = None
+
+    def _settle_offsets_sent(self) -> None:
+        # No other transactional call may run beside a send still in flight: wait it out.
+        sent, self._offsets_sent = self._offsets_sent, None
+        if sent is not None:
+            with contextlib.suppress(KafkaException):
+                sent.result()
 
     def _renew(self) -> None:
         self.producer = self._make_producer(self.transactional_id)

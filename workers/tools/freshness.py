@@ -186,14 +186,15 @@ def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterat
 
 
 def _rate_between(port: int, before: float, backlog: int, low: float, high: float) -> float:
-    """Examples learned per second between fractions `low` and `high` of the backlog.
+    """Examples learned per second while the backlog goes from fraction `low` to `high` learned.
 
-    Sampled every 20 ms, from the first sample at `low` to the first at `high`. A backlog that
-    passes both within one sample is timed from the last sample below `low` instead (the rate
-    then errs low, never infinite).
+    Sampled every 250 ms (each sample is a /metrics scrape the learner serves, so scraping more
+    often slows what is measured); the rate is the examples counted between the first sample
+    past `low` and the first past `high`, over the time between them. A backlog that passes
+    both within one sample is counted from the last sample below `low` instead.
     """
-    started: float | None = None
-    below = time.perf_counter()
+    start: tuple[float, float] | None = None
+    below = (time.perf_counter(), _learned_total(port) - before)
     deadline = time.monotonic() + 300
     while True:
         if time.monotonic() > deadline:
@@ -201,12 +202,13 @@ def _rate_between(port: int, before: float, backlog: int, low: float, high: floa
         learned = _learned_total(port) - before
         now = time.perf_counter()
         if learned >= high * backlog:
-            return (high - low) * backlog / (now - (started if started is not None else below))
+            first_at, first_learned = start if start is not None else below
+            return (learned - first_learned) / max(now - first_at, 1e-9)
         if learned < low * backlog:
-            below = now
-        elif started is None:
-            started = now
-        time.sleep(0.02)
+            below = (now, learned)
+        elif start is None:
+            start = (now, learned)
+        time.sleep(0.25)
 
 
 def _learned_total(port: int) -> float:
