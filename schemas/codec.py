@@ -211,12 +211,7 @@ def decode_label_fields(data: Any, raw: bytes | None) -> LabelFields | LabelObse
         DecodeError: the record breaks the contract (from pydantic, with the field path).
 
     """
-    # As `_by_hand_or_validated`, written out: this runs for every label the learner reads.
-    if type(data) is dict:
-        fields = _label_fields(data)
-        if fields is not None:
-            return fields
-    return _validated(LabelObserved, data, raw)
+    return _by_hand_or_validated(LabelObserved, _label_fields, data, raw)
 
 
 def decode_prediction_fields(data: Any, raw: bytes | None) -> PredictionFields | PredictionMade:
@@ -253,7 +248,7 @@ def _label_fields(data: dict[str, Any]) -> LabelFields | None:
     if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
         return None
     model = get("model")
-    if type(model) is not str or (model not in _good_model_names and not _good_model(model)):
+    if type(model) is not str or not _good_model(model):
         return None
     label: Any = get("label")
     if type(label) not in _LABEL_TYPES:

@@ -111,11 +111,6 @@ class _Bounded:
             dropped.append(items.popitem(last=False)[0])
         return dropped
 
-    def due(self, before_ms: int) -> bool:
-        """Whether `expire(before_ms)` would drop anything (the oldest is older than that)."""
-        items = self.items
-        return bool(items) and next(iter(items.values()))[0] < before_ms
-
     def expire(self, before_ms: int) -> list[str]:
         dropped = []
         items = self.items
@@ -170,16 +165,11 @@ class JoinWindow:
 
     def join_one(self, label: LabelObserved | LabelFields, timestamp_ms: int) -> Joined | Unjoined:
         """Join one label of this model with its features, or say why it cannot be."""
-        # Asked first, cheaply: usually nothing is old enough to expire.
         pending, joined, expired = self._pending, self._joined, self._expired
-        before_ms = timestamp_ms - self.max_age_ms
-        if pending.due(before_ms):
-            for dropped in pending.expire(before_ms):
-                expired.add(dropped, timestamp_ms)
-        if joined.due(before_ms):
-            joined.expire(before_ms)
-        if expired.due(timestamp_ms - 2 * self.max_age_ms):
-            expired.expire(timestamp_ms - 2 * self.max_age_ms)
+        for dropped in pending.expire(timestamp_ms - self.max_age_ms):
+            expired.add(dropped, timestamp_ms)
+        joined.expire(timestamp_ms - self.max_age_ms)
+        expired.expire(timestamp_ms - 2 * self.max_age_ms)
         request_id = label.request_id
         if request_id in joined.items:
             return Unjoined(DUPLICATE_LABEL, f"request {request_id!r} already has a label learned")

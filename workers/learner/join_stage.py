@@ -73,10 +73,6 @@ from riverrun.workers.runtime.kafka import (
 
 logger = logging.getLogger(__name__)
 
-# Label types whose labels `coerce_label` returns untouched when already of that Python type;
-# any other label (a float is checked to be finite) goes through it.
-_LABEL_AS_IS: dict[str, type] = {"bool": bool, "int": int, "str": str}
-
 TXN_TIMEOUT_S = 60.0
 # A label waits at most this long for the predictions read to catch up with its timestamp
 # (a broker whose watermarks cannot be trusted must not stall the join for ever).
@@ -263,11 +259,6 @@ class JoinStage:
         now = time.monotonic()
         caught_up_to = -1
         window, examples, outcomes = self._window, self._topics.examples, self._topics.outcomes
-        label_type = self.label_type
-        # A label already of the version's type is what `coerce_label` would return.
-        as_is = _LABEL_AS_IS.get(label_type) if label_type is not None else None
-        # An example (no headers) fits when its key and value leave room for its framing.
-        fits = self.output_limit - record_bytes(None, None, None)
         while pending:
             record, label, arrived, dead_letter = pending[0]
             if label is None:
@@ -288,17 +279,16 @@ class JoinStage:
                     )  # fmt: skip
                 caught_up_to = timestamp_ms
             pending.popleft()
-            if type(label.label) is not as_is:
-                try:
-                    value = coerce_label(label.label, label_type)
-                except ValueError as exc:
-                    outputs.append(self._dead_letter(record, LABEL_TYPE_MISMATCH, str(exc)))
-                    unjoined.append(LABEL_TYPE_MISMATCH)
-                    done.append(record)
-                    continue
-                if value is not label.label:
-                    label = (label._replace(label=value) if isinstance(label, LabelFields)
-                             else label.model_copy(update={"label": value}))  # fmt: skip
+            try:
+                value = coerce_label(label.label, self.label_type)
+            except ValueError as exc:
+                outputs.append(self._dead_letter(record, LABEL_TYPE_MISMATCH, str(exc)))
+                unjoined.append(LABEL_TYPE_MISMATCH)
+                done.append(record)
+                continue
+            if value is not label.label:
+                label = (label._replace(label=value) if isinstance(label, LabelFields)
+                         else label.model_copy(update={"label": value}))  # fmt: skip
             decision = window.join_one(label, timestamp_ms)
             if type(decision) is Joined:
                 example, outcome = decision
@@ -306,8 +296,7 @@ class JoinStage:
                 key = example.request_id.encode()
                 judged = (Outgoing(outcomes, record.key(), outcome_value(outcome))
                           if outcome is not None else None)  # fmt: skip
-                too_large = ("" if judged is None and len(key) + len(value) <= fits else
-                             self._too_large(Outgoing(examples, key, value), judged))  # fmt: skip
+                too_large = self._too_large(Outgoing(examples, key, value), judged)
                 if too_large:
                     outputs.append(self._dead_letter(record, OUTPUT_TOO_LARGE, too_large))
                     unjoined.append(OUTPUT_TOO_LARGE)
@@ -334,19 +323,12 @@ class JoinStage:
         try:
             transactions.begin()
             producer = transactions.producer
-            send = producer.produce
             # The examples first (each partition's order is the batch's): their reports give the
             # offsets to learn from; outcomes and dead letters need none.
             for key, value in zip(batch.keys, batch.examples, strict=True):
-                try:
-                    send(examples, value, key, on_delivery=delivered)
-                except BufferError:  # the queue is full: `produce` serves reports until it is not
-                    produce(producer, examples, value, key, on_delivery=delivered)
+                produce(producer, examples, value, key, on_delivery=delivered)
             for topic, key, value, headers, _partition in batch.outputs:
-                try:
-                    send(topic, value, key, headers=headers)
-                except BufferError:
-                    produce(producer, topic, value, key, headers=headers)
+                produce(producer, topic, value, key, headers=headers)
             producer.poll(0)
             if self._crash.enabled:
                 producer.flush(TXN_TIMEOUT_S)  # outputs on the broker, uncommitted
