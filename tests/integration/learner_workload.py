@@ -20,6 +20,7 @@ import argparse
 import bisect
 import hashlib
 import sys
+import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -29,7 +30,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.learner import Learner, LearnerOptions, LearnerSettings
+from riverrun.workers.learner import Learner, LearnerOptions, LearnerSettings, LearnSummary
+from riverrun.workers.learner.log_learner import LogLearner
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings, build_estimator
 
 MODEL = "workload"
@@ -176,8 +178,41 @@ def _operator_policy(record: dict[str, Any]) -> bool:
             and value.get("decided_by") == "operator")
 
 
-def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
-    """Run the three learner phases on fresh topics named after `prefix`; return the digest."""
+def _run_split(settings: LearnerSettings, registry: Registry, examples: int) -> LearnSummary:
+    """A join stage and a learn stage side by side, as `--stage join` and `--stage learn`;
+    one summary of the two (the labels the join counted, the rest the learn stage's)."""
+    def stage(name: str) -> LearnerSettings:
+        return settings.model_copy(update={
+            "learner": settings.learner.model_copy(update={"stage": name})})
+
+    learned: list[LearnSummary] = []
+    failed: list[BaseException] = []
+
+    def learn() -> None:
+        try:
+            with Registry(settings.kafka, settings.topics, settings.registry) as own:
+                learned.append(LogLearner(stage("learn"), own).run(max_examples=examples,
+                                                                   idle_timeout=30))
+        except BaseException as exc:  # noqa: BLE001  # raised below, in the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=learn)
+    thread.start()
+    joined = Learner(stage("join"), registry).run(max_examples=examples, idle_timeout=30)
+    thread.join(120)
+    if failed:
+        raise failed[0]
+    summary = learned[0]
+    summary.labels_joined, summary.labels_unjoined = joined.labels_joined, joined.labels_unjoined
+    return summary
+
+
+def run_workload(kafka: KafkaSettings, prefix: str, *, split: bool = False) -> dict[str, Any]:
+    """Run the three learner phases on fresh topics named after `prefix`; return the digest.
+
+    With `split`, each phase runs a join stage and a learn stage side by side instead of one
+    learner process.
+    """
     names = TopicSettings().all()
     topics = TopicSettings(**{role: f"{prefix}-{name}" for role, name in names.items()})
     admin = AdminClient(kafka.client_config())
@@ -196,7 +231,10 @@ def run_workload(kafka: KafkaSettings, prefix: str) -> dict[str, Any]:
                                    **options),
         )  # fmt: skip
         with Registry(kafka, topics, registry_settings) as registry:
-            summary = Learner(settings, registry).run(max_examples=examples, idle_timeout=30)
+            if split:
+                summary = _run_split(settings, registry, examples)
+            else:
+                summary = Learner(settings, registry).run(max_examples=examples, idle_timeout=30)
         summaries.append({
             "version": summary.version, "labels_joined": summary.labels_joined,
             "labels_unjoined": summary.labels_unjoined,
@@ -259,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     """Print the digest of one run as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--split", action="store_true", help="A join and a learn stage apart.")
     args = parser.parse_args(argv)
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
-    digest = run_workload(kafka, f"workload-{uuid.uuid4().hex[:8]}")
+    digest = run_workload(kafka, f"workload-{uuid.uuid4().hex[:8]}", split=args.split)
     options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     sys.stdout.write(orjson.dumps(digest, option=options).decode())
     return 0

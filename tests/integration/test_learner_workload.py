@@ -11,6 +11,9 @@ outcome carries its prediction's `scored_at` (a judge counts it in the experimen
 served in), and a drift record the mean loss before its window (`mean_loss_before`: a rise
 restarts a race's evidence, a fall does not). The examples, dead letters, summaries and every
 snapshot's artifact and lineage are as before.
+
+The learner run as two processes (`riverrun learn --stage join` and `--stage learn`, here side by
+side in two threads) writes the very same digest.
 """
 
 from __future__ import annotations
@@ -38,4 +41,12 @@ def test_the_learner_writes_exactly_what_it_wrote_before_its_restructuring(
         "the workload is meant to trip the guardrail")
     # A deliberate change of what the learner writes changes these: record the new digest with
     # `python tests/integration/learner_workload.py --bootstrap-servers HOST:PORT` and say why.
+    assert digest["sha256"] == orjson.loads(RECORDED.read_bytes())
+
+
+def test_a_join_stage_and_a_learn_stage_apart_write_what_one_learner_writes(
+    kafka_settings: KafkaSettings,
+) -> None:
+    digest = run_workload(kafka_settings, f"workload-split-{uuid.uuid4().hex[:8]}", split=True)
+    assert [s["examples_learned"] for s in digest["summaries"]] == [500, 300, 450]
     assert digest["sha256"] == orjson.loads(RECORDED.read_bytes())

@@ -46,3 +46,14 @@ def test_snapshot_references() -> None:
     for bad in ("fraud", "fraud@3", "fraud#1", "@1#1", "fraud@x#1"):
         with pytest.raises(ConfigurationError, match="NAME@VERSION#SNAPSHOT"):
             parse_reference(bad)
+
+
+def test_a_stage_is_both_join_or_learn_and_a_typo_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert LearnerSettings().learner.stage == "both"
+    args = parse_args(["learn", "--model", "fraud", "--stage", "learn"])
+    assert LearnerSettings(**collect_section_flags(args)).learner.stage == "learn"
+    monkeypatch.setenv("RIVERRUN_LEARNER__STAGE", "joins")
+    with pytest.raises(ValidationError, match=r"learner\.stage[\s\S]*'both', 'join' or 'learn'"):
+        LearnerSettings()

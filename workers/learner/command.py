@@ -42,6 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run_learn(args: argparse.Namespace) -> int:
     """Build the settings, start the learner, stop it cleanly on a signal."""
+    from riverrun.workers.learner.log_learner import LogLearner
     from riverrun.workers.learner.loop import Learner
     from riverrun.workers.learner.metrics import LearnerMetrics
     from riverrun.workers.runtime.health import HealthServer
@@ -57,7 +58,10 @@ def run_learn(args: argparse.Namespace) -> int:
     metrics = LearnerMetrics()
     registry = Registry(settings.kafka, settings.topics, settings.registry)
     try:
-        learner = Learner(settings, registry, metrics)
+        if settings.learner.stage == "learn":
+            learner: Learner | LogLearner = LogLearner(settings, registry, metrics)
+        else:
+            learner = Learner(settings, registry, metrics)
     except ConfigurationError as exc:
         logger.error("%s", exc)
         return 2
@@ -79,6 +83,8 @@ def run_learn(args: argparse.Namespace) -> int:
     try:
         topics = [("models", settings.topics.models), ("examples", settings.topics.examples)]
         who = f"the learner of {settings.learner.model}"
+        if settings.learner.stage != "both":
+            who = f"the {settings.learner.stage} stage of the learner of {settings.learner.model}"
         if not wait_for_kafka(settings.kafka, topics, stopping, who):
             return 0
         settle_heap()

@@ -40,11 +40,27 @@ from riverrun.workers.registry.view import RegistryView
 from riverrun.workers.routing.policy import learning_versions
 from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
-from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES
+from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES, take_arrived
 
 logger = logging.getLogger(__name__)
 
 _LEARN_BUDGET_FACTOR = 10
+
+
+def versions_that_learn(view: RegistryView, model: str) -> list[int]:
+    """The versions of `model` that learn, the champion first.
+
+    Raises:
+        ConfigurationError: the model has no released version.
+
+    """
+    wanted = learning_versions(view, model)
+    if not wanted:
+        raise ConfigurationError(
+            f"model {model!r} has no released version: release one "
+            "(`riverrun models release`) before starting its learner"
+        )
+    return wanted
 
 
 class LearnStage:
@@ -155,12 +171,7 @@ class LearnStage:
 
         """
         view = self._registry.refresh()
-        wanted = learning_versions(view, self._model)
-        if not wanted:
-            raise ConfigurationError(
-                f"model {self._model!r} has no released version: release one "
-                "(`riverrun models release`) before starting its learner"
-            )
+        wanted = versions_that_learn(view, self._model)
         champion = self._started(view, wanted[0])
         if champion is None:
             raise ConfigurationError(
@@ -234,6 +245,10 @@ class LearnStage:
             isinstance(record, SnapshotPublished) and record.snapshot == 0
         ):
             self._policy_moved = True
+
+    def ignore_policy_moves(self) -> None:
+        """Forget the moves seen so far (a join stage alone reads the registry itself)."""
+        self._policy_moved = False
 
     def follow_policy(self, summary: LearnSummary) -> None:
         """Learn what the policy names now: versions it adds start, versions it drops stop.
@@ -309,18 +324,22 @@ class LearnStage:
             budget = min(budget, max_examples - summary.examples_learned)
         return budget
 
-    def learn_from_log(self, summary: LearnSummary, max_examples: int | None) -> int:
+    def learn_from_log(
+        self, summary: LearnSummary, max_examples: int | None, wait_s: float = 0.0
+    ) -> int:
         """Learn committed examples read back from the log, until it reaches this run's own.
 
         Only examples committed before this learner started (or before a version that starts
         behind the others joined) are read back; from the first example this learner committed
-        itself, the rest are learned from memory, without waiting to fetch them again.
+        itself, the rest are learned from memory, without waiting to fetch them again. A learn
+        stage on its own (`--stage learn`) commits nothing itself: it reads the whole log, and
+        waits up to `wait_s` when nothing has arrived.
         """
         budget = self._budget(max_examples, summary)
         examples = self._examples
         if budget <= 0 or examples is None:
             return 0
-        records = examples.consume(min(budget, 10_000), 0)
+        records = take_arrived(examples, min(budget, 10_000), wait_s)
         if not records:
             return 0
         model = self._model

@@ -46,11 +46,17 @@ def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | 
         ) from exc
 
 
-def examples_consumer(kafka: KafkaSettings, client_id: str) -> Consumer:
+def examples_consumer(
+    kafka: KafkaSettings,
+    client_id: str,
+    on_statistics: Callable[[str], None] | None = None,
+    statistics_interval_ms: int = 0,
+) -> Consumer:
     """Build a group-less consumer of committed examples (assigned, never subscribed)."""
     # A group id is required by librdkafka; this one is never joined or committed.
     return Consumer(consumer_config(
-        kafka, f"{client_id}-unused", client_id=client_id, options={"fetch.wait.max.ms": 50}
+        kafka, f"{client_id}-unused", client_id=client_id, options={"fetch.wait.max.ms": 50},
+        on_statistics=on_statistics, statistics_interval_ms=statistics_interval_ms,
     ))
 
 

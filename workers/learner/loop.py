@@ -17,6 +17,9 @@ pass while that pass's transaction is open and its offsets travel to the group c
 a helper thread), so learning overlaps the broker's round trips.
 Nothing else moves: every learn call sees the examples it saw before, in the same order, between
 the same commits, so snapshots, drift records and pairs are exactly what they were.
+
+With `--stage join` this loop runs the join stage alone, and a `--stage learn` process
+(`log_learner.py`) learns the examples log it commits, on another core.
 """
 
 from __future__ import annotations
@@ -28,54 +31,43 @@ import time
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from riverrun.schemas import ModelVersionReleased
-from riverrun.workers.learner.drift import DriftReporter, DriftWatch
 from riverrun.workers.learner.join_stage import JoinStage
-from riverrun.workers.learner.learn_stage import LearnStage
+from riverrun.workers.learner.learn_stage import LearnStage, versions_that_learn
 from riverrun.workers.learner.log import check_single_partition, examples_consumer
 from riverrun.workers.learner.metrics import LearnerMetrics
+from riverrun.workers.learner.parts import STATISTICS_INTERVAL_MS, learner_parts
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
+from riverrun.workers.learner.version_learner import label_type_of
 from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord
-from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
-from riverrun.workers.runtime.crashpoint import LEARNER_POINTS, CrashPoints
-from riverrun.workers.runtime.errors import ConfigurationError
 from riverrun.workers.runtime.kafka import ClientErrorLog, consumer_config
 
 logger = logging.getLogger(__name__)
 
-_STATISTICS_INTERVAL_MS = 1000
-
-
 class Learner:
-    """One model's learner: the join stage and the learn stage in one synchronous loop."""
+    """One model's learner: the join stage and the learn stage in one synchronous loop, or
+    the join stage alone (`stage="join"`)."""
 
     def __init__(
         self, settings: LearnerSettings, registry: Registry, metrics: LearnerMetrics | None = None
     ) -> None:
-        if not settings.learner.model:
-            raise ConfigurationError(
-                "RIVERRUN_LEARNER__MODEL is not set: pass --model NAME of the model to learn"
-            )
+        parts = learner_parts(settings, registry, metrics, logger)
         self._settings = settings
         self._options = settings.learner
         self._topics = settings.topics
-        self._model = settings.learner.model
+        self._model = parts.model
         self._registry = registry
-        self.metrics = metrics if metrics is not None else LearnerMetrics()
+        self.metrics = parts.metrics
         self._stop = threading.Event()
         self._assigned = False
         self._consumer: Consumer | None = None
         self._follower: RegistryFollower | None = None
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
-        self._statistics = StatisticsListener(
-            self.metrics.consumer_lag, BrokerContact.for_interval(_STATISTICS_INTERVAL_MS),
-            settings.kafka.bootstrap_servers, logger,
-        )  # fmt: skip
-        crash = CrashPoints(settings.learner.crash_at, LEARNER_POINTS)
-        drift = DriftReporter(
-            self._model, DriftWatch(settings.learner.drift_detector, settings.learner.drift_warmup),
-            registry, self.metrics,
-        )  # fmt: skip
+        self._statistics = parts.statistics
+        crash, drift = parts.crash, parts.drift
+        # Alone, the join stage commits examples for a `--stage learn` process to learn.
+        self._learning = settings.learner.stage == "both"
+        self._examples_joined = 0  # committed to the log by this run
         self._join = JoinStage(settings, self.metrics, drift, crash, self._on_error)
         self._join.orphaned = self._orphaned
         self._learn = LearnStage(settings, registry, self.metrics, drift, crash)
@@ -135,7 +127,8 @@ class Learner:
 
     def is_ready(self) -> bool:
         """Has a model loaded, owns its feedback partitions and hears from its brokers."""
-        return (self._assigned and self._learn.estimator is not None and not self._stop.is_set()
+        loaded = self._learn.estimator is not None or not self._learning
+        return (self._assigned and loaded and not self._stop.is_set()
                 and self._statistics.contact.in_contact())  # fmt: skip
 
     def stop(self) -> None:
@@ -165,10 +158,13 @@ class Learner:
         """Learn until stopped, or `max_examples` learned, or `idle_timeout` s of quiet."""
         summary = LearnSummary()
         learn, join = self._learn, self._join
-        learn.load()
-        join.label_type = learn.label_type
-        summary.version = learn.version
-        self.metrics.version.labels(self._model).set(learn.version)
+        if self._learning:
+            learn.load()
+            join.label_type = learn.label_type
+            summary.version = learn.version
+            self.metrics.version.labels(self._model).set(learn.version)
+        else:
+            join.label_type = self._champion_label_type(summary)
         self._follower = self._registry.follower(self._on_registry_record).start()
         join.start(self._client_id)
         learn.output_limit = join.output_limit
@@ -176,17 +172,23 @@ class Learner:
         consumer = Consumer(consumer_config(
             self._settings.kafka, self._options.group_id, client_id=self._client_id,
             # Static membership: a restarted learner takes its partitions back at once instead
-            # of waiting out the dead one's session (one learner per model).
-            options={"group.instance.id": self._options.transactional_id},
+            # of waiting out the dead one's session (one learner per model). The member is named
+            # after its topics too: a member of the same name takes over the assignment it left,
+            # so a learner given other topics would be handed the old ones.
+            options={"group.instance.id":
+                     f"{self._options.transactional_id}-{self._topics.feedback}"},
             on_error=self._on_error, on_statistics=self._statistics,
-            statistics_interval_ms=_STATISTICS_INTERVAL_MS,
+            statistics_interval_ms=STATISTICS_INTERVAL_MS,
         ))  # fmt: skip
         self._consumer = consumer
         clean = False
         try:
             check_single_partition(examples, self._topics.examples)
             join.rebuild_joined(examples)
-            learn.attach(examples)
+            if self._learning:
+                learn.attach(examples)
+            else:
+                examples.close()  # read once, for the labels joined already
             consumer.subscribe(
                 [self._topics.feedback, self._topics.predictions],
                 on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -195,7 +197,7 @@ class Learner:
             last_activity = time.monotonic()
             timeout = self._options.batch_timeout_ms / 1000.0
             while not self._stop.is_set():
-                if max_examples is not None and summary.examples_learned >= max_examples:
+                if max_examples is not None and self._done(summary) >= max_examples:
                     break
                 # Committed examples left to learn (the step's budget ran out, or feedback is
                 # paused): take what has arrived, but do not wait for more.
@@ -224,6 +226,8 @@ class Learner:
         """One pass: join what is ready, learn what is committed, maybe snapshot, commit."""
         learn, join = self._learn, self._join
         active = bool(records)
+        if not self._learning:
+            return self._join_step(consumer, records, summary) or active
         if learn.policy_moved:
             # What learns moves with the versions as the previous pass would have left them.
             self._learn_held(summary, max_examples)
@@ -253,6 +257,37 @@ class Learner:
                 learn.learn_committed(summary, max_examples)
         self._resume_after_keepalive(consumer)
         return active
+
+    def _join_step(
+        self, consumer: Consumer, records: list[Message], summary: LearnSummary
+    ) -> bool:
+        """One pass of the join stage alone: join what is ready and commit it."""
+        if self._learn.policy_moved:
+            self._join.label_type = self._champion_label_type(summary)
+        self._resume_after_keepalive(consumer)
+        join = self._join
+        if records:
+            join.take(records)
+        join.pause_if_full(consumer, 0)
+        batch = join.join_ready(consumer)
+        if not batch.records:
+            return False
+        join.produce(batch)
+        self._examples_joined += len(join.commit(batch, consumer, summary))
+        return True
+
+    def _champion_label_type(self, summary: LearnSummary) -> str | None:
+        """The label type of the version that answers now (the join stage coerces labels to it)."""
+        self._learn.ignore_policy_moves()
+        view = self._registry.refresh()
+        wanted = versions_that_learn(view, self._model)
+        summary.version = wanted[0]
+        self.metrics.version.labels(self._model).set(wanted[0])
+        return label_type_of(view.version(self._model, wanted[0]))
+
+    def _done(self, summary: LearnSummary) -> int:
+        """What `max_examples` counts: examples learned, or committed by a join stage alone."""
+        return summary.examples_learned if self._learning else self._examples_joined
 
     def _hold(
         self, records: list[Message], summary: LearnSummary, max_examples: int | None

@@ -27,6 +27,13 @@ class LearnerOptions(BaseModel):
         description="Name of the model to learn; its champion and every version its policy "
         "names learn.",
     )
+    stage: Literal["both", "join", "learn"] = Field(
+        default="both",
+        description="What this process runs: `both` stages in one process, or one of the two "
+        "on its own, so that they use two cores: `join` (labels and predictions into the "
+        "examples log) and `learn` (the examples log into snapshots). Run a `join` and a "
+        "`learn` process together, never beside a `both`.",
+    )
     snapshot_every: int | None = Field(
         default=10_000, ge=1,
         description="Publish a snapshot after this many examples learned: what a restart "

@@ -48,6 +48,13 @@ NOT_LEARNED = "NotLearned"  # the dead letters' class for examples the model rai
 NOT_SEEN = math.nan  # the loss of an example a version did not learn (before its offset)
 
 
+def label_type_of(released: ModelVersionReleased | None) -> str | None:
+    """The label type a release's spec declares (labels are coerced to it), if any."""
+    spec = released.spec if released is not None else None
+    label_type = spec.get("label_type") if isinstance(spec, dict) else None
+    return label_type if isinstance(label_type, str) else None
+
+
 class PairedTally:
     """A version's loss against the champion's on the examples both learned, from an offset."""
 
@@ -176,8 +183,7 @@ class VersionLearner:
         self._classifier = is_classifier(estimator)
         self.latest = snapshot
         self._not_learned.clear()
-        spec = released.spec if released is not None else {}
-        self.label_type = spec.get("label_type") if isinstance(spec, dict) else None  # type: ignore[assignment]
+        self.label_type = label_type_of(released)
         self.prequential = prequential
         self.version = snapshot.version
         self.snapshot = snapshot.snapshot

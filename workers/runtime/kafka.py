@@ -215,14 +215,11 @@ def produce(
     on_delivery: DeliveryCallback | None = None,
 ) -> None:
     """Hand one record to the producer; a full queue is drained by serving reports, then retried."""
-    extra: dict[str, Any] = {}
-    if partition is not None:
-        extra["partition"] = partition
-    if on_delivery is not None:
-        extra["on_delivery"] = on_delivery
+    # -1 is librdkafka's "unassigned": the partitioner places the record.
+    where = -1 if partition is None else partition
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers, **extra)
+            producer.produce(topic, value, key, where, headers=headers, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.05)
@@ -232,9 +229,14 @@ def produce_all(
     producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None = None
 ) -> None:
     """Hand records to the producer in order, then serve the delivery reports that are ready."""
+    send = producer.produce  # the hot path: one call per record while the queue takes them
     for topic, key, value, headers, partition in records:
-        produce(producer, topic, value, key, headers=headers, partition=partition,
-                on_delivery=on_delivery)  # fmt: skip
+        try:
+            send(topic, value, key, -1 if partition is None else partition, headers=headers,
+                 on_delivery=on_delivery)  # fmt: skip
+        except BufferError:
+            produce(producer, topic, value, key, headers=headers, partition=partition,
+                    on_delivery=on_delivery)  # fmt: skip
     producer.poll(0)
 
 
@@ -246,6 +248,22 @@ def flush_or_raise(producer: Producer, timeout_s: float, what: str) -> None:
 
 
 # -- consuming ---------------------------------------------------------------------------------
+
+
+def take_arrived(consumer: Consumer, most: int, wait_s: float) -> list[Message]:
+    """Adaptive batching: what has arrived (up to `most`), at once; wait only for nothing.
+
+    `consume(n, timeout)` waits to fill `n` until the timeout, holding early records back; here
+    a batch is whatever the client has fetched, so it is small under light load (low latency)
+    and grows with the backlog (throughput).
+    """
+    records = consumer.consume(most, 0)
+    if records:
+        return records
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
 def drop_errors(records: list[Message], log: logging.Logger = logger) -> list[Message]:

@@ -31,6 +31,7 @@ from riverrun.workers.runtime.kafka import (
     output_limit,
     produce_all,
     producer_config,
+    take_arrived,
 )
 from riverrun.workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from riverrun.workers.scorer.metrics import ScorerMetrics
@@ -42,22 +43,6 @@ logger = logging.getLogger(__name__)
 _TXN_TIMEOUT_S = 30.0
 # A loop that has not come round for this long is stuck, not busy: batches take milliseconds.
 _STALL_S = 15.0
-
-
-def take_arrived(consumer: Consumer, most: int, wait_s: float) -> list[Message]:
-    """Adaptive batching: what has arrived (up to `most`), at once; wait only for nothing.
-
-    `consume(n, timeout)` waits to fill `n` until the timeout, holding early records back; here
-    a batch is whatever the client has fetched, so it is small under light load (low latency)
-    and grows with the backlog (throughput).
-    """
-    records = consumer.consume(most, 0)
-    if records:
-        return records
-    first = consumer.poll(wait_s)
-    if first is None:
-        return []
-    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
 @dataclass

@@ -624,6 +624,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "learned; the learner reports in steps of thousands, so keep it in the tens of thousands "
         "[20000].",
     )
+    parser.add_argument(
+        "--learner-stage", choices=["both", "split"], default="both",
+        help="Freshness: the learner as one process (`both`), or as a join and a learn process "
+        "(`split`: `riverrun learn --stage join` and `--stage learn`) [both].",
+    )
     add_section_flags(parser, "kafka", KafkaSettings, only=["bootstrap_servers"])
     parser.set_defaults(handler=_run)
 
@@ -636,7 +641,8 @@ def _run(args: argparse.Namespace) -> int:
 
         rate = args.rate if args.rate != 2_000.0 else 200.0
         with tempfile.TemporaryDirectory() as tmp, _broker(kafka) as (settings, name):
-            fresh = measure_freshness(settings, name, rate, args.seconds, args.backlog, Path(tmp))
+            fresh = measure_freshness(settings, name, rate, args.seconds, args.backlog, Path(tmp),
+                                      split=args.learner_stage == "split")  # fmt: skip
         _print(fresh, args.json)
         return 0
     file = file_options(args)

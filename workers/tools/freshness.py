@@ -48,6 +48,9 @@ class FreshnessResult(BaseModel):
     """What `riverrun bench --freshness --json` prints."""
 
     broker: str
+    learner_stage: str = Field(
+        description="`both`: one learner process; `split`: a join and a learn process."
+    )
     rate_per_s: float
     labels: int = Field(description="Labels sent.")
     labels_measured: int = Field(description="Labels whose learning reached a served snapshot.")
@@ -56,7 +59,7 @@ class FreshnessResult(BaseModel):
     freshness_p99_s: float
     learner_examples_per_s: float = Field(
         description="Whole learner (join, log, learn) with a backlog ready: examples per second "
-        "between a tenth and nine tenths of it learned."
+        "between a tenth and nine tenths of it learned (split: the learn process's)."
     )
     river_learn_one_per_s: float = Field(description="River's learn_one loop on the same rows.")
     learner_to_river_ratio: float = Field(description="learner / River's bare learn_one loop.")
@@ -158,7 +161,9 @@ def _river_rates(rows: list[tuple[dict[str, float], bool]]) -> tuple[float, floa
 
 
 @contextlib.contextmanager
-def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterator[dict[str, Any]]:
+def _stack(
+    kafka: KafkaSettings, topics: TopicSettings, workdir: Path, *, split: bool
+) -> Iterator[dict[str, Any]]:
     key = secrets.token_hex(16)
     env = {**os.environ, "RIVERRUN_REGISTRY__SIGNING_KEY": key,
            "RIVERRUN_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -169,19 +174,26 @@ def _stack(kafka: KafkaSettings, topics: TopicSettings, workdir: Path) -> Iterat
         model.learn_one(x, y)
     registry.release(MODEL, SPEC, model)
     scorer_port, learner_port = free_port(), free_port()
-    scorer = _riverrun(["score", "--metrics-port", str(scorer_port), "--worker-id", "fresh-s",
-                        "--group-id", f"fresh-{uuid.uuid4().hex[:6]}"], env, workdir / "scorer.log")
-    learner = _riverrun(["learn", "--model", MODEL, "--metrics-port", str(learner_port),
-                         "--worker-id", "fresh-l"], env, workdir / "learner.log")
+    ports = {"the scorer": scorer_port, "the learner": learner_port}
+    processes = [_riverrun(["score", "--metrics-port", str(scorer_port), "--worker-id", "fresh-s",
+                            "--group-id", f"fresh-{uuid.uuid4().hex[:6]}"], env,
+                           workdir / "scorer.log")]  # fmt: skip
+    learner = ["learn", "--model", MODEL, "--worker-id", "fresh-l"]
+    if split:
+        ports["the join stage"] = free_port()
+        processes.append(_riverrun([*learner, "--stage", "join", "--metrics-port",
+                                    str(ports["the join stage"])], env, workdir / "join.log"))
+        learner += ["--stage", "learn"]
+    processes.append(_riverrun([*learner, "--metrics-port", str(learner_port)], env,
+                               workdir / "learner.log"))  # fmt: skip
     try:
-        _wait(lambda: _get(f"http://127.0.0.1:{scorer_port}/readyz").startswith("ready"), 90,
-              "the scorer")
-        _wait(lambda: _get(f"http://127.0.0.1:{learner_port}/readyz").startswith("ready"), 90,
-              "the learner")
+        for what, port in ports.items():
+            _wait(lambda port=port: _get(f"http://127.0.0.1:{port}/readyz").startswith("ready"),
+                  90, what)  # fmt: skip
         yield {"registry": registry, "learner_port": learner_port}
     finally:
-        _stop(scorer)
-        _stop(learner)
+        for process in processes:
+            _stop(process)
         registry.close()
 
 
@@ -219,9 +231,14 @@ def _learned_total(port: int) -> float:
 
 
 def measure_freshness(
-    kafka: KafkaSettings, broker: str, rate: float, seconds: float, backlog: int, workdir: Path
+    kafka: KafkaSettings, broker: str, rate: float, seconds: float, backlog: int, workdir: Path,
+    *, split: bool = False,
 ) -> FreshnessResult:
-    """Run the stack, stream labels at `rate` for `seconds`, then a backlog for the speed."""
+    """Run the stack, stream labels at `rate` for `seconds`, then a backlog for the speed.
+
+    With `split`, the learner runs as a join process and a learn process (the learn process's
+    speed is the learner's).
+    """
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{r: f"fresh-{n}-{suffix}" for r, n in TopicSettings().all().items()})
     create_topics(kafka, topics, partitions=4)
@@ -244,7 +261,7 @@ def measure_freshness(
             first_served.setdefault(made["snapshot"], time.time())
         consumer.close()
 
-    with _stack(kafka, topics, workdir) as stack:
+    with _stack(kafka, topics, workdir, split=split) as stack:
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         producer = Producer(kafka.client_config({"enable.idempotence": True, "linger.ms": 1,
@@ -309,7 +326,7 @@ def measure_freshness(
         return round(freshness[min(len(freshness) - 1, int(p * len(freshness)))], 3)
 
     return FreshnessResult(
-        broker=broker, rate_per_s=rate, labels=n, labels_measured=len(freshness),
+        broker=broker, learner_stage="split" if split else "both", rate_per_s=rate, labels=n, labels_measured=len(freshness),
         snapshots_served=len([s for s in first_served if s > 0]),
         freshness_p50_s=q(0.5), freshness_p99_s=q(0.99),
         learner_examples_per_s=round(learner_rate, 1), river_learn_one_per_s=round(river_rate, 1),
