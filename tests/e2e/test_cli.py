@@ -106,3 +106,17 @@ def test_the_demo_runs_to_its_summary(tmp_path: Path) -> None:
     assert "dead letters" in result.stdout and "NotJson 1" in result.stdout
     assert f"picture: {tmp_path / 'demo.png'}" in result.stdout
     assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_bench_prints_its_figures_as_json(kafka_settings: KafkaSettings) -> None:
+    bench = riverrun("bench", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+                     "--messages", "3000", "--latency-messages", "400", "--rate", "400",
+                     "--latency-warmup", "1", "--predict-calls", "5", "--json", timeout=300)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    figures = orjson.loads(bench.stdout)
+    assert figures["messages"] == 3000 and figures["latency_warmup_s"] == 1.0
+    for rate in ("reference_msgs_per_s", "scorer_msgs_per_s", "exactly_once_msgs_per_s"):
+        assert figures[rate] > 0, rate
+    # Every timed request was answered, and every round trip made.
+    assert figures["latency_messages"] == 400 and figures["predict_calls"] == 5
+    assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"]

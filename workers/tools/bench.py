@@ -75,6 +75,7 @@ class BenchResult(BaseModel):
         default=None, description="The vectorised scorer's rate over the same rows, no Kafka."
     )
     latency_rate_per_s: float
+    latency_warmup_s: float = Field(description="Seconds of the same load before the count.")
     latency_messages: int
     latency_p50_ms: float
     latency_p99_ms: float
@@ -311,12 +312,13 @@ def measure_scorer(
 
 def measure_latency(
     kafka: KafkaSettings, topics: TopicSettings, model_file: Path, rate: float, n: int, batch: int,
-    rows: list[dict[str, Any]], predict_calls: int = 200,
+    rows: list[dict[str, Any]], predict_calls: int = 200, warmup_s: float = 20.0,
 ) -> tuple[list[float], list[float]]:
     """End-to-end latency under a fixed offered load, then `predict()` round trips.
 
-    Latency is from a request produced to its prediction consumed; the round trips are a new
-    client's, one after another (its first one included).
+    Latency is from a request produced to its prediction consumed, counted after `warmup_s`
+    seconds of the same load; the round trips are a new client's, one after another (its first
+    one included).
 
     The scorer runs as its own process, as it would in production, so that the load generator
     and the reader here do not share its interpreter.
@@ -384,21 +386,11 @@ def measure_latency(
                                      "features": rows[0]})  # fmt: skip
                 producer.produce(topics.requests, warm, f"warmup-{p}".encode())
             producer.flush(10)
+            # The same load, untimed, first: a broker JVM answers slowly until its compiler
+            # has warmed up to this load's paths (fetches that wait, small produce requests).
+            _offer(producer, topics.requests, rows, rate, int(rate * warmup_s), "warm")
             time.sleep(0.5)
-            interval = 1.0 / rate
-            next_at = time.perf_counter()
-            for i, row in enumerate(rows[:n]):
-                now = time.perf_counter()
-                if now < next_at:
-                    time.sleep(next_at - now)
-                next_at += interval
-                request_id = f"lat-{i}"
-                payload = orjson.dumps({"request_id": request_id, "model": MODEL_NAME,
-                                        "features": row})  # fmt: skip
-                sent[request_id] = time.time()
-                producer.produce(topics.requests, payload, request_id.encode())
-                producer.poll(0)
-            producer.flush(30)
+            _offer(producer, topics.requests, rows, rate, n, "lat", sent)
             deadline = time.monotonic() + 30
             while len(latencies) < n and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -413,6 +405,29 @@ def measure_latency(
             scorer.kill()
         reader.close()
     return latencies, round_trips
+
+
+def _offer(
+    producer: Producer, topic: str, rows: list[dict[str, Any]], rate: float, n: int, prefix: str,
+    sent: dict[str, float] | None = None,
+) -> None:
+    """Produce `n` requests at `rate` per second (rows reused in turn), noting when each was
+    sent in `sent`; then wait for all to be acknowledged."""
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    for i in range(n):
+        now = time.perf_counter()
+        if now < next_at:
+            time.sleep(next_at - now)
+        next_at += interval
+        request_id = f"{prefix}-{i}"
+        payload = orjson.dumps({"request_id": request_id, "model": MODEL_NAME,
+                                "features": rows[i % len(rows)]})  # fmt: skip
+        if sent is not None:
+            sent[request_id] = time.time()
+        producer.produce(topic, payload, request_id.encode())
+        producer.poll(0)
+    producer.flush(30)
 
 
 def measure_predict(
@@ -487,6 +502,7 @@ def run_bench(
     file: FileOptions | None = None,
     poison_every: int | None = None,
     predict_calls: int = 200,
+    latency_warmup_s: float = 20.0,
 ) -> BenchResult:
     """Run every measurement against one broker, on the same data, and return the figures."""
     rows = _rows(messages, dataset=dataset, file=file)
@@ -548,6 +564,7 @@ def run_bench(
         latencies, round_trips = measure_latency(
             settings, fresh_topics("latency"), model_file, rate, latency_messages, batch,
             _rows(latency_messages, seed=11, dataset=dataset, file=file), predict_calls,
+            latency_warmup_s,
         )  # fmt: skip
     return BenchResult(
         messages=messages,
@@ -565,6 +582,7 @@ def run_bench(
         exactly_once_ratio=round(statistics.median(paired["eos"]), 3) if paired["eos"] else 0.0,
         fast_path_msgs_per_s=round(fast_rate, 1) if fast_rate else None,
         latency_rate_per_s=rate,
+        latency_warmup_s=latency_warmup_s,
         latency_messages=len(latencies),
         latency_p50_ms=round(percentile(latencies, 0.5), 2),
         latency_p99_ms=round(percentile(latencies, 0.99), 2),
@@ -609,6 +627,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="Measure N distinct models against the scorer's model cache instead.")
     parser.add_argument("--model-cache-size", type=int, default=8,
                         help="With --models: the scorer's model cache [8].")
+    parser.add_argument(
+        "--latency-warmup", type=float, default=20.0, metavar="SECONDS",
+        help="Seconds of the same offered load before latency is counted [20].",
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     parser.add_argument(
         "--freshness",
@@ -658,7 +680,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     result = run_bench(args.messages, args.rate, args.latency_messages, args.batch_size, kafka,
                        dataset=args.dataset, file=file, poison_every=args.poison_every,
-                       predict_calls=args.predict_calls)  # fmt: skip
+                       predict_calls=args.predict_calls,
+                       latency_warmup_s=args.latency_warmup)  # fmt: skip
     _print(result, args.json)
     return 0
 
