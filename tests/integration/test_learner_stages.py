@@ -4,6 +4,7 @@ snapshot equals an uninterrupted one-process learner's, byte for byte."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,11 @@ def test_a_join_stage_and_a_learn_stage_each_sigkilled_learn_each_example_once(
                                                                        "--idle-timeout", "10")
         assert join.wait(180) == 0, join.output()
         assert learn.wait(180) == 0, learn.output()
+        # Each says what its own stage did.
+        assert re.search(r"joined \d+ labels of split", join.output())
+        assert not re.search(r"learned \d+ examples", join.output())
+        assert re.search(r"learned \d+ examples of split@1 .* snapshots, last #", learn.output())
+        assert not re.search(r"joined \d+ labels", learn.output())
     finally:
         for run in runs:
             run.close()

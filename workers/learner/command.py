@@ -100,13 +100,13 @@ def run_learn(args: argparse.Namespace) -> int:
         if health is not None:
             health.stop()
         signals.close()
-    logger.info(
-        "learned %d examples of %s@%d (next offset %d); joined %d labels, %d unjoined; "
-        "%d snapshots, last #%d",
-        summary.examples_learned, settings.learner.model, summary.version, summary.next_offset,
-        summary.labels_joined, summary.labels_unjoined, summary.snapshots_published,
-        summary.last_snapshot,
-    )  # fmt: skip
+    stage = settings.learner.stage
+    joined = (f"joined {summary.labels_joined} labels of {settings.learner.model}, "
+              f"{summary.labels_unjoined} unjoined")  # fmt: skip
+    learned = (f"learned {summary.examples_learned} examples of {settings.learner.model}"
+               f"@{summary.version} (next offset {summary.next_offset}); "
+               f"{summary.snapshots_published} snapshots, last #{summary.last_snapshot}")  # fmt: skip
+    logger.info("%s", {"join": joined, "learn": learned}.get(stage, f"{learned}; {joined}"))
     return 0
 
 
