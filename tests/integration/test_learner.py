@@ -196,6 +196,49 @@ def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_
 
 
 @pytest.mark.requires("read_committed")
+def learner_argv(
+    kafka: KafkaSettings, topics: TopicSettings, model: str, *extra: str
+) -> list[str]:
+    """`riverrun learn` of `model` on these topics, snapshotting on counts only (every 60
+    examples), so that two learners snapshot at the same examples."""
+    return [
+        RIVERRUN, "--log-format", "text", "learn",
+        "--bootstrap-servers", kafka.bootstrap_servers,
+        "--topic-feedback", topics.feedback, "--topic-predictions", topics.predictions,
+        "--topic-examples", topics.examples, "--topic-outcomes", topics.outcomes,
+        "--topic-dead-letters", topics.dead_letters, "--topic-models", topics.models,
+        "--topic-artifacts", topics.artifacts, "--signing-key", SIGNING_KEY,
+        "--model", model, "--snapshot-every", "60", "--snapshot-interval", "3600",
+        "--batch-size", "40", *extra,
+    ]  # fmt: skip
+
+
+def learned_as_one_uninterrupted_learner(
+    kafka: KafkaSettings, topics: TopicSettings, rows: list[tuple[dict[str, float], bool]],
+    interrupted: str,
+) -> SnapshotPublished:
+    """Learn `rows` as model `calm` with one learner nobody interrupts, and hold `interrupted`
+    (which learned the same rows) to it: every 60 examples, the same artifact byte for byte.
+    Returns the interrupted model's latest snapshot."""
+    produce(kafka, topics.feedback, labels_of(rows, "calm"))  # type: ignore[arg-type]
+    settings = learner_settings(kafka, topics, "calm", snapshot_every=60,
+                                snapshot_interval=3600.0)
+    with Registry(kafka, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(idle_timeout=5).examples_learned == len(rows)
+    mine, calm = latest(kafka, topics, interrupted), latest(kafka, topics, "calm")
+    assert mine.examples_seen == calm.examples_seen == len(rows)
+    assert mine.artifact.sha256 == calm.artifact.sha256
+    with Registry(kafka, topics, registry_settings()) as registry:
+        view = registry.refresh()
+    by_count = {name: {s.examples_seen: s.artifact.sha256 for s in view.snapshots(name, 1)}
+                for name in (interrupted, "calm")}
+    assert set(range(0, len(rows), 60)) <= set(by_count[interrupted]) & set(by_count["calm"])
+    for count, digest in by_count[interrupted].items():
+        assert by_count["calm"].get(count, digest) == digest, f"differs after {count} examples"
+    assert mine.metrics == calm.metrics  # prequential metrics carried through the restarts
+    return mine
+
+
 def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
     kafka_settings: KafkaSettings, topics: TopicSettings, unique: Callable[[str], str],
     phishing: list[tuple[dict[str, float], bool]], tmp_path: Path,
@@ -207,17 +250,7 @@ def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
     chunks = [labels[i:i + 250] for i in range(0, len(labels), 250)]
 
     def start(crash_at: str | None, *extra: str) -> ScorerProcess:
-        argv = [
-            RIVERRUN, "--log-format", "text", "learn",
-            "--bootstrap-servers", kafka_settings.bootstrap_servers,
-            "--topic-feedback", topics.feedback, "--topic-predictions", topics.predictions,
-            "--topic-examples", topics.examples, "--topic-outcomes", topics.outcomes,
-            "--topic-dead-letters", topics.dead_letters, "--topic-models", topics.models,
-            "--topic-artifacts", topics.artifacts, "--signing-key", SIGNING_KEY,
-            # Count-based snapshots only, so both learners snapshot at the same examples.
-            "--model", "killed", "--snapshot-every", "60", "--snapshot-interval", "3600",
-            "--batch-size", "40", *extra,
-        ]  # fmt: skip
+        argv = learner_argv(kafka_settings, topics, "killed", *extra)
         env = dict(os.environ)
         if crash_at:
             env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
@@ -247,25 +280,7 @@ def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
         for run in runs:
             run.close()
 
-    # The same feedback, learned by a learner nobody interrupted.
-    produce(kafka_settings, topics.feedback, labels_of(phishing, "calm"))  # type: ignore[arg-type]
-    settings = learner_settings(kafka_settings, topics, "calm", snapshot_every=60,
-                                snapshot_interval=3600.0)
-    with Registry(kafka_settings, topics, settings.registry) as registry:
-        summary = Learner(settings, registry).run(idle_timeout=5)
-    assert summary.examples_learned == len(phishing)
-
-    killed, calm = latest(kafka_settings, topics, "killed"), latest(kafka_settings, topics, "calm")
-    assert killed.examples_seen == calm.examples_seen == len(phishing)
-    assert killed.artifact.sha256 == calm.artifact.sha256
-    # Every 60 examples, the interrupted learner's state was the uninterrupted one's.
-    with Registry(kafka_settings, topics, registry_settings()) as registry:
-        view = registry.refresh()
-    by_count = {name: {s.examples_seen: s.artifact.sha256 for s in view.snapshots(name, 1)}
-                for name in ("killed", "calm")}
-    assert set(range(0, len(phishing), 60)) <= set(by_count["killed"]) & set(by_count["calm"])
-    for count, digest in by_count["killed"].items():
-        assert by_count["calm"].get(count, digest) == digest, f"differs after {count} examples"
+    killed = learned_as_one_uninterrupted_learner(kafka_settings, topics, phishing, "killed")
     examples = [orjson.loads(r.value) for r in read_all(kafka_settings, topics.examples,
                                                            at_least=2 * len(phishing))]
     assert Counter(e["model"] for e in examples) == {"killed": len(phishing), "calm": len(phishing)}

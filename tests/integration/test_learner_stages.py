@@ -10,16 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from riverrun.schemas import KafkaSettings, TopicSettings
-from riverrun.workers.learner import Learner
-from riverrun.workers.registry import Registry
 
-from .conftest import RIVERRUN, ScorerProcess, one_partition_feedback, produce, wait_for
+from .conftest import ScorerProcess, one_partition_feedback, produce, wait_for
 from .test_learner import (
-    SIGNING_KEY,
     labels_of,
     latest,
-    learner_settings,
-    registry_settings,
+    learned_as_one_uninterrupted_learner,
+    learner_argv,
     release,
 )
 
@@ -36,16 +33,7 @@ def test_a_join_stage_and_a_learn_stage_each_sigkilled_learn_each_example_once(
     runs: list[ScorerProcess] = []
 
     def start(stage: str, crash_at: str | None, *extra: str) -> ScorerProcess:
-        argv = [
-            RIVERRUN, "--log-format", "text", "learn", "--stage", stage,
-            "--bootstrap-servers", kafka_settings.bootstrap_servers,
-            "--topic-feedback", topics.feedback, "--topic-predictions", topics.predictions,
-            "--topic-examples", topics.examples, "--topic-outcomes", topics.outcomes,
-            "--topic-dead-letters", topics.dead_letters, "--topic-models", topics.models,
-            "--topic-artifacts", topics.artifacts, "--signing-key", SIGNING_KEY,
-            "--model", "split", "--snapshot-every", "60", "--snapshot-interval", "3600",
-            "--batch-size", "40", *extra,
-        ]  # fmt: skip
+        argv = learner_argv(kafka_settings, topics, "split", "--stage", stage, *extra)
         env = dict(os.environ)
         if crash_at:
             env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
@@ -87,21 +75,5 @@ def test_a_join_stage_and_a_learn_stage_each_sigkilled_learn_each_example_once(
         for run in runs:
             run.close()
 
-    # The same feedback, learned by one learner process nobody interrupted.
-    produce(kafka_settings, topics.feedback, labels_of(phishing, "calm"))  # type: ignore[arg-type]
-    settings = learner_settings(kafka_settings, topics, "calm", snapshot_every=60,
-                                snapshot_interval=3600.0)
-    with Registry(kafka_settings, topics, settings.registry) as registry:
-        assert Learner(settings, registry).run(idle_timeout=5).examples_learned == len(phishing)
-
-    split, calm = latest(kafka_settings, topics, "split"), latest(kafka_settings, topics, "calm")
-    assert split.examples_seen == calm.examples_seen == len(phishing)
-    assert split.artifact.sha256 == calm.artifact.sha256
-    with Registry(kafka_settings, topics, registry_settings()) as registry:
-        view = registry.refresh()
-    by_count = {name: {s.examples_seen: s.artifact.sha256 for s in view.snapshots(name, 1)}
-                for name in ("split", "calm")}
-    assert set(range(0, len(phishing), 60)) <= set(by_count["split"]) & set(by_count["calm"])
-    for count, digest in by_count["split"].items():
-        assert by_count["calm"].get(count, digest) == digest, f"differs after {count} examples"
-    assert split.metrics == calm.metrics  # prequential metrics carried through the restarts
+    # The same feedback, learned by one learner process nobody interrupted: the same snapshots.
+    learned_as_one_uninterrupted_learner(kafka_settings, topics, phishing, "split")
