@@ -26,6 +26,7 @@ from riverrun.workers.registry import Registry
 
 logger = logging.getLogger(__name__)
 
+
 class LogLearner:
     """One model's learn stage, fed by the committed examples log alone."""
 
@@ -90,6 +91,8 @@ class LogLearner:
             clean = True
         finally:
             follower.stop()
+            if not self._attached:
+                examples.close()  # refused before the learn stage took it (it closes it)
             self._attached = False
             try:
                 learn.finish(clean, summary)

@@ -44,6 +44,7 @@ from riverrun.workers.runtime.kafka import ClientErrorLog, consumer_config
 
 logger = logging.getLogger(__name__)
 
+
 class Learner:
     """One model's learner: the join stage and the learn stage in one synchronous loop, or
     the join stage alone (`stage="join"`)."""
