@@ -196,12 +196,14 @@ def test_labels_join_predictions_and_unjoined_ones_are_dead_lettered_with_their_
 
 
 @pytest.mark.requires("read_committed")
-def learner_argv(
-    kafka: KafkaSettings, topics: TopicSettings, model: str, *extra: str
-) -> list[str]:
+def start_learner(
+    kafka: KafkaSettings, topics: TopicSettings, model: str, log: Path, crash_at: str | None,
+    *extra: str,
+) -> ScorerProcess:
     """`riverrun learn` of `model` on these topics, snapshotting on counts only (every 60
-    examples), so that two learners snapshot at the same examples."""
-    return [
+    examples), so that two learners snapshot at the same examples; SIGKILLed at `crash_at`
+    (`POINT:N`) if given."""
+    argv = [
         RIVERRUN, "--log-format", "text", "learn",
         "--bootstrap-servers", kafka.bootstrap_servers,
         "--topic-feedback", topics.feedback, "--topic-predictions", topics.predictions,
@@ -211,6 +213,10 @@ def learner_argv(
         "--model", model, "--snapshot-every", "60", "--snapshot-interval", "3600",
         "--batch-size", "40", *extra,
     ]  # fmt: skip
+    env = dict(os.environ)
+    if crash_at:
+        env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
+    return ScorerProcess(argv, env, log)
 
 
 def learned_as_one_uninterrupted_learner(
@@ -250,11 +256,8 @@ def test_sigkilled_learner_learns_each_example_once_byte_for_byte(
     chunks = [labels[i:i + 250] for i in range(0, len(labels), 250)]
 
     def start(crash_at: str | None, *extra: str) -> ScorerProcess:
-        argv = learner_argv(kafka_settings, topics, "killed", *extra)
-        env = dict(os.environ)
-        if crash_at:
-            env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
-        return ScorerProcess(argv, env, tmp_path / f"learner-{len(runs)}.log")
+        return start_learner(kafka_settings, topics, "killed",
+                             tmp_path / f"learner-{len(runs)}.log", crash_at, *extra)  # fmt: skip
 
     runs: list[ScorerProcess] = []
     crashes = ["after-learn-before-snapshot:3", "after-snapshot-before-commit:2",

@@ -3,7 +3,6 @@ snapshot equals an uninterrupted one-process learner's, byte for byte."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from collections.abc import Callable
@@ -16,8 +15,8 @@ from .test_learner import (
     labels_of,
     latest,
     learned_as_one_uninterrupted_learner,
-    learner_argv,
     release,
+    start_learner,
 )
 
 
@@ -33,11 +32,9 @@ def test_a_join_stage_and_a_learn_stage_each_sigkilled_learn_each_example_once(
     runs: list[ScorerProcess] = []
 
     def start(stage: str, crash_at: str | None, *extra: str) -> ScorerProcess:
-        argv = learner_argv(kafka_settings, topics, "split", "--stage", stage, *extra)
-        env = dict(os.environ)
-        if crash_at:
-            env["RIVERRUN_LEARNER__CRASH_AT"] = crash_at
-        runs.append(ScorerProcess(argv, env, tmp_path / f"{stage}-{len(runs)}.log"))
+        runs.append(start_learner(kafka_settings, topics, "split",
+                                  tmp_path / f"{stage}-{len(runs)}.log", crash_at, "--stage",
+                                  stage, *extra))  # fmt: skip
         return runs[-1]
 
     def killed_at(run: ScorerProcess, point: str) -> None:

@@ -229,14 +229,9 @@ def produce_all(
     producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None = None
 ) -> None:
     """Hand records to the producer in order, then serve the delivery reports that are ready."""
-    send = producer.produce  # the hot path: one call per record while the queue takes them
     for topic, key, value, headers, partition in records:
-        try:
-            send(topic, value, key, -1 if partition is None else partition, headers=headers,
-                 on_delivery=on_delivery)  # fmt: skip
-        except BufferError:
-            produce(producer, topic, value, key, headers=headers, partition=partition,
-                    on_delivery=on_delivery)  # fmt: skip
+        produce(producer, topic, value, key, headers=headers, partition=partition,
+                on_delivery=on_delivery)  # fmt: skip
     producer.poll(0)
 
 

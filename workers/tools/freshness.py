@@ -326,7 +326,8 @@ def measure_freshness(
         return round(freshness[min(len(freshness) - 1, int(p * len(freshness)))], 3)
 
     return FreshnessResult(
-        broker=broker, learner_stage="split" if split else "both", rate_per_s=rate, labels=n, labels_measured=len(freshness),
+        broker=broker, learner_stage="split" if split else "both", rate_per_s=rate, labels=n,
+        labels_measured=len(freshness),
         snapshots_served=len([s for s in first_served if s > 0]),
         freshness_p50_s=q(0.5), freshness_p99_s=q(0.99),
         learner_examples_per_s=round(learner_rate, 1), river_learn_one_per_s=round(river_rate, 1),
