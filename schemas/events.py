@@ -76,6 +76,15 @@ class PredictionMade(Event):
         default=None, description="Class probabilities, for classifiers."
     )
     features: Features = Field(description="The features scored, echoed for the label join.")
+    key_examples: int | None = Field(
+        default=None, ge=0,
+        description="A per-key model: the labels the request key's own model had learned when "
+        "it answered; absent when the global model answered alone.",
+    )  # fmt: skip
+    key_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="The key's own model's share of the answer (the global one has the rest).",
+    )  # fmt: skip
     scored_at: datetime = Field(description="When the prediction was made (UTC).")
     latency_ms: float = Field(
         ge=0, description="From the request's Kafka timestamp to the prediction, in ms."
@@ -486,6 +495,11 @@ class ExampleJoined(Event):
     route: str | None = Field(default=None, description="Why that version answered.")
     prediction: Label | None = Field(default=None, description="What it predicted.")
     proba: dict[str, float] | None = Field(default=None, description="Its class probabilities.")
+    key: str | None = Field(
+        default=None, max_length=256,
+        description="The feedback record's key, when it names an entity (not the request id): "
+        "what a per-key model learns the example for.",
+    )  # fmt: skip
     observed_at: datetime = Field(description="When the label was observed (UTC).")
 
 

@@ -72,6 +72,11 @@ _CHANNELS: list[tuple[str, str, list[type[Any]], str]] = [
     ("resent", "requests.dlq.resent", [],
      "Compacted: one record per dead letter that `riverrun dlq resend` sent back, keyed "
      "`partition/offset` of the letter, so that none is sent back twice."),
+    ("key_states", "models.keys", [],
+     "Compacted: per-key models' learned state, keyed `model@version/key`, in the partition of "
+     "the same number as the key's requests; the value is the key's pipeline pickled, headers "
+     "riverrun.key.counts (JSON: examples, next_offset, updated_ms, losses) and "
+     "riverrun.key.signature (HMAC). A tombstone forgets an expired key."),
 ]  # fmt: skip
 
 

@@ -125,6 +125,11 @@ class TopicSettings(BaseModel):
         default="examples",
         description="Labels joined with their features, in learning order (one partition).",
     )
+    key_states: str = Field(
+        default="models.keys",
+        description="Per-key models' learned state, one record per key (compacted; as many "
+        "partitions as requests and feedback, a key in the partition of the same number).",
+    )
 
     def all(self) -> dict[str, str]:
         """Every topic, by its role."""

@@ -3,7 +3,7 @@
     cli, profile      the command line
     tools             commands that are not workers (bench, demo, train, top, schema export)
     scorer, learner, judge      the roles
-    routing, registry           what the roles share about models
+    routing, registry, keys     what the roles share about models
     runtime, broker             Kafka plumbing and local brokers, knowing no role
     producers                   the client (imports the contracts only)
     schemas                     the contracts (imports nothing of ours)
@@ -28,7 +28,7 @@ FLOORS = {
     "schemas": 0,
     "producers": 1,
     "workers.runtime": 2, "workers.broker": 2,
-    "workers.routing": 3, "workers.registry": 3,
+    "workers.routing": 3, "workers.registry": 3, "workers.keys": 3,
     "workers.scorer": 4, "workers.learner": 4, "workers.judge": 4,
     "workers.tools": 5,
     "workers.cli": 6, "workers.profile": 6, "workers": 6,

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # The models topic is a registry: the latest record per key is what matters. Artifact chunks
 # have a key each, so compaction keeps every chunk of every snapshot until it is superseded.
 _COMPACTED = {"cleanup.policy": "compact"}
-_REGISTRY_ROLES = {"models", "artifacts", "resent"}
+_REGISTRY_ROLES = {"models", "artifacts", "resent", "key_states"}
 # Logs whose order is the contract: one partition each (the learner's examples).
 # The artifacts topic too: a snapshot's chunks are found by one partition and a first offset.
 _SINGLE_PARTITION = frozenset({"models", "examples", "artifacts", "resent"})

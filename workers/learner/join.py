@@ -51,6 +51,7 @@ class JoinedExample(NamedTuple):
     prediction: Any = None
     proba: dict[str, float] | None = None
     schema_version: int = SCHEMA_VERSION
+    key: str | None = None  # the feedback record's key, when it is not the request id
 
 
 class Outcome(NamedTuple):
@@ -211,6 +212,8 @@ def example_value(example: JoinedExample | ExampleJoined) -> bytes:
         payload["prediction"] = example.prediction
     if example.proba is not None:
         payload["proba"] = example.proba
+    if example.key is not None:
+        payload["key"] = example.key
     payload["observed_at"] = example.observed_at
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 

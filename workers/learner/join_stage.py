@@ -40,6 +40,7 @@ from riverrun.schemas import (
     decode_prediction_fields,
     parse_json,
 )
+from riverrun.workers.keys.model import request_key
 from riverrun.workers.learner.drift import DriftReporter
 from riverrun.workers.learner.join import (
     LABEL_TYPE_MISMATCH,
@@ -87,6 +88,8 @@ class CommittedExample(NamedTuple):
     features: dict[str, Any]
     label: Any
     value: bytes | None  # the record's bytes, for a dead letter should the model raise on it
+    key: str | None = None  # the entity it is a label of (per-key models learn it for that key)
+    timestamp_ms: int = 0  # its time in the examples log
 
 
 class _Pending(NamedTuple):
@@ -137,7 +140,7 @@ class JoinStage:
         self._predictions_read: dict[int, int] = {}  # partition -> last timestamp read (ms)
         self._predictions_start: dict[int, int] = {}  # partition -> offset assigned at
         self._watermarks: dict[int, tuple[float, int]] = {}  # partition -> (checked at, high)
-        self._example_offsets: list[int] = []
+        self._example_offsets: list[tuple[int, int]] = []  # (offset, timestamp) delivered
         self._transactions: Transactions | None = None
         # Set by the loop from the version learned: labels are coerced to it at the door.
         self.label_type: str | None = None
@@ -292,6 +295,10 @@ class JoinStage:
             decision = window.join_one(label, timestamp_ms)
             if type(decision) is Joined:
                 example, outcome = decision
+                entity = request_key(record.key(), example.request_id)
+                if entity is not None:
+                    example = example._replace(key=entity)
+                    decision = Joined(example, outcome)
                 value = example_value(example)
                 key = example.request_id.encode()
                 judged = (Outgoing(outcomes, record.key(), outcome_value(outcome))
@@ -381,14 +388,16 @@ class JoinStage:
                 "served: stopping; the restarted learner reads them from the log"
             )
         return [
-            CommittedExample(offset, decision.example.features, decision.example.label, value)
-            for offset, decision, value in zip(offsets, joined, batch.examples, strict=True)
+            CommittedExample(offset, example.features, example.label, value, example.key,
+                             timestamp_ms)  # fmt: skip
+            for (offset, timestamp_ms), (example, _), value in zip(offsets, joined,
+                                                                     batch.examples, strict=True)
         ]
 
     def _on_example_delivered(self, err: KafkaError | None, msg: Message) -> None:
         # Inside a transaction a failed record fails the commit, which stops the learner.
         if err is None:
-            self._example_offsets.append(msg.offset() or 0)
+            self._example_offsets.append((msg.offset() or 0, msg.timestamp()[1]))
 
     def _give_up(self, exc: KafkaException) -> None:
         # The window already counts this batch's labels as joined: rather than unpick that,

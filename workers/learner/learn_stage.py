@@ -199,6 +199,7 @@ class LearnStage:
                                  self._lineage_key)  # fmt: skip
         learner.keepalive = self.keepalive
         learner.output_limit = self.output_limit
+        learner.crash = self._crash
         learner.start(view.version(self._model, version), snapshots)
         return learner
 
@@ -359,7 +360,8 @@ class LearnStage:
             read_to = offset + 1
             example = read_example(record.value(), model)
             if example is not None:
-                batch.append(CommittedExample(offset, example[0], example[1], record.value()))
+                batch.append(CommittedExample(offset, example[0], example[1], record.value(),
+                                              example[2], record.timestamp()[1]))  # fmt: skip
         learned = self._learn_examples(batch, summary)
         for learner in self._versions:  # past other models' examples
             learner.next_offset = max(learner.next_offset, read_to)

@@ -26,8 +26,10 @@ from riverrun.workers.runtime.kafka import consumer_config, topic_partitions
 logger = logging.getLogger(__name__)
 
 
-def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | None:
-    """Return the features and label of an example of `model`; None for another model's.
+def read_example(
+    raw: bytes | None, model: str
+) -> tuple[dict[str, Any], Any, str | None] | None:
+    """Return the features, label and key of an example of `model`; None for another model's.
 
     Raises:
         FatalError: the record is not an example; the log is written only by learners, so
@@ -38,7 +40,7 @@ def read_example(raw: bytes | None, model: str) -> tuple[dict[str, Any], Any] | 
         data = orjson.loads(raw or b"")
         if data["model"] != model:
             return None
-        return data["features"], data["label"]
+        return data["features"], data["label"], data.get("key")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise FatalError(
             f"the examples log holds a record that is not an ExampleJoined ({exc}); "

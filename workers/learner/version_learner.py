@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from riverrun.schemas import DeadLetter, ModelVersionReleased, PairedLoss, SnapshotPublished
+from riverrun.workers.keys.learning import KeyLearning
 from riverrun.workers.learner.drift import DriftReporter
 from riverrun.workers.learner.guardrail import Guardrail
 from riverrun.workers.learner.join_stage import CommittedExample
@@ -33,6 +34,7 @@ from riverrun.workers.learner.prequential import (
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
 from riverrun.workers.registry import RefusedArtifact, Registry
+from riverrun.workers.runtime.crashpoint import CrashPoints
 from riverrun.workers.runtime.errors import ConfigurationError, RiverrunError
 from riverrun.workers.runtime.kafka import (
     CLIENT_MAX_BYTES,
@@ -146,6 +148,8 @@ class VersionLearner:
         self._not_learned: set[int] = set()  # offsets since `latest` the model raised on
         self._dead_letters: Producer | None = None
         self.halted: str | None = None
+        self.keys: KeyLearning | None = None  # a per-key version's keys
+        self.crash: CrashPoints | None = None
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -196,6 +200,13 @@ class VersionLearner:
         )
         self._last_good = snapshot
         self.halted = None
+        if self.keys is not None:
+            self.keys.close()
+        self.keys = KeyLearning.of(
+            self._settings.kafka, self._topics.key_states, self._registry, released, estimator,
+            classifier=self._classifier, keepalive=self.keepalive,
+            client_id=f"{self._settings.kafka.client_id}-learner-keys",
+        )  # fmt: skip
         logger.info(
             "learning %s@%d from snapshot %d, examples log %s from offset %d (%d examples "
             "already scored)", self.model, snapshot.version, snapshot.snapshot,
@@ -230,13 +241,16 @@ class VersionLearner:
         observed: list[float] = []  # the losses of the examples learned, for the guardrail
         observe = observed.append
         estimator, prequential, classifier = self.estimator, self.prequential, self._classifier
+        keys = self.keys
         start = self.next_offset
         learned = 0
-        for offset, features, label, value in chunk:
+        for offset, features, label, value, key, timestamp_ms in chunk:
             if offset < start:
                 append(NOT_SEEN)
                 continue
             learned += 1
+            # A key's model learns its own copy: the global pipeline may change the row.
+            row = dict(features) if keys is not None and key is not None else None
             try:
                 loss = learn_example(estimator, features, label, prequential, classifier)
             except NotLearned as exc:
@@ -244,6 +258,8 @@ class VersionLearner:
                 estimator = self.estimator
                 append(NOT_SEEN)
                 continue
+            if row is not None:
+                keys.learn(key, offset, row, label, loss, timestamp_ms)  # type: ignore[union-attr,arg-type]
             append(loss)
             observe(loss)
         self._guardrail.observe_many(observed)
@@ -317,9 +333,15 @@ class VersionLearner:
             return
         snapshot = self.snapshot + 1
         started = time.perf_counter()
+        metrics = self.prequential.values()
+        if self.keys is not None:
+            # Before the snapshot: a snapshot's lineage never runs ahead of its keys' states.
+            metrics.update(self.keys.write(self.model, self.version))
+            if self.crash is not None and self.crash.enabled:
+                self.crash.hit("after-keys-before-snapshot")
         record = self._registry.publish_snapshot(
             self.model, self.version, snapshot, self.estimator,
-            metrics=self.prequential.values(), examples_seen=self.examples_seen,
+            metrics=metrics, examples_seen=self.examples_seen,
             lineage={self._lineage_key: self.next_offset},
             paired=self.paired.record() if self.paired is not None else None,
         )  # fmt: skip
@@ -371,6 +393,9 @@ class VersionLearner:
 
     def close(self) -> None:
         """Deliver the dead letters still queued."""
+        if self.keys is not None:
+            self.keys.close()
+            self.keys = None
         if self._dead_letters is not None:
             self._dead_letters.flush(self._options.shutdown_timeout_s)
             self._dead_letters = None

@@ -369,7 +369,7 @@ class Registry:
                     latest = view.latest_version(name)
                     version = view.next_version(name)
                     released = ModelVersionReleased(
-                        model=name, version=version, spec=spec.model_dump(mode="json"),
+                        model=name, version=version, spec=spec.released_form(),
                         task=spec.task, description=spec.description,
                         signature=signature or Signature(features=spec.features or [],
                                                          label_type=spec.label_type),

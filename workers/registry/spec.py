@@ -95,6 +95,27 @@ class WarmStart(BaseModel):
     types: dict[str, str] = Field(default_factory=dict, description="A file's column types.")
 
 
+class PerKey(BaseModel):
+    """A model per request key: each key's own copy of the pipeline, the global one as fallback."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    answer: Literal["blend", "local"] = Field(
+        default="blend",
+        description="`blend`: w * key's own + (1 - w) * global, w = n / (n + tau) after n labels "
+        "of the key; `local`: the key's own model alone once it has learned a label.",
+    )
+    tau: float = Field(
+        default=20.0, gt=0.0, allow_inf_nan=False,
+        description="Labels of a key at which its own model weighs as much as the global one.",
+    )  # fmt: skip
+    expire_after_s: float | None = Field(
+        default=None, gt=0.0, allow_inf_nan=False,
+        description="Forget a key's model after this long without a label (a tombstone on "
+        "the key-state changelog); never when not set.",
+    )
+
+
 class ModelSpec(BaseModel):
     """A declarative model definition: a River pipeline expression and what it predicts."""
 
@@ -115,6 +136,24 @@ class ModelSpec(BaseModel):
         description="The features requests must carry (name, kind number|category, required); "
         "inferred from the warm start when not declared.",
     )
+    per_key: PerKey | None = Field(
+        default=None,
+        description="Learn and serve a model per request key (user, tenant, device), with the "
+        "global model as fallback; a global model only when not set.",
+    )
+
+    def released_form(self) -> dict[str, Any]:
+        """The spec as a release record carries it (`per_key` only when set)."""
+        data = self.model_dump(mode="json")
+        if data["per_key"] is None:
+            del data["per_key"]
+        return data
+
+
+def per_key_of(spec: object) -> PerKey | None:
+    """The per-key settings of a released spec (a release record's dict), if it has them."""
+    data = spec.get("per_key") if isinstance(spec, dict) else None
+    return PerKey.model_validate(data) if data is not None else None
 
 
 @cache

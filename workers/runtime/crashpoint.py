@@ -25,6 +25,7 @@ LEARNER_POINTS = frozenset(
     {
         "after-join-before-commit",  # examples and outcomes produced, join transaction open
         "after-learn-before-snapshot",  # examples learned in memory, no snapshot published
+        "after-keys-before-snapshot",  # a per-key version's keys written, its snapshot not
         "after-snapshot-before-commit",  # snapshot published, the batch's join not committed
         "after-commit",  # join transaction committed, next batch not started
     }

@@ -22,10 +22,11 @@ from riverrun.schemas import (
 )
 from riverrun.schemas.codec import encode_dict
 from riverrun.schemas.events import dead_letter_headers, utc_now
+from riverrun.workers.keys.model import request_key
 from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES, Outgoing, dead_letter_record
 from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.model.deployment import Deployment
-from riverrun.workers.scorer.model.protocol import Label, RowFailure
+from riverrun.workers.scorer.model.protocol import Features, Label, RowFailure, ScoredBatch
 
 # A prediction's framing beyond its key and value (no headers), with room to spare.
 _PREDICTION_MARGIN = 512
@@ -212,7 +213,9 @@ class _Scoring:
                 members = kept
         if not members:
             return []
-        scored = model.scorer.predict_many([requests[j].features for j in members])
+        rows = [requests[j].features for j in members]
+        scored = model.scorer.predict_many(rows)
+        by_key = self._blend_keys(model, group, members, rows, scored)
         failures, predictions, probas = scored.failures, scored.predictions, scored.probas
         now_ms, scored_at, latencies = self.now_ms, self.scored_at, result.latencies_s
         name, version, snapshot = model.name, model.version, model.snapshot
@@ -248,6 +251,8 @@ class _Scoring:
             proba = probas[k]
             if proba is not None:
                 payload["proba"] = proba
+            if by_key is not None and by_key[k] is not None:
+                payload["key_examples"], payload["key_weight"] = by_key[k]
             value = encode_dict(payload)
             key = keys[j]
             if len(key) + len(value) + _PREDICTION_MARGIN > max_output:
@@ -273,9 +278,15 @@ class _Scoring:
         if not members:
             return
         requests = group.requests
-        scored = model.scorer.predict_many([requests[j].features for j in members])
+        rows = [requests[j].features for j in members]
+        scored = model.scorer.predict_many(rows)
+        by_key = self._blend_keys(model, group, members, rows, scored)
         payloads = self._payloads(model, group, members, scored.predictions, scored.probas,
                                   scored.failures)
+        if by_key is not None:
+            for payload, used in zip(payloads, by_key, strict=True):
+                if payload is not None and used is not None:
+                    payload["key_examples"], payload["key_weight"] = used
         topic, limit = self.options.shadow_topic, self.options.max_output_bytes
         same_partition = self.options.same_partition
         shadows = []
@@ -292,6 +303,21 @@ class _Scoring:
             label = (model.name, model.version, "shadow")
             self.result.scored[label] = self.result.scored.get(label, 0) + len(shadows)
             self.result.models_used[model.label] = model
+
+    def _blend_keys(
+        self,
+        model: ServedModel,
+        group: _Group,
+        members: Sequence[int],
+        rows: list[Features],
+        scored: ScoredBatch,
+    ) -> list[tuple[int, float] | None] | None:
+        """A per-key version's keys' own answers, blended into `scored` (None for a global one)."""
+        if model.keys is None:
+            return None
+        records, requests, positions = self.records, group.requests, group.positions
+        keys = [request_key(records[positions[j]].key(), requests[j].request_id) for j in members]
+        return model.keys.blend_into(scored, rows, keys)
 
     def _payloads(
         self,

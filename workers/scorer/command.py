@@ -55,6 +55,7 @@ def model_source_for(settings: ScorerSettings, metrics: ScorerMetrics | None = N
         return RegistryModelSource(
             registry, metrics, cache_size=options.model_cache_size, fast_path=options.fast_path,
             first_load_wait_s=options.first_load_wait_ms / 1000.0,
+            key_cache_bytes=options.key_cache_bytes,
         )
     path = Path(options.model_file)
     model = load_model_file(

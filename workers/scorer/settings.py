@@ -66,6 +66,11 @@ class ScorerOptions(BaseModel):
     model_cache_size: int = Field(
         default=8, ge=1, le=1024, description="Models kept loaded at once (least recently used out)."
     )
+    key_cache_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Per-key models: bytes of key states kept live (least recently used out; "
+        "a key asked for once is kept only when asked for again).",
+    )  # fmt: skip
     first_load_wait_ms: int = Field(
         default=5000, ge=0, le=600_000,
         description="How long a batch waits, at most, for the models its requests are the first "

@@ -31,6 +31,16 @@ class ScoredBatch:
     failures: dict[int, RowFailure] = field(default_factory=dict)
 
 
+class KeyBlender(Protocol):
+    """A per-key version's keys: blends each key's own answer into the global ones."""
+
+    def blend_into(
+        self, scored: ScoredBatch, rows: Sequence[Features], keys: Sequence[str | None]
+    ) -> list[tuple[int, float] | None]:
+        """Per row, the key's (examples, weight) when its own model answered, else None."""
+        ...
+
+
 class BatchScorer(Protocol):
     """Scores many rows in one call and never changes the model it wraps."""
 
@@ -56,6 +66,7 @@ class ServedModel:
     expected_features: frozenset[str] | None = None
     # Unix time the snapshot was published; the scorer reports its age as staleness.
     published_at: float | None = None
+    keys: KeyBlender | None = None  # a per-key version's keys; None for a global model
 
     @property
     def label(self) -> str:

@@ -23,15 +23,18 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from typing import Any
 
 from riverrun.schemas import SnapshotPublished
 from riverrun.workers.registry import Registry, RegistryFollower, RegistryRecord, RegistryView
+from riverrun.workers.registry.spec import per_key_of
 from riverrun.workers.routing import PolicyError, RoutePlan, champion_plan, plan_for
 from riverrun.workers.routing.policy import champion_target
 from riverrun.workers.runtime.errors import RiverrunError
 from riverrun.workers.scorer.metrics import ScorerMetrics
 from riverrun.workers.scorer.model.deployment import Deployment, Target
+from riverrun.workers.scorer.model.keys import KeyAnswers, KeyCache, KeyStateStore
 from riverrun.workers.scorer.model.protocol import RowFailure, ServedModel
 from riverrun.workers.scorer.model.source import serve
 
@@ -55,6 +58,7 @@ class RegistryModelSource:
         cache_size: int = 8,
         fast_path: bool = True,
         first_load_wait_s: float = 5.0,
+        key_cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
@@ -75,6 +79,10 @@ class RegistryModelSource:
         self._wait_left = first_load_wait_s
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-loader")
         self._follower: RegistryFollower | None = None
+        # Per-key versions' keys: the changelog is followed from the first one loaded on.
+        self._key_cache_bytes = key_cache_bytes
+        self._key_store: KeyStateStore | None = None
+        self.key_cache: KeyCache | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -91,6 +99,8 @@ class RegistryModelSource:
         """Stop following and loading."""
         if self._follower is not None:
             self._follower.stop()
+        if self._key_store is not None:
+            self._key_store.stop()
         self._loader.shutdown(wait=False, cancel_futures=True)
 
     # -- the ModelSource protocol ------------------------------------------------------------
@@ -318,11 +328,36 @@ class RegistryModelSource:
         served = serve(estimator, target.model, target.version, target.snapshot,
                        target.published_at.timestamp(), fast_path=self._fast_path,
                        signature=released.signature if released is not None else None)  # fmt: skip
+        per_key = per_key_of(released.spec) if released is not None else None
+        if per_key is not None:
+            served = replace(served, keys=KeyAnswers(
+                target.model, target.version, per_key, self.key_store, self._cache_of_keys(),
+                classifier=served.scorer.is_classifier,
+            ))  # fmt: skip
         elapsed = time.perf_counter() - started
         if self._metrics is not None:
             self._metrics.snapshot_load_seconds.labels(target.model).observe(elapsed)
         logger.info("loaded %s in %.3fs (%d bytes)", label, elapsed, target.artifact.size)
         return served
+
+    @property
+    def key_store(self) -> KeyStateStore:
+        """The key states, read to their end before the first per-key version serves."""
+        if self._key_store is None:
+            registry = self._registry
+            store = KeyStateStore(registry.kafka, registry.topics.key_states, registry.verifier,
+                                  f"{registry.kafka.client_id}-key-states").start()  # fmt: skip
+            if not store.restored.wait(60.0):
+                logger.warning("the key states are still being read after 60 s: keys not read "
+                               "yet are answered by the global model")  # fmt: skip
+            self._key_store = store
+        return self._key_store
+
+    def _cache_of_keys(self) -> KeyCache:
+        if self.key_cache is None:
+            self.key_cache = KeyCache(self._key_cache_bytes,
+                                      self._registry.settings.feature_modules)  # fmt: skip
+        return self.key_cache
 
     # -- activation --------------------------------------------------------------------------
 

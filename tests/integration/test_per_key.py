@@ -1,0 +1,171 @@
+"""Per-key models on a real broker: every key learns its own concept, the scorer answers each key
+with its own model blended into the global one (a key never seen gets the global answer as it
+is), and a learner SIGKILLed between writing its keys and its snapshot resumes every key exactly."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from riverrun.producers.keyed import keyed_concepts
+from riverrun.schemas import KafkaSettings, PredictionMade, TopicSettings, decode
+from riverrun.workers.keys import KeyModel, read_states
+from riverrun.workers.keys.changelog import load_state, partition_of
+from riverrun.workers.learner import Learner
+from riverrun.workers.registry import ModelSpec, Registry, build_estimator
+from riverrun.workers.registry.spec import PerKey
+
+from .conftest import ScorerProcess, one_partition_feedback, produce, read_all, wait_for
+from .test_learner import (
+    SIGNING_KEY,
+    label_payload,
+    latest,
+    learner_settings,
+    registry_settings,
+    start_learner,
+)
+
+SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.1))",
+                 task="binary", label_type="bool", per_key=PerKey(tau=10.0))  # fmt: skip
+KEYS, LABELS = 40, 2400
+
+
+def release(kafka: KafkaSettings, topics: TopicSettings, name: str) -> None:
+    with Registry(kafka, topics, registry_settings()) as registry:
+        registry.release(name, SPEC, build_estimator(SPEC))
+
+
+def keyed_labels(model: str, rows: list[tuple[str, dict[str, float], bool]],
+                 first: int = 0) -> list[tuple[bytes, bytes]]:
+    """Each label keyed by its entity (the key its requests carry), features on the label."""
+    return [(key.encode(), label_payload(f"{model}-{first + i}", model, y, x))
+            for i, (key, x, y) in enumerate(rows)]
+
+
+def states(kafka: KafkaSettings, topics: TopicSettings, model: str) -> dict[str, Any]:
+    with Registry(kafka, topics, registry_settings()) as registry:
+        verifier = registry.verifier
+    found = read_states(kafka, topics.key_states, verifier, lambda m, _v: m == model)
+    return {key: state for (_, _, key), state in found.items()}
+
+
+@pytest.mark.timeout(300)
+def test_each_key_learns_its_own_concept_and_is_answered_by_it(
+    kafka_settings: KafkaSettings, topics: TopicSettings, start_scorer: Any,
+) -> None:
+    rows = list(keyed_concepts(KEYS, LABELS))
+    release(kafka_settings, topics, "keyed")
+    produce(kafka_settings, topics.feedback, keyed_labels("keyed", rows))  # type: ignore[arg-type]
+    settings = learner_settings(kafka_settings, topics, "keyed", snapshot_every=400,
+                                snapshot_interval=3600.0)  # fmt: skip
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(max_examples=LABELS,
+                                               idle_timeout=60).examples_learned == LABELS
+
+    snapshot = latest(kafka_settings, topics, "keyed")
+    metrics = snapshot.metrics
+    assert metrics["keys"] == KEYS and metrics["keys_scored"] == LABELS
+    # Each key's own model, blended in, beats the global model on the same labels by over 5 %.
+    assert metrics["keys_log_loss"] < 0.95 * metrics["keys_global_log_loss"], metrics
+    stored = states(kafka_settings, topics, "keyed")
+    assert sorted(stored) == sorted({key for key, _, _ in rows})
+    assert sum(s.counts.examples for s in stored.values()) == LABELS
+    # Every key's record is in the partition of the same number as its requests.
+    records = read_all(kafka_settings, topics.key_states, at_least=KEYS)
+    assert all(r.partition == partition_of(r.key.partition(b"/")[2].decode(), 4)
+               for r in records)
+
+    scorer = start_scorer("--topic-key-states", topics.key_states, registry=True,
+                          env={"RIVERRUN_REGISTRY__SIGNING_KEY": SIGNING_KEY})
+    x = {f"x{i}": 0.5 - 0.3 * i for i in range(5)}
+    asked = [(key, f"ask-{key}") for key in ("user-0", "user-1", "user-2")]
+    asked += [("never-seen", "ask-stranger"), (None, "ask-no-key")]
+    produce(kafka_settings, topics.requests, [
+        (key.encode() if key else rid.encode(),
+         orjson.dumps({"request_id": rid, "model": "keyed", "features": x}))
+        for key, rid in asked])  # type: ignore[arg-type]
+    answers = {p.request_id: p for p in (decode(PredictionMade, r.value) for r in read_all(
+        kafka_settings, topics.predictions, at_least=len(asked), timeout=90))}
+    assert len(answers) == len(asked), scorer.output()
+
+    with Registry(kafka_settings, topics, registry_settings()) as registry:
+        global_model = registry.load(snapshot)
+    global_proba = global_model.predict_proba_one(dict(x))
+    as_sent = {str(label): p for label, p in global_proba.items()}
+    # A key never seen, and a request keyed by its own id, get the global answer as it is.
+    for rid in ("ask-stranger", "ask-no-key"):
+        answer = answers[rid]
+        assert answer.key_examples is None and answer.key_weight is None
+        assert answer.proba == pytest.approx(as_sent, rel=1e-9)
+    assert answers["ask-stranger"].proba == answers["ask-no-key"].proba
+    # A known key: w * its own + (1 - w) * global, w = n / (n + tau).
+    for key, rid in asked[:3]:
+        answer, state = answers[rid], stored[key]
+        n = state.counts.examples
+        assert answer.key_examples == n and answer.key_weight == pytest.approx(n / (n + 10.0))
+        own = load_state(state).estimator.predict_proba_one(dict(x))
+        w = n / (n + 10.0)
+        for label in (True, False):
+            expected = w * own.get(label, 0.0) + (1 - w) * global_proba.get(label, 0.0)
+            assert answer.proba[str(label)] == pytest.approx(expected, rel=1e-9)
+    assert answers["ask-user-0"].proba != answers["ask-stranger"].proba
+
+
+def _same_keys(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].value == b[key].value, f"key {key} learned differently"
+        assert a[key].counts.examples == b[key].counts.examples
+
+
+@pytest.mark.timeout(420)
+def test_a_learner_killed_between_its_keys_and_its_snapshot_resumes_every_key_exactly(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: Any, tmp_path: Path,
+) -> None:
+    topics = one_partition_feedback(kafka_settings, topics, unique)
+    rows = list(keyed_concepts(KEYS, 1200, seed=11))
+    for name in ("killed", "calm"):
+        release(kafka_settings, topics, name)
+    labels = keyed_labels("killed", rows)
+    runs: list[ScorerProcess] = []
+
+    def start(crash_at: str | None, *extra: str) -> ScorerProcess:
+        run = start_learner(kafka_settings, topics, "killed", tmp_path / f"learner-{len(runs)}.log",
+                            crash_at, "--topic-key-states", topics.key_states, *extra)  # fmt: skip
+        runs.append(run)
+        return run
+
+    try:
+        produce(kafka_settings, topics.feedback, labels[:600])  # type: ignore[arg-type]
+        for crash_at in ("after-keys-before-snapshot:3", "after-learn-before-snapshot:2"):
+            run = start(crash_at)
+            assert run.wait(120) == -signal.SIGKILL, run.output()
+            assert f"crash point {crash_at.split(':')[0]} reached" in run.output()
+        run = start(None)
+        produce(kafka_settings, topics.feedback, labels[600:900])  # type: ignore[arg-type]
+        before = latest(kafka_settings, topics, "killed").snapshot
+        wait_for(lambda: latest(kafka_settings, topics, "killed").snapshot > before + 1, 120,
+                 "two more snapshots before the SIGKILL")
+        run.signal(signal.SIGKILL)
+        assert run.wait(30) == -signal.SIGKILL
+        produce(kafka_settings, topics.feedback, labels[900:])  # type: ignore[arg-type]
+        assert start(None, "--idle-timeout", "5").wait(180) == 0, runs[-1].output()
+    finally:
+        for run in runs:
+            run.close()
+
+    produce(kafka_settings, topics.feedback, keyed_labels("calm", rows))  # type: ignore[arg-type]
+    settings = learner_settings(kafka_settings, topics, "calm", snapshot_every=60,
+                                snapshot_interval=3600.0)  # fmt: skip
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(idle_timeout=5).examples_learned == len(rows)
+    killed, calm = states(kafka_settings, topics, "killed"), states(kafka_settings, topics, "calm")
+    _same_keys(killed, calm)
+    assert sum(s.counts.examples for s in killed.values()) == len(rows)
+    assert latest(kafka_settings, topics, "killed").metrics == latest(
+        kafka_settings, topics, "calm").metrics
+    assert isinstance(load_state(killed["user-0"]), KeyModel)
