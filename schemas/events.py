@@ -500,6 +500,12 @@ class ExampleJoined(Event):
         description="The feedback record's key, when it names an entity (not the request id): "
         "what a per-key model learns the example for.",
     )  # fmt: skip
+    key_partition: int | None = Field(
+        default=None, ge=0,
+        description="The feedback partition that key's labels arrive on: its state goes to the "
+        "key-state changelog partition of that number, read by the scorer that owns the "
+        "requests partition of that number.",
+    )  # fmt: skip
     observed_at: datetime = Field(description="When the label was observed (UTC).")
 
 

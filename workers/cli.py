@@ -51,10 +51,11 @@ COMMANDS = (
     Command("learn", "Learn a model online from labelled feedback and publish its snapshots.",
             ("riverrun.workers.learner.command:register",)),
     Command("models", "Administer models: release, list, show, history, verify, deploy, promote, "
-            "rollback, status.", (
+            "rollback, status, keys.", (
                 "riverrun.workers.registry.command:register",
                 "riverrun.workers.learner.command:register_verify",
                 "riverrun.workers.routing.command:register",
+                "riverrun.workers.keys.command:register",
             ), actions=True, needs_kafka=True),
     Command("judge", "Judge the live policies from their outcomes; promote, roll back, re-weight.",
             ("riverrun.workers.judge.command:register",)),

@@ -4,7 +4,9 @@ is), and a learner SIGKILLed between writing its keys and its snapshot resumes e
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,12 @@ import pytest
 from riverrun.producers.keyed import keyed_concepts
 from riverrun.schemas import KafkaSettings, PredictionMade, TopicSettings, decode
 from riverrun.workers.keys import KeyModel, read_states
-from riverrun.workers.keys.changelog import load_state, partition_of
+from riverrun.workers.keys.changelog import load_state
 from riverrun.workers.learner import Learner
 from riverrun.workers.registry import ModelSpec, Registry, build_estimator
 from riverrun.workers.registry.spec import PerKey
 
-from .conftest import ScorerProcess, one_partition_feedback, produce, read_all, wait_for
+from .conftest import RIVERRUN, ScorerProcess, one_partition_feedback, produce, read_all, wait_for
 from .test_learner import (
     SIGNING_KEY,
     label_payload,
@@ -46,6 +48,18 @@ def keyed_labels(model: str, rows: list[tuple[str, dict[str, float], bool]],
             for i, (key, x, y) in enumerate(rows)]
 
 
+def keys_cli(kafka: KafkaSettings, topics: TopicSettings, *argv: str, code: int = 0) -> str:
+    """`riverrun models keys ...` as an operator runs it; its output (and log, on failure)."""
+    done = subprocess.run(
+        [RIVERRUN, "--log-format", "text", "models", "keys", *argv,
+         "--bootstrap-servers", kafka.bootstrap_servers, "--topic-models", topics.models,
+         "--topic-key-states", topics.key_states, "--signing-key", SIGNING_KEY],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == code, done.stdout + done.stderr
+    return done.stdout if code == 0 else done.stdout + done.stderr
+
+
 def states(kafka: KafkaSettings, topics: TopicSettings, model: str) -> dict[str, Any]:
     with Registry(kafka, topics, registry_settings()) as registry:
         verifier = registry.verifier
@@ -59,7 +73,8 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
 ) -> None:
     rows = list(keyed_concepts(KEYS, LABELS))
     release(kafka_settings, topics, "keyed")
-    produce(kafka_settings, topics.feedback, keyed_labels("keyed", rows))  # type: ignore[arg-type]
+    where = produce(kafka_settings, topics.feedback,
+                    keyed_labels("keyed", rows))  # type: ignore[arg-type]
     settings = learner_settings(kafka_settings, topics, "keyed", snapshot_every=400,
                                 snapshot_interval=3600.0)  # fmt: skip
     with Registry(kafka_settings, topics, settings.registry) as registry:
@@ -74,15 +89,33 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
     stored = states(kafka_settings, topics, "keyed")
     assert sorted(stored) == sorted({key for key, _, _ in rows})
     assert sum(s.counts.examples for s in stored.values()) == LABELS
-    # Every key's record is in the partition of the same number as its requests.
+    # Every key's record is in the partition of the same number as its labels' (and requests').
+    arrived_on = {key: partition for (key, _, _), (partition, _) in zip(rows, where, strict=True)}
     records = read_all(kafka_settings, topics.key_states, at_least=KEYS)
-    assert all(r.partition == partition_of(r.key.partition(b"/")[2].decode(), 4)
-               for r in records)
+    assert {r.key.partition(b"/")[2].decode(): r.partition for r in records} == arrived_on
+    assert len(set(arrived_on.values())) == 4
+    # What an operator sees of them.
+    listed = orjson.loads(keys_cli(kafka_settings, topics, "keyed", "--json", "--top", "3"))
+    assert (listed["version"], listed["keys"], listed["examples"]) == (1, KEYS, LABELS)
+    busiest = sorted(stored.values(), key=lambda s: (-s.counts.examples, s.key))[0]
+    assert listed["shown"][0]["key"] == busiest.key
+    one = orjson.loads(keys_cli(kafka_settings, topics, "keyed", "--key", "user-3", "--json"))
+    n = stored["user-3"].counts.examples
+    assert (one["examples"], one["weight"]) == (n, round(n / (n + 10.0), 4))
+    assert one["log_loss"] == pytest.approx(
+        stored["user-3"].counts.blend_loss / stored["user-3"].counts.scored)
+    assert "no state for key 'nobody'" in keys_cli(kafka_settings, topics, "keyed", "--key",
+                                                    "nobody", code=1)
 
-    scorer = start_scorer("--topic-key-states", topics.key_states, registry=True,
-                          env={"RIVERRUN_REGISTRY__SIGNING_KEY": SIGNING_KEY})
+    # Two scorers in a group: each holds the keys of the partitions it owns, and every key is
+    # answered by its own state wherever its requests land.
+    scorers = [start_scorer("--topic-key-states", topics.key_states, registry=True,
+                            env={"RIVERRUN_REGISTRY__SIGNING_KEY": SIGNING_KEY})
+               for _ in range(2)]  # fmt: skip
+    wait_for(lambda: all("assigned [" in s.output() for s in scorers)
+             and any("revoked [" in s.output() for s in scorers), 90, "the group to settle")
     x = {f"x{i}": 0.5 - 0.3 * i for i in range(5)}
-    asked = [(key, f"ask-{key}") for key in ("user-0", "user-1", "user-2")]
+    asked = [(key, f"ask-{key}") for key in sorted(stored)]
     asked += [("never-seen", "ask-stranger"), (None, "ask-no-key")]
     produce(kafka_settings, topics.requests, [
         (key.encode() if key else rid.encode(),
@@ -90,7 +123,10 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
         for key, rid in asked])  # type: ignore[arg-type]
     answers = {p.request_id: p for p in (decode(PredictionMade, r.value) for r in read_all(
         kafka_settings, topics.predictions, at_least=len(asked), timeout=90))}
-    assert len(answers) == len(asked), scorer.output()
+    assert len(answers) == len(asked), [s.output() for s in scorers]
+    held = [int(re.search(r"key states read from \S+: (\d+) keys", s.output()).group(1))
+            for s in scorers]  # type: ignore[union-attr]
+    assert sum(held) == KEYS and max(held) < KEYS, held
 
     with Registry(kafka_settings, topics, registry_settings()) as registry:
         global_model = registry.load(snapshot)
@@ -103,7 +139,7 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
         assert answer.proba == pytest.approx(as_sent, rel=1e-9)
     assert answers["ask-stranger"].proba == answers["ask-no-key"].proba
     # A known key: w * its own + (1 - w) * global, w = n / (n + tau).
-    for key, rid in asked[:3]:
+    for key, rid in asked[:-2]:
         answer, state = answers[rid], stored[key]
         n = state.counts.examples
         assert answer.key_examples == n and answer.key_weight == pytest.approx(n / (n + 10.0))

@@ -4,8 +4,9 @@ A record's key is `model@version/key`; its value the key's estimator, pickled in
 its headers the counts (`KeyStateCounts`) and an HMAC over both, bound to the record's key, so
 a scorer or a restarted learner loads only what a learner of this registry wrote. A tombstone
 (no value) forgets an expired key. A key's record goes to the partition of the same number as
-the key's requests and feedback (librdkafka's default partitioner, CRC-32 of the key): the
-scorer that owns a requests partition finds its keys in the changelog partition of that number.
+the feedback partition its labels arrive on, which is its requests' partition number when
+upstream keys both alike (the same key, partitioner and partition count): the scorer that owns
+a requests partition finds its keys in the changelog partition of that number.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -25,7 +26,7 @@ from riverrun.schemas import KafkaSettings
 from riverrun.workers.keys.model import KeyModel
 from riverrun.workers.registry.loading import restricted_loads
 from riverrun.workers.registry.signing import Signer
-from riverrun.workers.runtime.errors import FatalError
+from riverrun.workers.runtime.errors import ConfigurationError, FatalError
 from riverrun.workers.runtime.kafka import (
     consumer_config,
     flush_or_raise,
@@ -53,6 +54,17 @@ class KeyStateCounts(BaseModel):
     global_loss: float = Field(default=0.0, description="Sum of the global model's log losses.")
 
 
+class StateCounts(NamedTuple):
+    """`KeyStateCounts` once validated, held compactly (a scorer holds one per key)."""
+
+    examples: int
+    next_offset: int
+    updated_ms: int
+    scored: int
+    blend_loss: float
+    global_loss: float
+
+
 @dataclass(frozen=True, slots=True)
 class StoredKeyState:
     """A key's latest record as read from the changelog, its estimator still pickled."""
@@ -60,8 +72,9 @@ class StoredKeyState:
     model: str
     version: int
     key: str
-    counts: KeyStateCounts
+    counts: StateCounts
     value: bytes
+    partition: int  # the changelog partition it was read from
 
 
 def state_key(model: str, version: int, key: str) -> bytes:
@@ -80,7 +93,7 @@ def parse_state_key(raw: bytes) -> tuple[str, int, str] | None:
 
 
 def partition_of(key: str, partitions: int) -> int:
-    """The partition librdkafka's default partitioner gives records keyed `key`."""
+    """The partition librdkafka's default partitioner gives records keyed `key` (CRC-32)."""
     return zlib.crc32(key.encode()) % partitions
 
 
@@ -120,7 +133,8 @@ def load_state(stored: StoredKeyState, feature_modules: Iterable[str] = ()) -> K
     counts = stored.counts
     estimator = restricted_loads(stored.value, f"the model of key {stored.key!r}", feature_modules)
     return KeyModel(estimator, counts.examples, counts.next_offset, counts.updated_ms,
-                    counts.scored, counts.blend_loss, counts.global_loss)  # fmt: skip
+                    counts.scored, counts.blend_loss, counts.global_loss,
+                    stored.partition)  # fmt: skip
 
 
 class KeyStateCheck:
@@ -131,7 +145,7 @@ class KeyStateCheck:
         self.refused = 0
 
     def __call__(
-        self, record_key: bytes, value: bytes | None, headers: Any
+        self, record_key: bytes, value: bytes | None, headers: Any, partition: int
     ) -> StoredKeyState | None:
         parsed = parse_state_key(record_key)
         if parsed is None or value is None:
@@ -147,8 +161,10 @@ class KeyStateCheck:
             self.refused += 1
             return None
         model, version, key = parsed
-        return StoredKeyState(model, version, key, KeyStateCounts.model_validate_json(counts_raw),
-                              value)  # fmt: skip
+        c = KeyStateCounts.model_validate_json(counts_raw)
+        counts = StateCounts(c.examples, c.next_offset, c.updated_ms, c.scored, c.blend_loss,
+                             c.global_loss)  # fmt: skip
+        return StoredKeyState(model, version, key, counts, value, partition)
 
 
 def changelog_reader(kafka: KafkaSettings, client_id: str) -> Consumer:
@@ -200,7 +216,7 @@ def read_states(
                 parsed = parse_state_key(raw_key)
                 if parsed is None or not wanted(parsed[0], parsed[1]):
                     continue
-                stored = check(raw_key, record.value(), record.headers())
+                stored = check(raw_key, record.value(), record.headers(), partition)
                 if stored is None:
                     states.pop(parsed, None)  # a tombstone, or one refused: the key starts afresh
                 else:
@@ -229,25 +245,30 @@ class KeyStateWriter:
 
     def write(
         self, model: str, version: int, states: dict[str, KeyModel], changed: Iterable[str],
-        gone: Iterable[str] = (),
+        gone: Iterable[tuple[str, int | None]] = (),
     ) -> int:
-        """Write the changed keys' states and the tombstones of `gone`; return records written.
+        """Write the changed keys' states and the tombstones of `gone` (key, partition).
+
+        A key goes to its feedback partition's number; one without (written by hand) to
+        where librdkafka would put its records. Returns the records written.
 
         Raises:
+            ConfigurationError: the changelog has fewer partitions than feedback.
             FatalError: a record was not acknowledged (the snapshot must not claim it).
 
         """
-        producer, topic, partitions = self._producer, self._topic, self._partitions
+        producer, topic = self._producer, self._topic
         written = 0
         for key in changed:
+            state = states[key]
             record_key, value, headers = state_record(
-                model, version, key, states[key], self._signer, self._feature_modules)
+                model, version, key, state, self._signer, self._feature_modules)
             produce(producer, topic, value, record_key, headers=headers,
-                    partition=partition_of(key, partitions), on_delivery=self._delivered)
+                    partition=self._partition(key, state.partition), on_delivery=self._delivered)
             written += 1
-        for key in gone:
+        for key, partition in gone:
             produce(producer, topic, None, state_key(model, version, key),
-                    partition=partition_of(key, partitions), on_delivery=self._delivered)
+                    partition=self._partition(key, partition), on_delivery=self._delivered)
             written += 1
         if written:
             flush_or_raise(producer, 60.0, "key states")
@@ -256,6 +277,17 @@ class KeyStateWriter:
             raise FatalError(f"{len(failed)} key states were not written ({failed[0]}): "
                              "stopping before a snapshot claims them")  # fmt: skip
         return written
+
+    def _partition(self, key: str, partition: int | None) -> int:
+        if partition is None:
+            return partition_of(key, self._partitions)
+        if partition >= self._partitions:
+            raise ConfigurationError(
+                f"key {key!r} arrives on feedback partition {partition} but the key-state "
+                f"changelog {self._topic} has {self._partitions} partitions: give it as many as "
+                "feedback and requests (RIVERRUN_TOPICS__KEY_STATES names it)"
+            )
+        return partition
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:

@@ -62,10 +62,10 @@ class KeyLearning:
 
     def learn(
         self, key: str, offset: int, row: dict[str, Any], label: Any, global_loss: float,
-        timestamp_ms: int,
+        timestamp_ms: int, partition: int | None,
     ) -> None:
         """Learn one label for its key (see `KeyModels.learn`)."""
-        self.models.learn(key, offset, row, label, global_loss, timestamp_ms)
+        self.models.learn(key, offset, row, label, global_loss, timestamp_ms, partition)
 
     def write(self, model: str, version: int) -> dict[str, float]:
         """Write the keys changed (and expired) since the last write; return the keys' metrics."""

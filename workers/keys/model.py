@@ -30,6 +30,7 @@ class KeyModel:
     scored: int = 0  # labels whose blended and global losses were counted (classifiers)
     blend_loss: float = 0.0  # sum of the log losses of the answers the key was given
     global_loss: float = 0.0  # sum of the global model's log losses on the same labels
+    partition: int | None = None  # the feedback partition its labels arrive on
 
 
 def weight(examples: int, per_key: PerKey) -> float:
@@ -88,6 +89,7 @@ class KeyModels:
         label: Any,
         global_loss: float,
         timestamp_ms: int,
+        partition: int | None = None,
     ) -> None:
         """Test-then-train one label of `key`; a label at an offset learned already is passed by.
 
@@ -117,17 +119,23 @@ class KeyModels:
         model.examples += 1
         model.next_offset = offset + 1
         model.updated_ms = max(model.updated_ms, timestamp_ms)
+        if partition is not None:
+            model.partition = partition
         self.newest_ms = max(self.newest_ms, timestamp_ms)
         self.changed.add(key)
 
-    def expired(self, now_ms: int) -> list[str]:
-        """Forget the keys with no label for `expire_after_s` before `now_ms`; return them."""
+    def expired(self, now_ms: int) -> list[tuple[str, int | None]]:
+        """Forget the keys with no label for `expire_after_s` before `now_ms`.
+
+        Returns each key forgotten with its partition (where its tombstone goes).
+        """
         after = self.per_key.expire_after_s
         if after is None:
             return []
         cutoff = now_ms - int(after * 1000)
-        gone = [key for key, model in self.models.items() if model.updated_ms < cutoff]
-        for key in gone:
+        gone = [(key, model.partition) for key, model in self.models.items()
+                if model.updated_ms < cutoff]  # fmt: skip
+        for key, _ in gone:
             del self.models[key]
             self.changed.discard(key)
         return gone
@@ -143,6 +151,7 @@ class KeyModels:
         scored = sum(m.scored for m in self.models.values())
         if not scored:
             return 0, math.nan, math.nan
-        blend_loss = sum(m.blend_loss for m in self.models.values())
-        global_loss = sum(m.global_loss for m in self.models.values())
+        # fsum: exactly rounded, so keys restored in another order give the very same figure.
+        blend_loss = math.fsum(m.blend_loss for m in self.models.values())
+        global_loss = math.fsum(m.global_loss for m in self.models.values())
         return scored, blend_loss / scored, global_loss / scored

@@ -52,6 +52,7 @@ class JoinedExample(NamedTuple):
     proba: dict[str, float] | None = None
     schema_version: int = SCHEMA_VERSION
     key: str | None = None  # the feedback record's key, when it is not the request id
+    key_partition: int | None = None  # the feedback partition it arrived on
 
 
 class Outcome(NamedTuple):
@@ -214,6 +215,7 @@ def example_value(example: JoinedExample | ExampleJoined) -> bytes:
         payload["proba"] = example.proba
     if example.key is not None:
         payload["key"] = example.key
+        payload["key_partition"] = example.key_partition
     payload["observed_at"] = example.observed_at
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 

@@ -90,6 +90,7 @@ class CommittedExample(NamedTuple):
     value: bytes | None  # the record's bytes, for a dead letter should the model raise on it
     key: str | None = None  # the entity it is a label of (per-key models learn it for that key)
     timestamp_ms: int = 0  # its time in the examples log
+    key_partition: int | None = None  # the feedback partition of the key's labels
 
 
 class _Pending(NamedTuple):
@@ -297,7 +298,7 @@ class JoinStage:
                 example, outcome = decision
                 entity = request_key(record.key(), example.request_id)
                 if entity is not None:
-                    example = example._replace(key=entity)
+                    example = example._replace(key=entity, key_partition=record.partition())
                     decision = Joined(example, outcome)
                 value = example_value(example)
                 key = example.request_id.encode()
@@ -389,7 +390,7 @@ class JoinStage:
             )
         return [
             CommittedExample(offset, example.features, example.label, value, example.key,
-                             timestamp_ms)  # fmt: skip
+                             timestamp_ms, example.key_partition)  # fmt: skip
             for (offset, timestamp_ms), (example, _), value in zip(offsets, joined,
                                                                      batch.examples, strict=True)
         ]

@@ -361,7 +361,8 @@ class LearnStage:
             example = read_example(record.value(), model)
             if example is not None:
                 batch.append(CommittedExample(offset, example[0], example[1], record.value(),
-                                              example[2], record.timestamp()[1]))  # fmt: skip
+                                              example[2], record.timestamp()[1],
+                                              example[3]))  # fmt: skip
         learned = self._learn_examples(batch, summary)
         for learner in self._versions:  # past other models' examples
             learner.next_offset = max(learner.next_offset, read_to)

@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 def read_example(
     raw: bytes | None, model: str
-) -> tuple[dict[str, Any], Any, str | None] | None:
-    """Return the features, label and key of an example of `model`; None for another model's.
+) -> tuple[dict[str, Any], Any, str | None, int | None] | None:
+    """The features, label, key and key partition of an example of `model` (None: another's).
 
     Raises:
         FatalError: the record is not an example; the log is written only by learners, so
@@ -40,7 +40,7 @@ def read_example(
         data = orjson.loads(raw or b"")
         if data["model"] != model:
             return None
-        return data["features"], data["label"], data.get("key")
+        return data["features"], data["label"], data.get("key"), data.get("key_partition")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise FatalError(
             f"the examples log holds a record that is not an ExampleJoined ({exc}); "

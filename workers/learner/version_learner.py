@@ -244,7 +244,7 @@ class VersionLearner:
         keys = self.keys
         start = self.next_offset
         learned = 0
-        for offset, features, label, value, key, timestamp_ms in chunk:
+        for offset, features, label, value, key, timestamp_ms, key_partition in chunk:
             if offset < start:
                 append(NOT_SEEN)
                 continue
@@ -259,7 +259,8 @@ class VersionLearner:
                 append(NOT_SEEN)
                 continue
             if row is not None:
-                keys.learn(key, offset, row, label, loss, timestamp_ms)  # type: ignore[union-attr,arg-type]
+                keys.learn(key, offset, row, label, loss, timestamp_ms,  # type: ignore[union-attr]
+                           key_partition)
             append(loss)
             observe(loss)
         self._guardrail.observe_many(observed)

@@ -122,6 +122,9 @@ class Scorer:
         self._models = models
         self.metrics = metrics if metrics is not None else ScorerMetrics()
         self.metrics.model_staleness.watch(models.served)
+        key_figures = getattr(models, "key_figures", None)  # a registry's models may be per key
+        if key_figures is not None:
+            self.metrics.keys.watch(key_figures)
         self._batch_options = BatchOptions(
             predictions_topic=settings.topics.predictions,
             dead_letter_topic=settings.topics.dead_letters,
@@ -190,6 +193,7 @@ class Scorer:
         self._assigned.update((p.topic, p.partition) for p in partitions)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self._owned_changed()
         logger.info("assigned %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -203,6 +207,7 @@ class Scorer:
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self._owned_changed()
         logger.info("revoked %s", sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -214,7 +219,14 @@ class Scorer:
             self._abandon(None)
         self.metrics.rebalances.labels("lost").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self._owned_changed()
         logger.warning("lost %s without a clean revoke", sorted(p.partition for p in partitions))
+
+    def _owned_changed(self) -> None:
+        # Per-key versions hold the keys of the requests partitions owned (same numbers).
+        own = getattr(self._models, "own_partitions", None)
+        if own is not None:
+            own({partition for _topic, partition in self._assigned})
 
     # -- health --------------------------------------------------------------------------
 

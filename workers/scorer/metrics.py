@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from riverrun.workers.runtime.metrics import BulkHistogram, ConsumerLag
@@ -78,6 +78,52 @@ class ModelStaleness(Collector):
         for (model_name, version), age in sorted(ages.items()):
             family.add_metric([model_name, version], age)
         yield family
+
+
+KeyFigures = dict[str, float]
+
+
+class KeyCacheFigures(Collector):
+    """Per-key models' keys: held, cached, their bytes, cache hits and misses, restore time."""
+
+    _GAUGES = (
+        ("keys_held", "riverrun_scorer_keys_held", "Keys with a state of their own, read from "
+         "the key-state changelog."),
+        ("cache_keys", "riverrun_scorer_key_cache_keys", "Keys whose model is live in the cache."),
+        ("cache_bytes", "riverrun_scorer_key_cache_bytes", "Bytes of the key states held live "
+         "(their records' size), against RIVERRUN_SCORER__KEY_CACHE_BYTES."),
+        ("restore_seconds", "riverrun_scorer_key_restore_seconds", "Time to read the key-state "
+         "changelog to its end at start."),
+    )
+    _COUNTERS = (
+        ("hits", "riverrun_scorer_key_cache_hits", "Keys answered by a model live in the cache."),
+        ("misses", "riverrun_scorer_key_cache_misses", "Keys whose model was loaded from its "
+         "state."),
+        ("evictions", "riverrun_scorer_key_cache_evictions", "Key models dropped for room."),
+    )
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._figures: Callable[[], KeyFigures | None] = lambda: None
+        registry.register(self)
+
+    def watch(self, figures: Callable[[], KeyFigures | None]) -> None:
+        """Read the figures from `figures` at each scrape (None while no per-key model serves)."""
+        self._figures = figures
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Nothing up front: the families exist once a per-key model serves."""
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The figures now, when a per-key model serves."""
+        figures = self._figures()
+        if figures is None:
+            return
+        for field_name, name, documentation in self._GAUGES:
+            if figures.get(field_name) is not None:
+                yield GaugeMetricFamily(name, documentation, value=figures[field_name])
+        for field_name, name, documentation in self._COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=figures.get(field_name, 0.0))
 
 
 class ScorerMetrics:
@@ -179,3 +225,4 @@ class ScorerMetrics:
             "Age of the snapshot served: now minus its publication time.",
             r,
         )
+        self.keys = KeyCacheFigures(r)

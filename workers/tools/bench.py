@@ -651,6 +651,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="Freshness: the learner as one process (`both`), or as a join and a learn process "
         "(`split`: `riverrun learn --stage join` and `--stage learn`) [both].",
     )
+    parser.add_argument(
+        "--per-key", action="store_true",
+        help="Measure per-key models instead: their gain over the global model, RSS per 1,000 "
+        "keys, restore time, and answering a cached, a loaded and no key (bench_keys.py).",
+    )
+    parser.add_argument("--keys", type=int, default=10_000,
+                        help="Per key: keys written to the changelog and held [10000].")
+    parser.add_argument("--labels-per-key", type=int, default=5,
+                        help="Per key: labels each key learns before it is written [5].")
+    parser.add_argument("--key-calls", type=int, default=1_000,
+                        help="Per key: one-request batches timed per case [1000].")
     add_section_flags(parser, "kafka", KafkaSettings, only=["bootstrap_servers"])
     parser.set_defaults(handler=_run)
 
@@ -666,6 +677,14 @@ def _run(args: argparse.Namespace) -> int:
             fresh = measure_freshness(settings, name, rate, args.seconds, args.backlog, Path(tmp),
                                       split=args.learner_stage == "split")  # fmt: skip
         _print(fresh, args.json)
+        return 0
+    if args.per_key:
+        from riverrun.workers.tools.bench_keys import measure_per_key
+
+        with _broker(kafka) as (settings, name):
+            keyed = measure_per_key(settings, name, args.keys, args.labels_per_key,
+                                    args.key_calls)  # fmt: skip
+        _print(keyed, args.json)
         return 0
     file = file_options(args)
     if args.models:

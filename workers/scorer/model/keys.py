@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +55,15 @@ class KeyStats:
 
 
 class KeyStateStore:
-    """Every key's latest state, as the changelog holds it, followed in the background."""
+    """The latest state of the keys of some changelog partitions, followed in the background.
+
+    A scorer holds the keys of the changelog partitions numbered as the requests partitions it
+    owns (`follow`, at each rebalance); without `partitions`, every partition's.
+    """
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, signer: Signer | None, client_id: str
+        self, kafka: KafkaSettings, topic: str, signer: Signer | None, client_id: str,
+        partitions: Iterable[int] | None = None,
     ) -> None:
         self._kafka = kafka
         self._topic = topic
@@ -69,6 +74,14 @@ class KeyStateStore:
         self.restore_seconds: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owned: set[int] | None = set(partitions) if partitions is not None else None
+        self._lock = threading.Lock()
+        self._requested: set[int] | None = None  # partitions to hold from the next poll on
+
+    def follow(self, partitions: Iterable[int]) -> None:
+        """Hold the keys of these partitions from now on (those of others are dropped)."""
+        with self._lock:
+            self._requested = set(partitions)
 
     def start(self) -> KeyStateStore:
         """Read the changelog to its end in the background, then keep following it."""
@@ -95,15 +108,24 @@ class KeyStateStore:
         started = time.perf_counter()
         reader = changelog_reader(self._kafka, self._client_id)
         try:
-            ids = topic_partitions(reader, self._topic, ROLE)
+            ids = set(topic_partitions(reader, self._topic, ROLE))
+            with self._lock:
+                requested, self._requested = self._requested, None
+            if requested is not None:
+                self._owned = requested
+            held = ids if self._owned is None else ids & self._owned
             deadline = time.monotonic() + 60.0
             ends = {p: watermarks(reader, TopicPartition(self._topic, p), deadline)[1]
-                    for p in ids}  # fmt: skip
+                    for p in held}  # fmt: skip
             behind = {p for p, end in ends.items() if end > 0}
-            reader.assign([TopicPartition(self._topic, p, 0) for p in ids])
+            reader.assign([TopicPartition(self._topic, p, 0) for p in sorted(held)])
             if not behind:
                 self._restored(started)
             while not self._stop.is_set():
+                with self._lock:
+                    requested, self._requested = self._requested, None
+                if requested is not None:
+                    held = self._move(reader, held, ids & requested)
                 for record in reader.consume(10_000, 0.2):
                     err = record.error()
                     partition = record.partition()
@@ -113,7 +135,8 @@ class KeyStateStore:
                             if not behind:
                                 self._restored(started)
                         continue
-                    self._take(record.key() or b"", record.value(), record.headers())
+                    self._take(record.key() or b"", record.value(), record.headers(),
+                               partition)  # fmt: skip
                     if behind and (record.offset() or 0) + 1 >= ends.get(partition, 0):
                         behind.discard(partition)
                         if not behind:
@@ -125,19 +148,36 @@ class KeyStateStore:
         finally:
             reader.close()
 
+    def _move(self, reader: Any, held: set[int], wanted: set[int]) -> set[int]:
+        """Stop following the partitions no longer owned, start reading the new ones."""
+        gone, new = held - wanted, wanted - held
+        if gone:
+            reader.incremental_unassign([TopicPartition(self._topic, p) for p in sorted(gone)])
+            for states in self.states.values():
+                for key in [k for k, s in states.items() if s.partition in gone]:
+                    del states[key]
+        if new:
+            reader.incremental_assign([TopicPartition(self._topic, p, 0) for p in sorted(new)])
+        if gone or new:
+            logger.info("key states: following partitions %s (%d keys held)", sorted(wanted),
+                        self.count())  # fmt: skip
+        return wanted
+
     def _restored(self, started: float) -> None:
         self.restore_seconds = time.perf_counter() - started
         self.restored.set()
         logger.info("key states read from %s: %d keys in %.2f s", self._topic, self.count(),
                     self.restore_seconds)  # fmt: skip
 
-    def _take(self, record_key: bytes, value: bytes | None, headers: Any) -> None:
+    def _take(
+        self, record_key: bytes, value: bytes | None, headers: Any, partition: int = 0
+    ) -> None:
         parsed = parse_state_key(record_key)
         if parsed is None:
             return
         model, version, key = parsed
         held = self.states.get((model, version))
-        stored = self._check(record_key, value, headers)
+        stored = self._check(record_key, value, headers, partition)
         if stored is None:
             if held is not None:
                 held.pop(key, None)  # a tombstone: the key expired

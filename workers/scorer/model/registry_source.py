@@ -83,6 +83,7 @@ class RegistryModelSource:
         self._key_cache_bytes = key_cache_bytes
         self._key_store: KeyStateStore | None = None
         self.key_cache: KeyCache | None = None
+        self._owned: set[int] | None = None  # requests partitions owned (None: not in a group)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -346,12 +347,30 @@ class RegistryModelSource:
         if self._key_store is None:
             registry = self._registry
             store = KeyStateStore(registry.kafka, registry.topics.key_states, registry.verifier,
-                                  f"{registry.kafka.client_id}-key-states").start()  # fmt: skip
+                                  f"{registry.kafka.client_id}-key-states",
+                                  self._owned).start()  # fmt: skip
             if not store.restored.wait(60.0):
                 logger.warning("the key states are still being read after 60 s: keys not read "
                                "yet are answered by the global model")  # fmt: skip
             self._key_store = store
         return self._key_store
+
+    def own_partitions(self, partitions: set[int]) -> None:
+        """The requests partitions this scorer owns now: per-key versions hold their keys."""
+        self._owned = set(partitions)
+        if self._key_store is not None:
+            self._key_store.follow(partitions)
+
+    def key_figures(self) -> dict[str, float] | None:
+        """The keys' figures for metrics; None while no per-key version has been loaded."""
+        store, cache = self._key_store, self.key_cache
+        if store is None or cache is None:
+            return None
+        stats = cache.stats
+        return {"keys_held": float(store.count()), "cache_keys": float(len(cache)),
+                "cache_bytes": float(cache.bytes), "restore_seconds": store.restore_seconds,
+                "hits": float(stats.hits), "misses": float(stats.misses),
+                "evictions": float(stats.evictions)}  # type: ignore[dict-item]  # None while reading
 
     def _cache_of_keys(self) -> KeyCache:
         if self.key_cache is None:
