@@ -4,7 +4,8 @@ A dataset is named either by a catalog name (River's bundled datasets and seeded
 or by the path of a file: CSV, JSON lines or Parquet (`files`), read with a `FileOptions`
 (the target column, a key column, column types).
 
-Every stream yields `(features, label)` with string feature keys, numbers as `float`, and a
+Every stream yields `(features, label)` (`rows` adds each record's key: a file's key column,
+the `keyed` stream's key) with string feature keys, numbers as `float`, and a
 JSON-safe label (`bool`, `int`, `float` or `str`), so records encode as riverrun events as they are.
 
 | name            | source                                 | task   | default length | drift at |
@@ -12,6 +13,7 @@ JSON-safe label (`bool`, `int`, `float` or `str`), so records encode as riverrun
 | `agrawal`       | `synth.Agrawal`, function 0            | binary | 10,000         | -        |
 | `agrawal-drift` | Agrawal function 0, then function 4    | binary | 10,000         | 5,000    |
 | `bananas`       | `datasets.Bananas` (bundled)           | binary | 5,300          | -        |
+| `keyed`         | `producers.keyed`, 100 keys' concepts  | binary | 10,000         | -        |
 | `phishing`      | `datasets.Phishing` (bundled)          | binary | 1,250          | -        |
 | `sea`           | `synth.SEA`, variant 0                 | binary | 10,000         | -        |
 | `sea-drift`     | SEA variant 0, then variant 3          | binary | 10,000         | 5,000    |
@@ -53,6 +55,7 @@ DRIFT_AT = 5_000
 # Wide enough that ConceptDriftStream's exp(-4 (i - position) / width) stays below float overflow
 # (exp(709)) from the first record, narrow enough that the drift is abrupt over 10,000 records.
 DRIFT_WIDTH = 100
+KEYED_KEYS = 100  # keys of the `keyed` stream
 
 
 class DatasetInfo(BaseModel):
@@ -81,6 +84,14 @@ class DatasetInfo(BaseModel):
 class _Entry:
     info: DatasetInfo
     build: Callable[[int], Iterable[tuple[dict[Any, Any], Any]]]
+    # Yields (key, features, label): a stream whose records name their key.
+    keyed: bool = False
+
+
+def _keyed(seed: int) -> Iterable[Any]:
+    from riverrun.producers.keyed import keyed_concepts
+
+    return keyed_concepts(KEYED_KEYS, 10**12, seed=seed)
 
 
 def _phishing(seed: int) -> Iterable[tuple[dict[Any, Any], Any]]:
@@ -163,6 +174,16 @@ _CATALOG: dict[str, _Entry] = {
                 description="River's bundled Bananas: two banana-shaped clusters.",
             ),
             _bananas,
+        ),
+        _Entry(
+            DatasetInfo(
+                name="keyed", task="binary", n_features=5, length=SYNTHETIC_LENGTH,
+                synthetic=True,
+                description=f"{KEYED_KEYS} keys (user-0 ...), each with logistic coefficients "
+                "of its own: what per-key models learn (producers/keyed.py).",
+            ),
+            _keyed,  # type: ignore[arg-type]  # yields (key, features, label)
+            keyed=True,
         ),
         _Entry(
             DatasetInfo(
@@ -284,6 +305,10 @@ def rows(
     count = limit if limit is not None else entry.info.length
     logger.debug("loading dataset %s (seed %d, %d records)", name, seed, count)
     stream = entry.build(seed)
+    if entry.keyed:
+        for key, x, y in itertools.islice(stream, count):  # type: ignore[misc]  # keyed rows
+            yield Row({str(k): _feature_value(v) for k, v in x.items()}, _label(y), key)
+        return
     for x, y in itertools.islice(stream, count):
         features: Features = {str(k): _feature_value(v) for k, v in x.items()}
         yield Row(features, _label(y))

@@ -2,8 +2,9 @@
 
 Each key (`user-0`, `user-1`, ...) has its own logistic coefficients: a part every key shares
 plus a part of its own, larger than the shared one. A global model can learn only the shared
-part; a key's own model can learn the rest from that key's labels. Seeded: the same arguments
-give the same stream.
+part; a key's own model can learn the rest from that key's labels. The keys' concepts come from
+`concepts` (the same whatever `seed` draws the rows), so streams of other seeds, a warm start's
+and a replay's, are of the same keys; the same arguments give the same stream.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ KeyedRow = tuple[str, dict[str, float], bool]
 
 
 def keyed_concepts(
-    keys: int, length: int, *, features: int = 5, seed: int = 7, own_scale: float = 2.0
+    keys: int, length: int, *, features: int = 5, seed: int = 7, own_scale: float = 2.0,
+    concepts: int = 7,
 ) -> Iterator[KeyedRow]:
     """`length` rows `(key, features, label)`, keys drawn uniformly from `keys` of them.
 
     A key's coefficients are the shared ones (each N(0, 1)) plus its own (each N(0, own_scale));
     a row's features are N(0, 1), its label True with probability sigmoid(coefficients . x).
     """
-    rng = random.Random(seed)
+    drawn = random.Random(concepts)
     names = [f"x{i}" for i in range(features)]
-    shared = [rng.gauss(0.0, 1.0) for _ in names]
-    coefficients = [[s + rng.gauss(0.0, own_scale) for s in shared] for _ in range(keys)]
+    shared = [drawn.gauss(0.0, 1.0) for _ in names]
+    coefficients = [[s + drawn.gauss(0.0, own_scale) for s in shared] for _ in range(keys)]
+    rng = random.Random(seed)
     for _ in range(length):
         k = rng.randrange(keys)
         x = [rng.gauss(0.0, 1.0) for _ in names]

@@ -337,7 +337,10 @@ class VersionLearner:
         metrics = self.prequential.values()
         if self.keys is not None:
             # Before the snapshot: a snapshot's lineage never runs ahead of its keys' states.
-            metrics.update(self.keys.write(self.model, self.version))
+            by_key = self.keys.write(self.model, self.version)
+            for name, value in by_key.items():  # `keys`, and the keys' losses beside the global's
+                self._metrics.prequential.labels(self.model, str(self.version), name).set(value)
+            metrics.update(by_key)
             if self.crash is not None and self.crash.enabled:
                 self.crash.hit("after-keys-before-snapshot")
         record = self._registry.publish_snapshot(
