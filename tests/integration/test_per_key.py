@@ -150,6 +150,27 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
             assert answer.proba[str(label)] == pytest.approx(expected, rel=1e-9)
     assert answers["ask-user-0"].proba != answers["ask-stranger"].proba
 
+    # More labels of user-0, learned by a learner restarted while the scorers run: the key's
+    # newer state answers its next requests.
+    more = [row for row in keyed_concepts(KEYS, 4000, seed=21) if row[0] == "user-0"][:30]
+    produce(kafka_settings, topics.feedback,
+            keyed_labels("keyed", more, first=LABELS))  # type: ignore[arg-type]
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(max_examples=len(more),
+                                               idle_timeout=60).examples_learned == len(more)
+    grown = stored["user-0"].counts.examples + len(more)
+    attempts = iter(range(1000))
+
+    def answered_by_the_newer_state() -> bool:
+        rid = f"again-{next(attempts)}"
+        produce(kafka_settings, topics.requests, [(b"user-0", orjson.dumps(
+            {"request_id": rid, "model": "keyed", "features": x}))])
+        made = [decode(PredictionMade, r.value) for r in read_all(
+            kafka_settings, topics.predictions, at_least=1, timeout=10)]
+        return any(p.request_id == rid and p.key_examples == grown for p in made)
+
+    wait_for(answered_by_the_newer_state, 60, "user-0's newer state to answer")
+
 
 def _same_keys(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert sorted(a) == sorted(b)

@@ -410,3 +410,30 @@ def test_released_form_and_per_key_round_trip() -> None:
         PerKey(tau=0)
     assert [e["loc"] for e in refused.value.errors()] == [("tau",)]
     assert "tau" in str(refused.value)
+
+
+def test_the_store_forgets_a_tombstoned_key_and_a_partition_it_no_longer_owns() -> None:
+    state = learned_state(keyed_concepts(2, 30, seed=6), "user-1")
+    store = KeyStateStore(KafkaSettings(), "topic", SIGNER, "client", partitions=[0, 1])
+    store._take(*state_record(MODEL, VERSION, "user-1", state, SIGNER), 0)
+    store._take(*state_record(MODEL, VERSION, "user-2", state, SIGNER), 1)
+    assert store.count() == 2 and store.get(MODEL, VERSION, "user-2").partition == 1  # type: ignore[union-attr]
+    store._take(state_key(MODEL, VERSION, "user-1"), None, None, 0)  # expired: a tombstone
+    assert store.get(MODEL, VERSION, "user-1") is None and store.count() == 1
+
+    class Reader:
+        """What `_move` asks of the changelog reader."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, list[int]]] = []
+
+        def incremental_unassign(self, partitions: list[Any]) -> None:
+            self.calls.append(("unassign", [p.partition for p in partitions]))
+
+        def incremental_assign(self, partitions: list[Any]) -> None:
+            self.calls.append(("assign", [p.partition for p in partitions]))
+
+    reader = Reader()
+    assert store._move(reader, {0, 1}, {0, 3}) == {0, 3}
+    assert reader.calls == [("unassign", [1]), ("assign", [3])]
+    assert store.count() == 0  # user-2's partition went to another scorer

@@ -110,20 +110,19 @@ class KeyCacheFigures(Collector):
         """Read the figures from `figures` at each scrape (None while no per-key model serves)."""
         self._figures = figures
 
-    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        """Nothing up front: the families exist once a per-key model serves."""
-        return iter(())
-
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        """The figures now, when a per-key model serves."""
-        figures = self._figures()
-        if figures is None:
-            return
+        """The figures now; families without samples while no per-key model serves."""
+        figures = self._figures() or {}
         for field_name, name, documentation in self._GAUGES:
+            gauge = GaugeMetricFamily(name, documentation)
             if figures.get(field_name) is not None:
-                yield GaugeMetricFamily(name, documentation, value=figures[field_name])
+                gauge.add_metric([], figures[field_name])
+            yield gauge
         for field_name, name, documentation in self._COUNTERS:
-            yield CounterMetricFamily(name, documentation, value=figures.get(field_name, 0.0))
+            counter = CounterMetricFamily(name, documentation)
+            if field_name in figures:
+                counter.add_metric([], figures[field_name])
+            yield counter
 
 
 class ScorerMetrics:
