@@ -226,3 +226,69 @@ def test_a_learner_killed_between_its_keys_and_its_snapshot_resumes_every_key_ex
     assert latest(kafka_settings, topics, "killed").metrics == latest(
         kafka_settings, topics, "calm").metrics
     assert isinstance(load_state(killed["user-0"]), KeyModel)
+
+
+@pytest.mark.requires("read_committed")
+@pytest.mark.timeout(600)
+def test_a_group_of_key_learners_grown_shrunk_and_killed_learns_each_key_as_one_learner(
+    kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path,
+) -> None:
+    rows = list(keyed_concepts(KEYS, 1600, seed=17))
+    for name in ("grown", "alone"):
+        release(kafka_settings, topics, name)
+    members: list[ScorerProcess] = []
+
+    def member(model: str, *extra: str) -> ScorerProcess:
+        run = start_learner(kafka_settings, topics, model, tmp_path / f"keys-{len(members)}.log",
+                            None, "--stage", "keys", "--topic-key-states", topics.key_states,
+                            *extra)  # fmt: skip
+        members.append(run)
+        return run
+
+    def learn_globally(model: str, first: int, last: int) -> None:
+        """The model's learner, its keys left to the group: the examples they read."""
+        labels = keyed_labels(model, rows[first:last], first=first)
+        produce(kafka_settings, topics.feedback, labels)  # type: ignore[arg-type]
+        settings = learner_settings(kafka_settings, topics, model, keys="apart",
+                                    snapshot_every=400, snapshot_interval=3600.0)  # fmt: skip
+        with Registry(kafka_settings, topics, settings.registry) as registry:
+            assert Learner(settings, registry).run(max_examples=len(labels),
+                                                   idle_timeout=60).examples_learned == len(labels)
+
+    def owning(run: ScorerProcess) -> Any:
+        return lambda: "owns partitions [" in run.output()
+
+    try:
+        a, b = member("grown"), member("grown")
+        wait_for(lambda: owning(a)() and owning(b)(), 60, "two key learners in the group")
+        learn_globally("grown", 0, 400)
+        c = member("grown")  # the group grows to three
+        wait_for(owning(c), 60, "the third key learner's partitions")
+        learn_globally("grown", 400, 800)
+        b.signal(signal.SIGKILL)  # killed mid-stream, then restarted
+        assert b.wait(30) == -signal.SIGKILL
+        member("grown")
+        learn_globally("grown", 800, 1200)
+        c.signal(signal.SIGTERM)  # and shrunk back to two
+        assert c.wait(60) == 0, c.output()
+        learn_globally("grown", 1200, 1600)
+        wait_for(lambda: sum(s.counts.examples for s in states(
+            kafka_settings, topics, "grown").values()) == len(rows), 120, "every label learned")
+        for run in members:
+            if run.alive():
+                run.signal(signal.SIGTERM)
+                assert run.wait(60) == 0, run.output()
+    finally:
+        for run in members:
+            run.close()
+
+    learn_globally("alone", 0, len(rows))
+    lone = member("alone", "--idle-timeout", "10")
+    try:
+        assert lone.wait(180) == 0, lone.output()
+    finally:
+        lone.close()
+    grown, alone = states(kafka_settings, topics, "grown"), states(kafka_settings, topics, "alone")
+    _same_keys(grown, alone)
+    assert sum(s.counts.examples for s in grown.values()) == len(rows)
+    assert all(s.counts.scored == 0 for s in grown.values())  # no global answer here to count

@@ -182,8 +182,11 @@ def read_states(
     partitions: Iterable[int] | None = None,
     timeout: float = 60.0,
     keepalive: Callable[[], None] | None = None,
+    other: Callable[[bytes, bytes | None, int], None] | None = None,
 ) -> dict[tuple[str, int, str], StoredKeyState]:
     """Every key's latest state in the changelog (of the versions `wanted(model, version)` takes).
+
+    Records that are no key's state go to `other(record_key, value, partition)`, in order.
 
     Raises:
         ConfigurationError: the topic does not exist.
@@ -214,7 +217,11 @@ def read_states(
                     left.discard(partition)
                 raw_key = record.key() or b""
                 parsed = parse_state_key(raw_key)
-                if parsed is None or not wanted(parsed[0], parsed[1]):
+                if parsed is None:
+                    if other is not None:
+                        other(raw_key, record.value(), partition)
+                    continue
+                if not wanted(parsed[0], parsed[1]):
                     continue
                 stored = check(raw_key, record.value(), record.headers(), partition)
                 if stored is None:

@@ -58,8 +58,12 @@ def run_learn(args: argparse.Namespace) -> int:
     metrics = LearnerMetrics()
     registry = Registry(settings.kafka, settings.topics, settings.registry)
     try:
-        if settings.learner.stage == "learn":
-            learner: Learner | LogLearner = LogLearner(settings, registry, metrics)
+        if settings.learner.stage == "keys":
+            from riverrun.workers.learner.key_group import KeyGroupLearner
+
+            learner: Learner | LogLearner | KeyGroupLearner = KeyGroupLearner(settings, registry)
+        elif settings.learner.stage == "learn":
+            learner = LogLearner(settings, registry, metrics)
         else:
             learner = Learner(settings, registry, metrics)
     except ConfigurationError as exc:
@@ -106,7 +110,11 @@ def run_learn(args: argparse.Namespace) -> int:
     learned = (f"learned {summary.examples_learned} examples of {settings.learner.model}"
                f"@{summary.version} (next offset {summary.next_offset}); "
                f"{summary.snapshots_published} snapshots, last #{summary.last_snapshot}")  # fmt: skip
-    logger.info("%s", {"join": joined, "learn": learned}.get(stage, f"{learned}; {joined}"))
+    keys = (f"learned {summary.examples_learned} labels of the keys of {settings.learner.model}"
+            f"@{summary.version} it owned (examples read to offset {summary.next_offset}); "
+            f"{summary.snapshots_published} writes")  # fmt: skip
+    logger.info("%s", {"join": joined, "learn": learned, "keys": keys}.get(
+        stage, f"{learned}; {joined}"))
     return 0
 
 

@@ -27,12 +27,18 @@ class LearnerOptions(BaseModel):
         description="Name of the model to learn; its champion and every version its policy "
         "names learn.",
     )
-    stage: Literal["both", "join", "learn"] = Field(
+    stage: Literal["both", "join", "learn", "keys"] = Field(
         default="both",
         description="What this process runs: `both` stages in one process, or one of the two "
         "on its own, so that they use two cores: `join` (labels and predictions into the "
         "examples log) and `learn` (the examples log into snapshots). Run a `join` and a "
-        "`learn` process together, never beside a `both`.",
+        "`learn` process together, never beside a `both`. `keys`: one of a group of learners "
+        "of a per-key version's keys, beside a learner started with `--keys apart`.",
+    )
+    keys: Literal["here", "apart"] = Field(
+        default="here",
+        description="Per-key versions: learn their keys in this learner (`here`), or leave "
+        "them to a group of `--stage keys` learners (`apart`).",
     )
     snapshot_every: int | None = Field(
         default=10_000, ge=1,

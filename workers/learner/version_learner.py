@@ -202,7 +202,7 @@ class VersionLearner:
         self.halted = None
         if self.keys is not None:
             self.keys.close()
-        self.keys = KeyLearning.of(
+        self.keys = None if self._options.keys == "apart" else KeyLearning.of(
             self._settings.kafka, self._topics.key_states, self._registry, released, estimator,
             classifier=self._classifier, keepalive=self.keepalive,
             client_id=f"{self._settings.kafka.client_id}-learner-keys",
