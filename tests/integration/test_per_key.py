@@ -36,9 +36,9 @@ SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.1
 KEYS, LABELS = 40, 2400
 
 
-def release(kafka: KafkaSettings, topics: TopicSettings, name: str) -> None:
+def release(kafka: KafkaSettings, topics: TopicSettings, name: str, spec: ModelSpec = SPEC) -> None:
     with Registry(kafka, topics, registry_settings()) as registry:
-        registry.release(name, SPEC, build_estimator(SPEC))
+        registry.release(name, spec, build_estimator(spec))
 
 
 def keyed_labels(model: str, rows: list[tuple[str, dict[str, float], bool]],
@@ -50,8 +50,13 @@ def keyed_labels(model: str, rows: list[tuple[str, dict[str, float], bool]],
 
 def keys_cli(kafka: KafkaSettings, topics: TopicSettings, *argv: str, code: int = 0) -> str:
     """`riverrun models keys ...` as an operator runs it; its output (and log, on failure)."""
+    return models_cli(kafka, topics, "keys", *argv, code=code)
+
+
+def models_cli(kafka: KafkaSettings, topics: TopicSettings, *argv: str, code: int = 0) -> str:
+    """`riverrun models ...` as an operator runs it; its output (and log, on failure)."""
     done = subprocess.run(
-        [RIVERRUN, "--log-format", "text", "models", "keys", *argv,
+        [RIVERRUN, "--log-format", "text", "models", *argv,
          "--bootstrap-servers", kafka.bootstrap_servers, "--topic-models", topics.models,
          "--topic-key-states", topics.key_states, "--signing-key", SIGNING_KEY],
         capture_output=True, text=True, timeout=120, check=False,
@@ -60,10 +65,13 @@ def keys_cli(kafka: KafkaSettings, topics: TopicSettings, *argv: str, code: int 
     return done.stdout if code == 0 else done.stdout + done.stderr
 
 
-def states(kafka: KafkaSettings, topics: TopicSettings, model: str) -> dict[str, Any]:
+def states(
+    kafka: KafkaSettings, topics: TopicSettings, model: str, version: int = 1
+) -> dict[str, Any]:
     with Registry(kafka, topics, registry_settings()) as registry:
         verifier = registry.verifier
-    found = read_states(kafka, topics.key_states, verifier, lambda m, _v: m == model)
+    found = read_states(kafka, topics.key_states, verifier,
+                        lambda m, v: m == model and v == version)  # fmt: skip
     return {key: state for (_, _, key), state in found.items()}
 
 
@@ -292,3 +300,42 @@ def test_a_group_of_key_learners_grown_shrunk_and_killed_learns_each_key_as_one_
     _same_keys(grown, alone)
     assert sum(s.counts.examples for s in grown.values()) == len(rows)
     assert all(s.counts.scored == 0 for s in grown.values())  # no global answer here to count
+
+
+@pytest.mark.timeout(300)
+def test_a_canary_of_a_new_per_key_version_answers_with_that_versions_keys(
+    kafka_settings: KafkaSettings, topics: TopicSettings, start_scorer: Any,
+) -> None:
+    rows = list(keyed_concepts(KEYS, 1200, seed=23))
+    release(kafka_settings, topics, "canaried")
+    release(kafka_settings, topics, "canaried",
+            SPEC.model_copy(update={"per_key": PerKey(tau=30.0)}))  # fmt: skip
+    models_cli(kafka_settings, topics, "deploy", "canaried", "--strategy", "canary",
+               "--version", "1", "--challenger", "2", "--weight", "0.5")
+    produce(kafka_settings, topics.feedback,
+            keyed_labels("canaried", rows))  # type: ignore[arg-type]
+    settings = learner_settings(kafka_settings, topics, "canaried", snapshot_every=400,
+                                snapshot_interval=3600.0)  # fmt: skip
+    with Registry(kafka_settings, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(max_examples=len(rows),
+                                               idle_timeout=60).examples_learned == len(rows)
+    # Both versions learn every label, each its own keys (the canary's blend with tau 30).
+    by_version = {v: states(kafka_settings, topics, "canaried", v) for v in (1, 2)}
+    assert sorted(by_version[1]) == sorted(by_version[2]) and len(by_version[1]) == KEYS
+
+    start_scorer("--topic-key-states", topics.key_states, registry=True,
+                 env={"RIVERRUN_REGISTRY__SIGNING_KEY": SIGNING_KEY})
+    x = {f"x{i}": 0.1 * i for i in range(5)}
+    produce(kafka_settings, topics.requests, [(key.encode(), orjson.dumps(
+        {"request_id": f"ask-{key}", "model": "canaried", "features": x}))
+        for key in sorted(by_version[1])])  # type: ignore[arg-type]
+    made = [decode(PredictionMade, r.value) for r in read_all(
+        kafka_settings, topics.predictions, at_least=KEYS, timeout=90)]
+    assert len(made) == KEYS
+    tau = {1: 10.0, 2: 30.0}
+    for answer in made:
+        n = by_version[answer.version][answer.request_id.removeprefix("ask-")].counts.examples
+        assert (answer.route, answer.key_examples) == (
+            {1: "champion", 2: "canary"}[answer.version], n)
+        assert answer.key_weight == pytest.approx(n / (n + tau[answer.version]))
+    assert {a.version for a in made} == {1, 2}
