@@ -158,6 +158,23 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
             assert answer.proba[str(label)] == pytest.approx(expected, rel=1e-9)
     assert answers["ask-user-0"].proba != answers["ask-stranger"].proba
 
+    # One scorer leaves: the other takes its partitions over, and holds their requests back
+    # until it has read their keys' states, so that no key is answered without its own.
+    leaving, staying = scorers
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(60) == 0, leaving.output()
+    produce(kafka_settings, topics.requests, [
+        (key.encode(), orjson.dumps({"request_id": f"after-{key}", "model": "keyed",
+                                     "features": x}))
+        for key in sorted(stored)])  # type: ignore[arg-type]
+    after = {p.request_id: p for p in (decode(PredictionMade, r.value) for r in read_all(
+        kafka_settings, topics.predictions, at_least=len(asked) + KEYS, timeout=90))
+        if p.request_id.startswith("after-")}
+    assert len(after) == KEYS, staying.output()
+    assert {rid: p.key_examples for rid, p in after.items()} == {
+        f"after-{key}": state.counts.examples for key, state in stored.items()}
+    assert "wait for their keys' states to be read" in staying.output()
+
     # More labels of user-0, learned by a learner restarted while the scorers run: the key's
     # newer state answers its next requests.
     more = [row for row in keyed_concepts(KEYS, 4000, seed=21) if row[0] == "user-0"][:30]

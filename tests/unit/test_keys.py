@@ -433,7 +433,14 @@ def test_the_store_forgets_a_tombstoned_key_and_a_partition_it_no_longer_owns() 
         def incremental_assign(self, partitions: list[Any]) -> None:
             self.calls.append(("assign", [p.partition for p in partitions]))
 
+        def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
+            return 0, 5  # five records to read before the partition is caught up
+
     reader = Reader()
     assert store._move(reader, {0, 1}, {0, 3}) == {0, 3}
     assert reader.calls == [("unassign", [1]), ("assign", [3])]
     assert store.count() == 0  # user-2's partition went to another scorer
+    # Partition 3's requests wait until its keys are read to where they ended when it came.
+    assert store.pending({3}) == {3}
+    store._caught_up(3, 0.0)
+    assert store.pending({3}) == set()

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 _TXN_TIMEOUT_S = 30.0
 # A loop that has not come round for this long is stuck, not busy: batches take milliseconds.
 _STALL_S = 15.0
+_KEYS_WAIT_S = 60.0  # the longest a newly assigned partition waits for its keys' states
 
 
 @dataclass
@@ -136,6 +137,9 @@ class Scorer:
         self._stop = threading.Event()
         self._looped_at = time.monotonic()
         self._assigned: set[tuple[str, int]] = set()
+        self._held_for_keys: set[tuple[str, int]] = set()  # paused until their keys are read
+        self._held_since = 0.0
+        self._incremental = True
         self._joined = False
         self._in_flight: deque[_InFlight] = deque()
         self._consumer: Consumer | None = None
@@ -194,7 +198,41 @@ class Scorer:
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._owned_changed()
+        self._hold_for_keys(consumer, partitions)
         logger.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _hold_for_keys(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Pause new partitions whose per-key states are still being read (see `_release`)."""
+        pending = getattr(self._models, "keys_pending", None)
+        waiting = pending({p.partition for p in partitions}) if pending is not None else set()
+        if not waiting:
+            return
+        # Assigned here, so that they can be paused before anything of them is fetched.
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        held = [p for p in partitions if p.partition in waiting]
+        consumer.pause(held)
+        self._held_for_keys.update((p.topic, p.partition) for p in held)
+        self._held_since = time.monotonic()
+        logger.info("partitions %s wait for their keys' states to be read",
+                    sorted(p.partition for p in held))  # fmt: skip
+
+    def _release(self, consumer: Consumer) -> None:
+        """Resume the partitions held for their keys once read (or after 60 s, with a warning)."""
+        pending = getattr(self._models, "keys_pending", None)
+        waiting = pending({p for _, p in self._held_for_keys}) if pending is not None else set()
+        late = time.monotonic() - self._held_since > _KEYS_WAIT_S
+        ready = [(t, p) for t, p in self._held_for_keys if p not in waiting or late]
+        if not ready:
+            return
+        if late and waiting:
+            logger.warning("the keys of partitions %s are still being read after %.0f s: their "
+                           "requests go on, answered by the global model meanwhile",
+                           sorted(waiting), _KEYS_WAIT_S)  # fmt: skip
+        consumer.resume([TopicPartition(t, p) for t, p in ready])
+        self._held_for_keys.difference_update(ready)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what is delivered before the partitions move, so the next owner starts
@@ -205,6 +243,7 @@ class Scorer:
         else:
             self._commit_sync(consumer)
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        self._held_for_keys.difference_update((p.topic, p.partition) for p in partitions)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._owned_changed()
@@ -213,6 +252,7 @@ class Scorer:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._joined = False  # out of the group until the next assignment
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        self._held_for_keys.difference_update((p.topic, p.partition) for p in partitions)
         if self._open is not None:
             # Its offsets are no longer this worker's to commit: the new owners start from the
             # last commit, and what is still owned is read again.
@@ -264,7 +304,11 @@ class Scorer:
             self._producer = self._transactions.producer
         else:
             self._producer = Producer(self._producer_config())
-        consumer = Consumer(self._consumer_config())
+        config = self._consumer_config()
+        # Incremental assignment (cooperative, or the broker-side KIP-848 protocol) or eager.
+        self._incremental = ("cooperative" in str(config.get("partition.assignment.strategy"))
+                             or config.get("group.protocol") == "consumer")  # fmt: skip
+        consumer = Consumer(config)
         self._consumer = consumer
         self._fit_outputs(consumer)
         consumer.subscribe(
@@ -295,6 +339,8 @@ class Scorer:
                         break
                 # An open transaction waits for nothing: it commits when nothing more has come.
                 records = take_arrived(consumer, want, 0 if self._open else batch_timeout)
+                if self._held_for_keys:
+                    self._release(consumer)
                 self._looped_at = time.monotonic()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
                 # New snapshots are swapped in here, between batches, never inside one.

@@ -77,6 +77,11 @@ class KeyStateStore:
         self._owned: set[int] | None = set(partitions) if partitions is not None else None
         self._lock = threading.Lock()
         self._requested: set[int] | None = None  # partitions to hold from the next poll on
+        self._ids: set[int] = set()  # the changelog's partitions
+        self._ends: dict[int, int] = {}  # where each partition read is caught up
+        self._behind: set[int] = set()
+        self.caught_up: set[int] = set()  # partitions read to their end as of their assignment
+        self.failed = False
 
     def follow(self, partitions: Iterable[int]) -> None:
         """Hold the keys of these partitions from now on (those of others are dropped)."""
@@ -104,60 +109,82 @@ class KeyStateStore:
         """Keys held, every version together."""
         return sum(len(held) for held in self.states.values())
 
+    def pending(self, partitions: Iterable[int]) -> set[int]:
+        """Of these partitions, those whose keys are not read to their end yet."""
+        if self.failed:
+            return set()  # nothing more will be read: hold nothing back for it
+        caught_up = self.caught_up
+        return {p for p in partitions if p not in caught_up}
+
     def _run(self) -> None:
         started = time.perf_counter()
         reader = changelog_reader(self._kafka, self._client_id)
         try:
-            ids = set(topic_partitions(reader, self._topic, ROLE))
+            self._ids = set(topic_partitions(reader, self._topic, ROLE))
             with self._lock:
                 requested, self._requested = self._requested, None
             if requested is not None:
                 self._owned = requested
-            held = ids if self._owned is None else ids & self._owned
-            deadline = time.monotonic() + 60.0
-            ends = {p: watermarks(reader, TopicPartition(self._topic, p), deadline)[1]
-                    for p in held}  # fmt: skip
-            behind = {p for p, end in ends.items() if end > 0}
-            reader.assign([TopicPartition(self._topic, p, 0) for p in sorted(held)])
-            if not behind:
+            held = self._ids if self._owned is None else self._ids & self._owned
+            self._read_from_start(reader, held, assign=reader.assign)
+            if not self._behind:
                 self._restored(started)
             while not self._stop.is_set():
                 with self._lock:
                     requested, self._requested = self._requested, None
                 if requested is not None:
-                    held = self._move(reader, held, ids & requested)
+                    held = self._move(reader, held, self._ids & requested)
                 for record in reader.consume(10_000, 0.2):
                     err = record.error()
                     partition = record.partition()
                     if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF and behind:
-                            behind.discard(partition)
-                            if not behind:
-                                self._restored(started)
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            self._caught_up(partition, started)
                         continue
                     self._take(record.key() or b"", record.value(), record.headers(),
                                partition)  # fmt: skip
-                    if behind and (record.offset() or 0) + 1 >= ends.get(partition, 0):
-                        behind.discard(partition)
-                        if not behind:
-                            self._restored(started)
+                    if (record.offset() or 0) + 1 >= self._ends.get(partition, 0):
+                        self._caught_up(partition, started)
         except RiverrunError as exc:
             logger.error("cannot follow the key states (%s): keys are answered by the global "
                          "model until the scorer restarts", exc)  # fmt: skip
+            self.failed = True
             self.restored.set()
         finally:
             reader.close()
+
+    def _read_from_start(self, reader: Any, partitions: set[int], assign: Any) -> None:
+        """Read these partitions from their start; each is caught up at its end of now."""
+        deadline = time.monotonic() + 60.0
+        for p in partitions:
+            end = watermarks(reader, TopicPartition(self._topic, p), deadline)[1]
+            self._ends[p] = end
+            if end > 0:
+                self._behind.add(p)
+            else:
+                self.caught_up.add(p)
+        assign([TopicPartition(self._topic, p, 0) for p in sorted(partitions)])
+
+    def _caught_up(self, partition: int, started: float) -> None:
+        if partition not in self._behind:
+            return
+        self._behind.discard(partition)
+        self.caught_up.add(partition)
+        if not self.restored.is_set() and not self._behind:
+            self._restored(started)
 
     def _move(self, reader: Any, held: set[int], wanted: set[int]) -> set[int]:
         """Stop following the partitions no longer owned, start reading the new ones."""
         gone, new = held - wanted, wanted - held
         if gone:
             reader.incremental_unassign([TopicPartition(self._topic, p) for p in sorted(gone)])
+            self._behind -= gone
+            self.caught_up -= gone
             for states in self.states.values():
                 for key in [k for k, s in states.items() if s.partition in gone]:
                     del states[key]
         if new:
-            reader.incremental_assign([TopicPartition(self._topic, p, 0) for p in sorted(new)])
+            self._read_from_start(reader, new, assign=reader.incremental_assign)
         if gone or new:
             logger.info("key states: following partitions %s (%d keys held)", sorted(wanted),
                         self.count())  # fmt: skip

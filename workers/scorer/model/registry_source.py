@@ -361,6 +361,14 @@ class RegistryModelSource:
         if self._key_store is not None:
             self._key_store.follow(partitions)
 
+    def keys_pending(self, partitions: set[int]) -> set[int]:
+        """Of these requests partitions, those whose keys are still being read (none while no
+        per-key version serves): their requests wait, so that a key is never answered by the
+        global model for want of its state."""
+        if self._key_store is None:
+            return set()
+        return self._key_store.pending(partitions)
+
     def key_figures(self) -> dict[str, float] | None:
         """The keys' figures for metrics; None while no per-key version has been loaded."""
         store, cache = self._key_store, self.key_cache
