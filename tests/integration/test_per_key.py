@@ -356,3 +356,44 @@ def test_a_canary_of_a_new_per_key_version_answers_with_that_versions_keys(
             {1: "champion", 2: "canary"}[answer.version], n)
         assert answer.key_weight == pytest.approx(n / (n + tau[answer.version]))
     assert {a.version for a in made} == {1, 2}
+
+
+@pytest.mark.requires("read_committed")
+@pytest.mark.timeout(420)
+def test_key_learners_take_up_a_new_per_key_version_as_the_one_process_learner_does(
+    kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path,
+) -> None:
+    rows = list(keyed_concepts(KEYS, 800, seed=29))
+    second = SPEC.model_copy(update={"per_key": PerKey(tau=30.0)})
+
+    def learn(model: str, first: int, last: int, keys: str) -> None:
+        labels = keyed_labels(model, rows[first:last], first=first)
+        produce(kafka_settings, topics.feedback, labels)  # type: ignore[arg-type]
+        settings = learner_settings(kafka_settings, topics, model, keys=keys,
+                                    snapshot_every=400, snapshot_interval=3600.0)  # fmt: skip
+        with Registry(kafka_settings, topics, settings.registry) as registry:
+            assert Learner(settings, registry).run(max_examples=len(labels),
+                                                   idle_timeout=60).examples_learned == len(labels)
+
+    for name in ("pkgroup", "pkone"):
+        release(kafka_settings, topics, name)
+    member = start_learner(kafka_settings, topics, "pkgroup", tmp_path / "keys.log", None,
+                           "--stage", "keys", "--topic-key-states", topics.key_states)  # fmt: skip
+    try:
+        learn("pkgroup", 0, 400, "apart")
+        learn("pkone", 0, 400, "here")
+        for name in ("pkgroup", "pkone"):  # a second per-key version, learning beside the first
+            release(kafka_settings, topics, name, second)
+        learn("pkgroup", 400, 800, "apart")
+        learn("pkone", 400, 800, "here")
+        wait_for(lambda: sum(s.counts.examples for s in states(
+            kafka_settings, topics, "pkgroup", 2).values()) == 400, 120, "version 2's keys")
+        member.signal(signal.SIGTERM)
+        assert member.wait(60) == 0, member.output()
+        assert "the per-key versions of pkgroup that learn are now [1, 2]" in member.output()
+    finally:
+        member.close()
+    for version, labels in ((1, 800), (2, 400)):
+        grouped = states(kafka_settings, topics, "pkgroup", version)
+        _same_keys(grouped, states(kafka_settings, topics, "pkone", version))
+        assert sum(s.counts.examples for s in grouped.values()) == labels

@@ -1,16 +1,18 @@
-"""`riverrun learn --model NAME --stage keys`: a per-key version's keys, learned by a group.
+"""`riverrun learn --model NAME --stage keys`: a per-key model's keys, learned by a group.
 
 The learners of a per-key model's keys form one consumer group over the key-state changelog
 (`riverrun-key-learners-NAME`), which has as many partitions as feedback: a member owns the keys
 whose labels arrive on the partitions of the numbers it is assigned. It reads the examples log
 (every member reads all of it, group-less) and learns only its keys' examples, test-then-train,
-each key from its own record on. For each partition it owns it keeps a transactional producer
-(`riverrun-keys-NAME-VERSION-P`): the keys of partition P that changed, and P's progress (the
-examples-log offset every key of P has learned up to), go out in one transaction. A member that
-takes a partition over starts that producer first, which fences the partition's previous owner,
-then reads the partition's keys and progress back (read_committed) and resumes from the
-progress: no label is learned twice or lost, whatever the group did. Rebalances are eager:
-every member writes all it holds before its partitions move, and reads them back after.
+each key from its own record on, for every per-key version that learns (the champion and the
+versions its policy names, as the one-process learner does; a policy move is followed). For
+each partition it owns it keeps a transactional producer (`riverrun-keys-NAME-P`): the keys of
+partition P that changed and P's progress per version (the examples-log offset every key of P
+has learned up to) go out in one transaction. A member that takes a partition over starts that
+producer first, which fences the partition's previous owner, then reads the partition's keys and
+progress back (read_committed) and resumes from the progress: no label is learned twice or lost,
+whatever the group did. Rebalances are eager: every member writes all it holds before its
+partitions move, and reads them back after; a policy move is handled the same way.
 
 The global model is learned apart, by the model's learner started with `--keys apart`; so the
 keys' records here carry no blended or global losses (those need the global model's answer on
@@ -23,6 +25,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,9 +37,9 @@ from riverrun.workers.learner.learn_stage import versions_that_learn
 from riverrun.workers.learner.log import examples_consumer, read_example
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
-from riverrun.workers.registry import Registry
+from riverrun.workers.registry import Registry, RegistryRecord, RegistryView
 from riverrun.workers.registry.records import lineage_key
-from riverrun.workers.registry.spec import per_key_of
+from riverrun.workers.registry.spec import PerKey, per_key_of
 from riverrun.workers.runtime.errors import ConfigurationError, FatalError
 from riverrun.workers.runtime.kafka import (
     consumer_config,
@@ -52,51 +55,62 @@ _WRITE_EVERY_S = 0.5
 
 
 def progress_key(model: str, version: int, partition: int) -> bytes:
-    """The record key of partition `partition`'s progress (not a key state's: see the module)."""
+    """The record key of a version's progress on a partition (no key state's: see the module)."""
     return f"{model}@{version}{PROGRESS}{partition}".encode()
 
 
+@dataclass
+class _Version:
+    """One per-key version this member learns the keys of."""
+
+    version: int
+    per_key: PerKey
+    template: Any  # a fresh copy of the release's pipeline, cloned for each key
+    released_at: int  # before a partition's first progress, its keys learn from here on
+    models: KeyModels
+
+
 class KeyGroupLearner:
-    """One member of a per-key version's key learners."""
+    """One member of a per-key model's key learners."""
 
     def __init__(self, settings: LearnerSettings, registry: Registry) -> None:
         self._settings = settings
         self._registry = registry
         self._model = settings.learner.model
         self._topic = settings.topics.key_states
-        view = registry.refresh()
-        per_key = [v for v in versions_that_learn(view, self._model)
-                   if (released := view.version(self._model, v)) is not None
-                   and per_key_of(released.spec) is not None]  # fmt: skip
-        if not per_key:
+        self._lock = threading.Lock()
+        self._view = registry.refresh()
+        self._wanted = self._per_key_versions(self._view)
+        if not self._wanted:
             raise ConfigurationError(
                 f"{self._model} has no per-key version that learns: release a spec with "
                 "per_key (or drop --stage keys)"
             )
-        self.version = per_key[0]
-        released = view.version(self._model, self.version)
-        assert released is not None  # noqa: S101  # listed above
-        snapshots = view.snapshots(self._model, self.version)
-        if not snapshots:
-            raise ConfigurationError(f"{self._model}@{self.version} has no snapshot yet")
-        # A fresh copy of the release's pipeline per key, as the one-process learner makes.
-        self._template = registry.load(snapshots[0]).clone()
-        # Before its first progress, a partition's keys learn from the version's release on.
-        self._released_at = snapshots[0].lineage.get(lineage_key(settings.topics.examples), 0)
-        self._per_key = per_key_of(released.spec)
+        self._versions: list[_Version] = []
         self._every = settings.learner.snapshot_every
-        self._models = self._fresh_models()
         self._owned: set[int] = set()
         self._producers: dict[int, Producer] = {}
         self._position = 0  # the next examples-log offset to read
-        self._moved = False  # the assignment changed: restore before learning on
+        self._moved = False  # the assignment or the versions changed: read back before going on
         self._stop = threading.Event()
-        self._summary = LearnSummary(version=self.version)
+        self._summary = LearnSummary(version=self._wanted[0])
 
-    def _fresh_models(self) -> KeyModels:
-        assert self._per_key is not None  # noqa: S101  # checked at start
+    def _per_key_versions(self, view: RegistryView) -> list[int]:
+        return [v for v in versions_that_learn(view, self._model)
+                if (released := view.version(self._model, v)) is not None
+                and per_key_of(released.spec) is not None]  # fmt: skip
+
+    def _start_version(self, version: int) -> _Version:
+        released = self._view.version(self._model, version)
+        snapshots = self._view.snapshots(self._model, version)
+        per_key = per_key_of(released.spec) if released is not None else None
+        if not snapshots or per_key is None:
+            raise ConfigurationError(f"{self._model}@{version} has no snapshot to learn from")
+        template = self._registry.load(snapshots[0]).clone()
+        released_at = snapshots[0].lineage.get(lineage_key(self._settings.topics.examples), 0)
         # No global loss here (NaN): keys learn, their losses are not counted (see the module).
-        return KeyModels(self._template, self._per_key, classifier=False)
+        return _Version(version, per_key, template, released_at,
+                        KeyModels(template, per_key, classifier=False))  # fmt: skip
 
     # -- the runner's protocol -------------------------------------------------------------
 
@@ -119,6 +133,7 @@ class KeyGroupLearner:
         ))  # fmt: skip
         examples = examples_consumer(kafka, self._settings.topics.examples,
                                      f"{client_id}-keys-examples")  # fmt: skip
+        follower = self._registry.follower(self._on_registry_record).start()
         group.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked,
                         on_lost=self._lost)  # fmt: skip
         clean = False
@@ -126,6 +141,7 @@ class KeyGroupLearner:
         try:
             while not self._stop.is_set():
                 group.poll(0)  # rebalance callbacks run here
+                self._follow_policy()
                 if self._moved:
                     self._restore(examples)
                 if not self._owned:
@@ -137,8 +153,9 @@ class KeyGroupLearner:
                 now = time.monotonic()
                 if learned:
                     last_example = now
-                if (self._models.changed and (now - last_write >= _WRITE_EVERY_S or (
-                        self._every is not None and len(self._models.changed) >= self._every))):
+                changed = sum(len(v.models.changed) for v in self._versions)
+                if changed and (now - last_write >= _WRITE_EVERY_S
+                                or (self._every is not None and changed >= self._every)):
                     self._write()
                     last_write = now
                 if max_examples is not None and self._summary.examples_learned >= max_examples:
@@ -147,8 +164,9 @@ class KeyGroupLearner:
                     break
             clean = True
         finally:
-            if clean and self._owned:
+            if clean and self._owned and not self._moved:
                 self._write()
+            follower.stop()
             group.close()  # leaves the group: its partitions move on at once
             examples.close()
             self._close_producers()
@@ -158,7 +176,7 @@ class KeyGroupLearner:
     # -- learning ----------------------------------------------------------------------------
 
     def _learn(self, records: list[Any]) -> int:
-        model, owned, models = self._model, self._owned, self._models
+        model, owned, versions = self._model, self._owned, self._versions
         learned = 0
         for record in records:
             err = record.error()
@@ -174,57 +192,79 @@ class KeyGroupLearner:
             features, label, key, partition = example
             if key is None or partition not in owned:
                 continue
-            before = models.models[key].examples if key in models.models else 0
-            models.learn(key, offset, dict(features), label, math.nan, record.timestamp()[1],
-                         partition)  # fmt: skip
-            if models.models[key].examples > before:
-                learned += 1
+            timestamp_ms = record.timestamp()[1]
+            for version in versions:
+                if offset < version.released_at:
+                    continue
+                models = version.models
+                state = models.models.get(key)
+                before = state.examples if state is not None else 0
+                models.learn(key, offset, dict(features), label, math.nan, timestamp_ms,
+                             partition)  # fmt: skip
+                learned += models.models[key].examples - before
         self._summary.examples_learned += learned
         return learned
 
     def _write(self) -> None:
-        """Each owned partition's changed keys and its progress, in one transaction each."""
-        models, model, version = self._models, self._model, self.version
-        signer = self._registry.signer
+        """Each owned partition's changed keys and progress, in one transaction a partition."""
+        model, signer = self._model, self._registry.signer
         feature_modules = self._registry.settings.feature_modules
-        gone = dict(models.expired(models.newest_ms))
-        by_partition: dict[int, list[str]] = {p: [] for p in self._owned}
-        for key in sorted(models.changed):
-            partition = models.models[key].partition
-            if partition in by_partition:
-                by_partition[partition].append(key)
-        for partition, keys in by_partition.items():
+        outgoing: dict[int, list[tuple[bytes, bytes | None, Any]]] = {p: [] for p in self._owned}
+        for version in self._versions:
+            models, number = version.models, version.version
+            for key, partition in models.expired(models.newest_ms):
+                if partition in outgoing:
+                    outgoing[partition].append((state_key(model, number, key), None, None))
+            for key in sorted(models.changed):
+                partition = models.models[key].partition
+                if partition in outgoing:
+                    outgoing[partition].append(state_record(
+                        model, number, key, models.models[key], signer, feature_modules))
+            for partition, records in outgoing.items():
+                records.append((progress_key(model, number, partition),
+                                orjson.dumps({"next_offset": self._position}), None))
+            models.changed.clear()
+        for partition, records in outgoing.items():
             producer = self._producers[partition]
             try:
                 producer.begin_transaction()
-                for key in keys:
-                    record_key, value, headers = state_record(
-                        model, version, key, models.models[key], signer, feature_modules)
+                for record_key, value, headers in records:
                     produce(producer, self._topic, value, record_key, headers=headers,
                             partition=partition)  # fmt: skip
-                for key, where in gone.items():
-                    if where == partition:
-                        produce(producer, self._topic, None, state_key(model, version, key),
-                                partition=partition)  # fmt: skip
-                produce(producer, self._topic, orjson.dumps({"next_offset": self._position}),
-                        progress_key(model, version, partition), partition=partition)
                 producer.commit_transaction(60.0)
             except KafkaException as exc:
                 raise FatalError(f"key states of partition {partition} not written ({exc}): "
                                  "stopping; a restarted member resumes from the last "
                                  "written") from exc  # fmt: skip
-        models.changed.clear()
         self._summary.snapshots_published += 1
 
-    # -- the group ---------------------------------------------------------------------------
+    # -- the group and the registry ------------------------------------------------------------
+
+    def _on_registry_record(self, record: RegistryRecord) -> None:
+        if record.model != self._model:
+            return
+        with self._lock:
+            self._view.apply(record)
+
+    def _follow_policy(self) -> None:
+        """Take up a policy move (new versions to learn the keys of) as a rebalance."""
+        with self._lock:
+            wanted = self._per_key_versions(self._view)
+        if wanted == self._wanted or not wanted:
+            return
+        logger.info("the per-key versions of %s that learn are now %s (were %s)", self._model,
+                    wanted, self._wanted)  # fmt: skip
+        if self._owned and not self._moved:
+            self._write()
+        self._wanted = wanted
+        self._moved = True
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
         consumer.pause(partitions)  # membership only: the keys are read back apart
         self._owned = {p.partition for p in partitions}
         self._moved = True
-        logger.info("key learner of %s@%d owns partitions %s", self._model, self.version,
-                    sorted(self._owned))  # fmt: skip
+        logger.info("key learner of %s owns partitions %s", self._model, sorted(self._owned))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._owned and not self._moved:
@@ -239,7 +279,7 @@ class KeyGroupLearner:
     def _give_up(self) -> None:
         self._close_producers()
         self._owned = set()
-        self._models = self._fresh_models()
+        self._versions = []
 
     def _close_producers(self) -> None:
         for producer in self._producers.values():
@@ -249,32 +289,39 @@ class KeyGroupLearner:
     def _restore(self, examples: Consumer) -> None:
         """Fence the partitions' previous owners, read their keys and progress, seek back."""
         self._moved = False
-        kafka, model, version = self._settings.kafka, self._model, self.version
-        for partition in sorted(self._owned):
+        if not self._owned:
+            return  # read back when partitions are assigned
+        kafka, model = self._settings.kafka, self._model
+        for partition in sorted(self._owned - self._producers.keys()):
             producer = Producer(producer_config(
                 kafka, client_id=f"{kafka.client_id}-keys-{partition}",
-                transactional_id=f"riverrun-keys-{model}-{version}-{partition}",
+                transactional_id=f"riverrun-keys-{model}-{partition}",
             ))  # fmt: skip
             producer.init_transactions(60.0)  # the partition's previous owner is fenced
             self._producers[partition] = producer
-        progress: dict[int, int] = {}
+        with self._lock:
+            self._versions = [self._start_version(v) for v in self._wanted]
+        by_number = {v.version: v for v in self._versions}
+        progress: dict[tuple[int, int], int] = {}
 
         def on_progress(record_key: bytes, value: bytes | None, partition: int) -> None:
-            if record_key == progress_key(model, version, partition) and value is not None:
-                progress[partition] = int(orjson.loads(value)["next_offset"])
+            head, _, number = record_key.decode("utf-8", "replace").partition(PROGRESS)
+            name, _, version = head.partition("@")
+            if name == model and version.isdigit() and value is not None:
+                progress[(int(version), int(number))] = int(orjson.loads(value)["next_offset"])
 
         started = time.perf_counter()
         stored = read_states(kafka, self._topic, self._registry.verifier,
-                             lambda m, v: m == model and v == version,
+                             lambda m, v: m == model and v in by_number,
                              partitions=sorted(self._owned), other=on_progress)  # fmt: skip
-        models = self._models = self._fresh_models()
         feature_modules = self._registry.settings.feature_modules
-        models.restore((key, load_state(state, feature_modules))
-                       for (_, _, key), state in stored.items())  # fmt: skip
-        self._position = min((progress.get(p, self._released_at) for p in self._owned),
-                             default=self._released_at)  # fmt: skip
+        for number, version in by_number.items():
+            version.models.restore((key, load_state(state, feature_modules))
+                                   for (_, v, key), state in stored.items() if v == number)
+        self._position = min(progress.get((v.version, p), v.released_at)
+                             for v in self._versions for p in self._owned)  # fmt: skip
         examples.assign([TopicPartition(self._settings.topics.examples, 0, self._position)])
-        logger.info("key learner of %s@%d: %d keys of partitions %s read back in %.2f s, "
-                    "learning from examples offset %d", model, version, len(models.models),
-                    sorted(self._owned), time.perf_counter() - started, self._position)
-
+        logger.info("key learner of %s: %d keys of versions %s, partitions %s, read back in "
+                    "%.2f s; learning from examples offset %d", model, len(stored),
+                    sorted(by_number), sorted(self._owned), time.perf_counter() - started,
+                    self._position)  # fmt: skip
