@@ -444,3 +444,22 @@ def test_the_store_forgets_a_tombstoned_key_and_a_partition_it_no_longer_owns() 
     assert store.pending({3}) == {3}
     store._caught_up(3, 0.0)
     assert store.pending({3}) == set()
+
+
+def test_a_regressors_key_is_answered_with_the_weighted_mean_of_both_predictions() -> None:
+    from river import linear_model, preprocessing
+
+    own = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    for i in range(20):
+        own.learn_one({"x0": float(i)}, 3.0 * i)
+    state = KeyModel(own, examples=20, next_offset=20, updated_ms=1)
+    store = KeyStateStore(KafkaSettings(), "topic", SIGNER, "client")
+    store._take(*state_record(MODEL, VERSION, "user-1", state, SIGNER), 0)
+    keys = KeyAnswers(MODEL, VERSION, PerKey(tau=20.0), store, KeyCache(10**7), classifier=False)
+    scored = ScoredBatch(predictions=[100.0, 100.0], probas=[None, None])
+    rows = [{"x0": 4.0}, {"x0": 4.0}]
+    used = keys.blend_into(scored, rows, ["user-1", "stranger"])
+    mine = own.predict_one({"x0": 4.0})
+    assert used == [(20, 0.5), None]
+    assert scored.predictions == [pytest.approx(0.5 * mine + 50.0), 100.0]
+    assert scored.probas == [None, None]
