@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,32 @@ def test_key_learners_take_up_a_new_per_key_version_as_the_one_process_learner_d
         grouped = states(kafka_settings, topics, "pkgroup", version)
         _same_keys(grouped, states(kafka_settings, topics, "pkone", version))
         assert sum(s.counts.examples for s in grouped.values()) == labels
+
+
+@pytest.mark.timeout(300)
+def test_a_key_without_labels_for_its_expiry_is_forgotten(
+    kafka_settings: KafkaSettings, topics: TopicSettings,
+) -> None:
+    release(kafka_settings, topics, "expiring",
+            SPEC.model_copy(update={"per_key": PerKey(tau=10.0, expire_after_s=2.0)}))
+    rows = list(keyed_concepts(KEYS, 400, seed=31))
+    early = [row for row in rows if row[0] in ("user-1", "user-2")]
+    late = [row for row in rows if row[0] == "user-3"]
+    settings = learner_settings(kafka_settings, topics, "expiring", snapshot_every=1000,
+                                snapshot_interval=0.5)  # fmt: skip
+
+    def learn(labels: list[tuple[str, dict[str, float], bool]], first: int) -> None:
+        produce(kafka_settings, topics.feedback,
+                keyed_labels("expiring", labels, first=first))  # type: ignore[arg-type]
+        with Registry(kafka_settings, topics, settings.registry) as registry:
+            assert Learner(settings, registry).run(max_examples=len(labels),
+                                                   idle_timeout=60).examples_learned == len(labels)
+
+    learn(early, 0)
+    assert sorted(states(kafka_settings, topics, "expiring")) == ["user-1", "user-2"]
+    time.sleep(3.0)  # the examples log's clock moves on: user-1 and user-2 get no label
+    learn(late, len(early))
+    # Their tombstones went out with user-3's state: only user-3 is left, and the scorer's store
+    # (which drops a key at its tombstone) would answer the others with the global model.
+    assert sorted(states(kafka_settings, topics, "expiring")) == ["user-3"]
+    assert latest(kafka_settings, topics, "expiring").metrics["keys"] == 1
