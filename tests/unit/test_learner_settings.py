@@ -48,12 +48,17 @@ def test_snapshot_references() -> None:
             parse_reference(bad)
 
 
-def test_a_stage_is_both_join_or_learn_and_a_typo_names_the_setting(
+def test_a_stage_is_both_join_learn_or_keys_and_a_typo_names_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert LearnerSettings().learner.stage == "both"
     args = parse_args(["learn", "--model", "fraud", "--stage", "learn"])
     assert LearnerSettings(**collect_section_flags(args)).learner.stage == "learn"
     monkeypatch.setenv("RIVERRUN_LEARNER__STAGE", "joins")
-    with pytest.raises(ValidationError, match=r"learner\.stage[\s\S]*'both', 'join' or 'learn'"):
+    with pytest.raises(ValidationError,
+                       match=r"learner\.stage[\s\S]*'both', 'join', 'learn' or 'keys'"):
+        LearnerSettings()
+    monkeypatch.delenv("RIVERRUN_LEARNER__STAGE")
+    monkeypatch.setenv("RIVERRUN_LEARNER__KEYS", "apart!")
+    with pytest.raises(ValidationError, match=r"learner\.keys[\s\S]*'here' or 'apart'"):
         LearnerSettings()
