@@ -33,8 +33,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from riverrun.workers.keys.changelog import load_state, read_states, state_key, state_record
 from riverrun.workers.keys.model import KeyModels
-from riverrun.workers.learner.learn_stage import versions_that_learn
-from riverrun.workers.learner.log import examples_consumer, read_example
+from riverrun.workers.learner.learn_stage import committed_example, versions_that_learn
+from riverrun.workers.learner.log import examples_consumer
 from riverrun.workers.learner.settings import LearnerSettings
 from riverrun.workers.learner.summary import LearnSummary
 from riverrun.workers.registry import Registry, RegistryRecord, RegistryView
@@ -101,8 +101,9 @@ class KeyGroupLearner:
                 and per_key_of(released.spec) is not None]  # fmt: skip
 
     def _start_version(self, version: int) -> _Version:
-        released = self._view.version(self._model, version)
-        snapshots = self._view.snapshots(self._model, version)
+        with self._lock:  # the follower's thread applies records to the view
+            released = self._view.version(self._model, version)
+            snapshots = self._view.snapshots(self._model, version)
         per_key = per_key_of(released.spec) if released is not None else None
         if not snapshots or per_key is None:
             raise ConfigurationError(f"{self._model}@{version} has no snapshot to learn from")
@@ -184,15 +185,11 @@ class KeyGroupLearner:
                 if err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("examples read error: %s", err)
                 continue
-            offset = record.offset() or 0
-            self._position = offset + 1
-            example = read_example(record.value(), model)
-            if example is None:
+            self._position = (record.offset() or 0) + 1
+            example = committed_example(record, model)
+            if example is None or example.key is None or example.key_partition not in owned:
                 continue
-            features, label, key, partition = example
-            if key is None or partition not in owned:
-                continue
-            timestamp_ms = record.timestamp()[1]
+            offset, features, label, _, key, timestamp_ms, partition = example
             for version in versions:
                 if offset < version.released_at:
                     continue
@@ -299,8 +296,7 @@ class KeyGroupLearner:
             ))  # fmt: skip
             producer.init_transactions(60.0)  # the partition's previous owner is fenced
             self._producers[partition] = producer
-        with self._lock:
-            self._versions = [self._start_version(v) for v in self._wanted]
+        self._versions = [self._start_version(v) for v in self._wanted]
         by_number = {v.version: v for v in self._versions}
         progress: dict[tuple[int, int], int] = {}
 

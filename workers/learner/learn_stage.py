@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from riverrun.schemas import ModelVersionReleased, PolicyChanged, SnapshotPublished
 from riverrun.workers.learner.drift import DriftReporter
@@ -61,6 +61,16 @@ def versions_that_learn(view: RegistryView, model: str) -> list[int]:
             "(`riverrun models release`) before starting its learner"
         )
     return wanted
+
+
+def committed_example(record: Message, model: str) -> CommittedExample | None:
+    """An examples-log record of `model` as the learn stage learns it; None for another's."""
+    example = read_example(record.value(), model)
+    if example is None:
+        return None
+    features, label, key, key_partition = example
+    return CommittedExample(record.offset() or 0, features, label, record.value(), key,
+                            record.timestamp()[1], key_partition)  # fmt: skip
 
 
 class LearnStage:
@@ -358,11 +368,9 @@ class LearnStage:
                 self._caught_up_with_log(examples)
                 break
             read_to = offset + 1
-            example = read_example(record.value(), model)
+            example = committed_example(record, model)
             if example is not None:
-                batch.append(CommittedExample(offset, example[0], example[1], record.value(),
-                                              example[2], record.timestamp()[1],
-                                              example[3]))  # fmt: skip
+                batch.append(example)
         learned = self._learn_examples(batch, summary)
         for learner in self._versions:  # past other models' examples
             learner.next_offset = max(learner.next_offset, read_to)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -124,7 +126,9 @@ def measure_per_key(
     learner_restore_s = time.perf_counter() - started
     state_bytes = statistics.fmean(len(s.value) for s in stored.values())
 
-    with _temporary_file(estimator) as model_path:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "global.pkl"
+        model_path.write_bytes(pickle.dumps(estimator))
         child = subprocess.run(
             [sys.executable, "-m", "riverrun.workers.tools.bench_keys", kafka.bootstrap_servers,
              topics.key_states, str(model_path), str(calls)],
@@ -141,25 +145,6 @@ def measure_per_key(
         labels_per_key=labels_per_key, state_bytes_per_key=round(state_bytes, 1),
         learner_restore_s=round(learner_restore_s, 2), calls=calls, **served,
     )  # fmt: skip
-
-
-class _temporary_file:  # noqa: N801  # a context manager used like a function
-    """A pickle of `obj` in a temporary file, removed afterwards."""
-
-    def __init__(self, obj: Any) -> None:
-        import pickle
-        import tempfile
-
-        handle, name = tempfile.mkstemp(suffix=".pkl")
-        os.close(handle)
-        self.path = Path(name)
-        self.path.write_bytes(pickle.dumps(obj))
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *_exc: object) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 # -- the scorer-like process ----------------------------------------------------------------------
@@ -196,8 +181,6 @@ class _Record:
 
 
 def _serve(bootstrap: str, topic: str, model_path: Path, calls: int) -> dict[str, float]:
-    import pickle
-
     import orjson
 
     from riverrun.workers.registry.signing import Signer

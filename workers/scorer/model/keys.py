@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -45,13 +45,11 @@ VersionKey = tuple[str, int]
 
 @dataclass
 class KeyStats:
-    """What the key cache did, for metrics and `riverrun bench --per-key`."""
+    """What the key cache did, for the scorer's metrics."""
 
     hits: int = 0
     misses: int = 0
     evictions: int = 0
-    refused: int = 0
-    load_seconds: list[float] = field(default_factory=list)  # the last loads, newest last
 
 
 class KeyStateStore:
@@ -239,18 +237,12 @@ class KeyCache:
             self.stats.hits += 1
             return live[1]
         self.stats.misses += 1
-        started = time.perf_counter()
         try:
             estimator = load_state(stored, self._feature_modules).estimator
         except RefusedArtifact as exc:
-            self.stats.refused += 1
             logger.error("the state of key %r of %s@%d is refused (%s): the global model answers",
                          stored.key, stored.model, stored.version, exc)  # fmt: skip
             return None
-        loads = self.stats.load_seconds
-        loads.append(time.perf_counter() - started)
-        if len(loads) > 10_000:
-            del loads[:5_000]
         size = len(stored.value)
         if live is not None:  # a newer state of a key held: replace it
             self.bytes -= live[2]
