@@ -49,6 +49,22 @@ def keyed_labels(model: str, rows: list[tuple[str, dict[str, float], bool]],
             for i, (key, x, y) in enumerate(rows)]
 
 
+def learn_labels(
+    kafka: KafkaSettings, topics: TopicSettings, model: str,
+    rows: list[tuple[str, dict[str, float], bool]], first: int = 0, **options: Any,
+) -> list[tuple[int, int]]:
+    """Produce `rows` as `model`'s keyed labels and learn every one in an in-process learner
+    (snapshots every 400 examples unless `options` say otherwise); where each label went."""
+    where = produce(kafka, topics.feedback,
+                    keyed_labels(model, rows, first=first))  # type: ignore[arg-type]
+    settings = learner_settings(kafka, topics, model,
+                                **{"snapshot_every": 400, "snapshot_interval": 3600.0, **options})
+    with Registry(kafka, topics, settings.registry) as registry:
+        assert Learner(settings, registry).run(max_examples=len(rows),
+                                               idle_timeout=60).examples_learned == len(rows)
+    return where
+
+
 def keys_cli(kafka: KafkaSettings, topics: TopicSettings, *argv: str, code: int = 0) -> str:
     """`riverrun models keys ...` as an operator runs it; its output (and log, on failure)."""
     return models_cli(kafka, topics, "keys", *argv, code=code)
@@ -82,13 +98,7 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
 ) -> None:
     rows = list(keyed_concepts(KEYS, LABELS))
     release(kafka_settings, topics, "keyed")
-    where = produce(kafka_settings, topics.feedback,
-                    keyed_labels("keyed", rows))  # type: ignore[arg-type]
-    settings = learner_settings(kafka_settings, topics, "keyed", snapshot_every=400,
-                                snapshot_interval=3600.0)  # fmt: skip
-    with Registry(kafka_settings, topics, settings.registry) as registry:
-        assert Learner(settings, registry).run(max_examples=LABELS,
-                                               idle_timeout=60).examples_learned == LABELS
+    where = learn_labels(kafka_settings, topics, "keyed", rows)
 
     snapshot = latest(kafka_settings, topics, "keyed")
     metrics = snapshot.metrics
@@ -179,11 +189,7 @@ def test_each_key_learns_its_own_concept_and_is_answered_by_it(
     # More labels of user-0, learned by a learner restarted while the scorers run: the key's
     # newer state answers its next requests.
     more = [row for row in keyed_concepts(KEYS, 4000, seed=21) if row[0] == "user-0"][:30]
-    produce(kafka_settings, topics.feedback,
-            keyed_labels("keyed", more, first=LABELS))  # type: ignore[arg-type]
-    with Registry(kafka_settings, topics, settings.registry) as registry:
-        assert Learner(settings, registry).run(max_examples=len(more),
-                                               idle_timeout=60).examples_learned == len(more)
+    learn_labels(kafka_settings, topics, "keyed", more, first=LABELS)
     grown = stored["user-0"].counts.examples + len(more)
     attempts = iter(range(1000))
 
@@ -273,13 +279,7 @@ def test_a_group_of_key_learners_grown_shrunk_and_killed_learns_each_key_as_one_
 
     def learn_globally(model: str, first: int, last: int) -> None:
         """The model's learner, its keys left to the group: the examples they read."""
-        labels = keyed_labels(model, rows[first:last], first=first)
-        produce(kafka_settings, topics.feedback, labels)  # type: ignore[arg-type]
-        settings = learner_settings(kafka_settings, topics, model, keys="apart",
-                                    snapshot_every=400, snapshot_interval=3600.0)  # fmt: skip
-        with Registry(kafka_settings, topics, settings.registry) as registry:
-            assert Learner(settings, registry).run(max_examples=len(labels),
-                                                   idle_timeout=60).examples_learned == len(labels)
+        learn_labels(kafka_settings, topics, model, rows[first:last], first, keys="apart")
 
     def owning(run: ScorerProcess) -> Any:
         return lambda: "owns partitions [" in run.output()
@@ -330,13 +330,7 @@ def test_a_canary_of_a_new_per_key_version_answers_with_that_versions_keys(
             SPEC.model_copy(update={"per_key": PerKey(tau=30.0)}))  # fmt: skip
     models_cli(kafka_settings, topics, "deploy", "canaried", "--strategy", "canary",
                "--version", "1", "--challenger", "2", "--weight", "0.5")
-    produce(kafka_settings, topics.feedback,
-            keyed_labels("canaried", rows))  # type: ignore[arg-type]
-    settings = learner_settings(kafka_settings, topics, "canaried", snapshot_every=400,
-                                snapshot_interval=3600.0)  # fmt: skip
-    with Registry(kafka_settings, topics, settings.registry) as registry:
-        assert Learner(settings, registry).run(max_examples=len(rows),
-                                               idle_timeout=60).examples_learned == len(rows)
+    learn_labels(kafka_settings, topics, "canaried", rows)
     # Both versions learn every label, each its own keys (the canary's blend with tau 30).
     by_version = {v: states(kafka_settings, topics, "canaried", v) for v in (1, 2)}
     assert sorted(by_version[1]) == sorted(by_version[2]) and len(by_version[1]) == KEYS
@@ -368,13 +362,7 @@ def test_key_learners_take_up_a_new_per_key_version_as_the_one_process_learner_d
     second = SPEC.model_copy(update={"per_key": PerKey(tau=30.0)})
 
     def learn(model: str, first: int, last: int, keys: str) -> None:
-        labels = keyed_labels(model, rows[first:last], first=first)
-        produce(kafka_settings, topics.feedback, labels)  # type: ignore[arg-type]
-        settings = learner_settings(kafka_settings, topics, model, keys=keys,
-                                    snapshot_every=400, snapshot_interval=3600.0)  # fmt: skip
-        with Registry(kafka_settings, topics, settings.registry) as registry:
-            assert Learner(settings, registry).run(max_examples=len(labels),
-                                                   idle_timeout=60).examples_learned == len(labels)
+        learn_labels(kafka_settings, topics, model, rows[first:last], first, keys=keys)
 
     for name in ("pkgroup", "pkone"):
         release(kafka_settings, topics, name)
@@ -409,15 +397,10 @@ def test_a_key_without_labels_for_its_expiry_is_forgotten(
     rows = list(keyed_concepts(KEYS, 400, seed=31))
     early = [row for row in rows if row[0] in ("user-1", "user-2")]
     late = [row for row in rows if row[0] == "user-3"]
-    settings = learner_settings(kafka_settings, topics, "expiring", snapshot_every=1000,
-                                snapshot_interval=0.5)  # fmt: skip
 
     def learn(labels: list[tuple[str, dict[str, float], bool]], first: int) -> None:
-        produce(kafka_settings, topics.feedback,
-                keyed_labels("expiring", labels, first=first))  # type: ignore[arg-type]
-        with Registry(kafka_settings, topics, settings.registry) as registry:
-            assert Learner(settings, registry).run(max_examples=len(labels),
-                                                   idle_timeout=60).examples_learned == len(labels)
+        learn_labels(kafka_settings, topics, "expiring", labels, first, snapshot_every=1000,
+                     snapshot_interval=0.5)  # fmt: skip
 
     learn(early, 0)
     assert sorted(states(kafka_settings, topics, "expiring")) == ["user-1", "user-2"]
