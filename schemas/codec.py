@@ -117,7 +117,7 @@ def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
     key = data.get("key")
     if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
         return None
-    if type(model) is not str or not _good_model(model):
+    if type(model) is not str or not is_good_model_name(model):
         return None
     if key is not None and (type(key) is not str or len(key) > _KEY_MAX):
         return None
@@ -127,7 +127,8 @@ def _fast_fields(data: dict[str, Any]) -> RequestFields | None:
     return RequestFields(request_id, model, checked, key)
 
 
-def _good_model(model: str) -> bool:
+def is_good_model_name(model: str) -> bool:
+    """Whether a model name is one the contract takes (names seen are remembered)."""
     if model in _good_model_names:
         return True
     if not _MODEL_NAME.fullmatch(model) or len(_good_model_names) > 10_000:
@@ -248,7 +249,7 @@ def _label_fields(data: dict[str, Any]) -> LabelFields | None:
     if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
         return None
     model = get("model")
-    if type(model) is not str or not _good_model(model):
+    if type(model) is not str or not is_good_model_name(model):
         return None
     label: Any = get("label")
     if type(label) not in _LABEL_TYPES:
@@ -278,7 +279,7 @@ def _prediction_fields(data: dict[str, Any]) -> PredictionFields | None:
     if type(request_id) is not str or not 0 < len(request_id) <= _REQUEST_ID_MAX:
         return None
     model = data.get("model")
-    if type(model) is not str or not _good_model(model):
+    if type(model) is not str or not is_good_model_name(model):
         return None
     model_version = data.get("version")
     snapshot = data.get("snapshot")

@@ -215,24 +215,33 @@ def produce(
     on_delivery: DeliveryCallback | None = None,
 ) -> None:
     """Hand one record to the producer; a full queue is drained by serving reports, then retried."""
-    # -1 is librdkafka's "unassigned": the partitioner places the record.
-    where = -1 if partition is None else partition
-    while True:
-        try:
-            producer.produce(topic, value, key, where, headers=headers, on_delivery=on_delivery)
-            return
-        except BufferError:
-            producer.poll(0.05)
+    _hand_over(producer, (Outgoing(topic, key, value, headers, partition),), on_delivery)
 
 
 def produce_all(
     producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None = None
 ) -> None:
     """Hand records to the producer in order, then serve the delivery reports that are ready."""
-    for topic, key, value, headers, partition in records:
-        produce(producer, topic, value, key, headers=headers, partition=partition,
-                on_delivery=on_delivery)  # fmt: skip
+    _hand_over(producer, records, on_delivery)
     producer.poll(0)
+
+
+def _hand_over(
+    producer: Producer, records: Iterable[Outgoing], on_delivery: DeliveryCallback | None
+) -> None:
+    send = producer.produce
+    for topic, key, value, headers, partition in records:
+        # -1 is librdkafka's "unassigned": the partitioner places the record.
+        where = -1 if partition is None else partition
+        while True:
+            try:
+                if headers is None and on_delivery is None:
+                    send(topic, value, key, where)  # keywords cost as much as the rest of it
+                else:
+                    send(topic, value, key, where, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:  # the queue is full: serve reports, then hand it over again
+                producer.poll(0.05)
 
 
 def flush_or_raise(producer: Producer, timeout_s: float, what: str) -> None:
@@ -478,10 +487,9 @@ def partitions_in(metadata: Any, topic: str, role: str) -> list[int]:
 
 def next_offsets(records: list[Message]) -> list[TopicPartition]:
     """Per partition, the offset after the last record of the batch: what to commit."""
-    highest: dict[tuple[str, int], int] = {}
-    for record in records:  # topic, partition and offset are always set on consumed records
-        highest[(record.topic() or "", record.partition() or 0)] = record.offset() or 0
-    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+    last = {(record.topic(), record.partition()): record for record in records}
+    # Topic, partition and offset are always set on consumed records.
+    return [TopicPartition(t, p, (r.offset() or 0) + 1) for (t, p), r in last.items()]
 
 
 def first_offsets(records: list[Message]) -> list[TopicPartition]:

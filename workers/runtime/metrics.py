@@ -37,11 +37,13 @@ class BulkHistogram(Collector):
         self._lock = threading.Lock()
         registry.register(self)
 
-    def observe_many(self, values: Sequence[float]) -> None:
-        """Count every value into its bucket (a bucket holds values up to its bound)."""
+    def observe_many(self, values: Sequence[float], scale: float = 1.0) -> None:
+        """Count every value (times `scale`) into its bucket (which holds values up to its bound)."""
         if not values:
             return
         array = np.asarray(values, dtype=np.float64)
+        if scale != 1.0:
+            array *= scale
         counts = np.bincount(np.searchsorted(self._upper, array, side="left"),
                              minlength=len(self._counts))
         with self._lock:

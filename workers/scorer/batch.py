@@ -14,22 +14,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from riverrun.schemas import (
-    SCHEMA_VERSION,
-    DecodeError,
-    RequestFields,
-    decode_request_fields,
-)
-from riverrun.schemas.codec import encode_dict
+from riverrun.schemas import SCHEMA_VERSION, DecodeError
 from riverrun.schemas.events import dead_letter_headers, utc_now
 from riverrun.workers.keys.model import request_key
 from riverrun.workers.runtime.kafka import CLIENT_MAX_BYTES, Outgoing, dead_letter_record
 from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.model.deployment import Deployment
-from riverrun.workers.scorer.model.protocol import Features, Label, RowFailure, ScoredBatch
+from riverrun.workers.scorer.model.protocol import Features, RowFailure, ScoredBatch
+from riverrun.workers.scorer.wire import Prediction, Request, read_request, render
 
 # A prediction's framing beyond its key and value (no headers), with room to spare.
 _PREDICTION_MARGIN = 512
+_NO_KEY = (None, None)  # a prediction's key_examples and key_weight when no key's model answered
+new_tuple = tuple.__new__
 
 
 class Record(Protocol):
@@ -50,7 +47,7 @@ class BatchResult:
     outputs: list[Outgoing] = field(default_factory=list)
     scored: dict[tuple[str, int, str], int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
     # By label (`name@version#snapshot`): every snapshot that answered or scored in shadow.
     models_used: dict[str, ServedModel] = field(default_factory=dict)
     shadow_failures: int = 0
@@ -102,7 +99,7 @@ class _Group:
 
     def __init__(self) -> None:
         self.positions: list[int] = []
-        self.requests: list[RequestFields] = []
+        self.requests: list[Request] = []
         self.keys: list[bytes] = []
 
 
@@ -123,7 +120,7 @@ def score_batch(
 
     for i, record in enumerate(records):
         try:
-            request = decode_request_fields(record.value(), max_bytes)
+            request = read_request(record.value(), max_bytes)
         except DecodeError as exc:
             _reject(result, outputs, i, record, exc.error_class, exc.reason, options)
             continue
@@ -197,9 +194,10 @@ class _Scoring:
         records, options, result, outputs = self.records, self.options, self.result, self.outputs
         requests, positions, keys = group.requests, group.positions, group.keys
         expected = model.expected_features
+        rows = [requests[j].features for j in members]
         if options.reject_missing_features and expected is not None:
             issubset = expected.issubset
-            if not all(issubset(requests[j].features) for j in members):
+            if not all(map(issubset, rows)):
                 kept = []
                 for j in members:
                     features = requests[j].features
@@ -211,13 +209,13 @@ class _Scoring:
                     _reject(result, outputs, i, records[i], "MissingFeatures",
                             f"features missing for {model.name}: {listed}", options, model, route)
                 members = kept
+                rows = [requests[j].features for j in members]
         if not members:
             return []
-        rows = [requests[j].features for j in members]
         scored = model.scorer.predict_many(rows)
         by_key = self._blend_keys(model, group, members, rows, scored)
         failures, predictions, probas = scored.failures, scored.predictions, scored.probas
-        now_ms, scored_at, latencies = self.now_ms, self.scored_at, result.latencies_s
+        now_ms, scored_at, latencies = self.now_ms, self.scored_at, result.latencies_ms
         name, version, snapshot = model.name, model.version, model.snapshot
         topic = options.predictions_topic
         max_output, same_partition = options.max_output_bytes, options.same_partition
@@ -235,25 +233,22 @@ class _Scoring:
             latency_ms = now_ms - ts if ts_type and ts > 0 else 0.0
             if latency_ms < 0.0:
                 latency_ms = 0.0
-            latencies.append(latency_ms / 1000.0)
-            payload: dict[str, Any] = {
-                "schema_version": SCHEMA_VERSION,
-                "request_id": request.request_id,
-                "model": name,
-                "version": version,
-                "snapshot": snapshot,
-                "route": route,
-                "prediction": predictions[k],
-                "features": request.features,
-                "scored_at": scored_at,
-                "latency_ms": latency_ms,
-            }
-            proba = probas[k]
-            if proba is not None:
-                payload["proba"] = proba
-            if by_key is not None and by_key[k] is not None:
-                payload["key_examples"], payload["key_weight"] = by_key[k]
-            value = encode_dict(payload)
+            latencies.append(latency_ms)
+            echo = request.echo
+            if by_key is None or by_key[k] is None:
+                prediction = Prediction(
+                    SCHEMA_VERSION, request.request_id, name, version, snapshot, route,
+                    predictions[k], request.features if echo is None else echo, scored_at,
+                    latency_ms, probas[k],
+                )  # fmt: skip
+            else:
+                examples, weight = by_key[k]
+                prediction = Prediction(
+                    SCHEMA_VERSION, request.request_id, name, version, snapshot, route,
+                    predictions[k], request.features if echo is None else echo, scored_at,
+                    latency_ms, probas[k], examples, weight,
+                )  # fmt: skip
+            value = render(prediction)
             key = keys[j]
             if len(key) + len(value) + _PREDICTION_MARGIN > max_output:
                 _reject(result, outputs, i, record, "OutputTooLarge",
@@ -261,8 +256,9 @@ class _Scoring:
                         f"over the {max_output} bytes the producer and the broker take: send "
                         "a shorter key", options, model, route)  # fmt: skip
                 continue
-            outputs[i] = Outgoing(topic, key, value, None,
-                                  record.partition() if same_partition else None)
+            # tuple.__new__ skips the named tuple's Python-level constructor.
+            outputs[i] = new_tuple(Outgoing, (topic, key, value, None,
+                                              record.partition() if same_partition else None))
             answered.append(j)
         if answered:
             label = (name, version, route)
@@ -281,19 +277,13 @@ class _Scoring:
         rows = [requests[j].features for j in members]
         scored = model.scorer.predict_many(rows)
         by_key = self._blend_keys(model, group, members, rows, scored)
-        payloads = self._payloads(model, group, members, scored.predictions, scored.probas,
-                                  scored.failures)
-        if by_key is not None:
-            for payload, used in zip(payloads, by_key, strict=True):
-                if payload is not None and used is not None:
-                    payload["key_examples"], payload["key_weight"] = used
+        values = self._shadow_values(model, group, members, scored, by_key)
         topic, limit = self.options.shadow_topic, self.options.max_output_bytes
         same_partition = self.options.same_partition
         shadows = []
-        for j, payload in zip(members, payloads, strict=True):
-            if payload is None:
+        for j, value in zip(members, values, strict=True):
+            if value is None:
                 continue
-            value = encode_dict(payload)
             if len(group.keys[j]) + len(value) + _PREDICTION_MARGIN <= limit:  # else not shadowed
                 partition = self.records[group.positions[j]].partition() if same_partition else None
                 shadows.append(Outgoing(topic, group.keys[j], value, None, partition))
@@ -319,18 +309,18 @@ class _Scoring:
         keys = [request_key(records[positions[j]].key(), requests[j].request_id) for j in members]
         return model.keys.blend_into(scored, rows, keys)
 
-    def _payloads(
+    def _shadow_values(
         self,
         model: ServedModel,
         group: _Group,
         members: Sequence[int],
-        predictions: list[Label | None],
-        probas: list[dict[str, float] | None],
-        failures: dict[int, RowFailure],
-    ) -> list[dict[str, Any] | None]:
+        scored: ScoredBatch,
+        by_key: list[tuple[int, float] | None] | None,
+    ) -> list[bytes | None]:
         """Shadow predictions of some members (None where the shadow failed)."""
         records, requests = self.records, group.requests
-        out: list[dict[str, Any] | None] = []
+        failures = scored.failures
+        out: list[bytes | None] = []
         for k, j in enumerate(members):
             if failures and k in failures:
                 out.append(None)
@@ -338,22 +328,13 @@ class _Scoring:
             request = requests[j]
             ts_type, ts = records[group.positions[j]].timestamp()
             latency_ms = max(0.0, self.now_ms - ts) if ts_type and ts > 0 else 0.0
-            payload: dict[str, Any] = {
-                "schema_version": SCHEMA_VERSION,
-                "request_id": request.request_id,
-                "model": model.name,
-                "version": model.version,
-                "snapshot": model.snapshot,
-                "route": "shadow",
-                "prediction": predictions[k],
-                "features": request.features,
-                "scored_at": self.scored_at,
-                "latency_ms": latency_ms,
-            }
-            proba = probas[k]
-            if proba is not None:
-                payload["proba"] = proba
-            out.append(payload)
+            used = by_key[k] if by_key is not None else None
+            echo = request.echo
+            out.append(render(Prediction(
+                SCHEMA_VERSION, request.request_id, model.name, model.version, model.snapshot,
+                "shadow", scored.predictions[k], request.features if echo is None else echo,
+                self.scored_at, latency_ms, scored.probas[k], *(used or _NO_KEY),
+            )))  # fmt: skip
         return out
 
 

@@ -1,8 +1,10 @@
 """The scoring worker's poll loop: consume a batch, score it, produce, then store or commit.
 
-At-least-once (default): offsets are stored only after every output of their batch is
+At-least-once (default): offsets are stored only once every output of their batch is
 acknowledged (`enable.auto.offset.store=false`), and the background auto-commit commits only
-stored offsets; batches are pipelined, acknowledged in order. Exactly-once: a transaction takes
+stored offsets. Batches are pipelined: the producer reports failed deliveries only, and the
+offsets of the batches produced so far are stored whenever it has nothing left unacknowledged
+(it is waited for when that has not happened for `max_unacknowledged_ms`). Exactly-once: a transaction takes
 batches while more keep arriving, for up to `transaction_interval_ms`, and commits with their
 consumed offsets inside; it commits at once when nothing more has arrived, and on a revoke.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,20 +67,36 @@ class RunSummary:
         return self.last_delivered_at - self.first_record_at
 
 
-class _InFlight:
-    """The outputs of one batch awaiting acknowledgement, and the offsets they release."""
+class _Unacknowledged:
+    """The offsets of the batches produced since the producer last had nothing unacknowledged.
 
-    __slots__ = ("offsets", "remaining", "errors")
+    The producer reports failed deliveries only (one Python call per record would cost as much
+    as producing it); once it holds nothing unacknowledged and reported no failure, every
+    output handed to it is on the broker, and so these offsets are safe to store.
+    """
 
-    def __init__(self, offsets: list[TopicPartition], count: int) -> None:
-        self.offsets = offsets
-        self.remaining = count
-        self.errors: list[str] = []
+    __slots__ = ("next", "since", "failures")
 
-    def ack(self, err: KafkaError | None, _msg: Message) -> None:
-        self.remaining -= 1
-        if err is not None:
-            self.errors.append(str(err))
+    def __init__(self) -> None:
+        self.next: dict[tuple[str, int], int] = {}
+        self.since: float | None = None  # monotonic time of the oldest batch waiting
+        self.failures: list[str] = []
+
+    def add(self, records: list[Message]) -> None:
+        for tp in next_offsets(records):
+            self.next[(tp.topic, tp.partition)] = tp.offset
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def take(self) -> list[TopicPartition]:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.next.items()]
+        self.next.clear()
+        self.since = None
+        return offsets
+
+    def failed(self, err: KafkaError, _msg: Message) -> None:
+        if len(self.failures) < 100:
+            self.failures.append(str(err))
 
 
 class _OpenTransaction:
@@ -141,7 +158,8 @@ class Scorer:
         self._held_since = 0.0
         self._incremental = True
         self._joined = False
-        self._in_flight: deque[_InFlight] = deque()
+        self._unacknowledged = _Unacknowledged()
+        self._max_unacknowledged_s = settings.scorer.max_unacknowledged_ms / 1000.0
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._transactions: Transactions | None = None
@@ -175,17 +193,20 @@ class Scorer:
         )  # fmt: skip
 
     def _producer_config(self, transactional_id: str | None = None) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "compression.type": "lz4",
+            "batch.num.messages": 10_000,
+            # Kafka's own partitioner, so keys land where Java and Go producers put them.
+            "partitioner": "murmur2_random",
+            # Batches are already formed by the consumer: a prediction waits for no more.
+            # Under load, records queue behind the requests in flight and batch anyway.
+            "linger.ms": 0,
+        }
+        if transactional_id is None:  # at-least-once: see _Unacknowledged
+            options["delivery.report.only.error"] = True
+            options["on_delivery"] = self._unacknowledged.failed
         return producer_config(
-            self._settings.kafka, client_id=self._client_id,
-            options={
-                "compression.type": "lz4",
-                "batch.num.messages": 10_000,
-                # Kafka's own partitioner, so keys land where Java and Go producers put them.
-                "partitioner": "murmur2_random",
-                # Batches are already formed by the consumer: a prediction waits for no more.
-                # Under load, records queue behind the requests in flight and batch anyway.
-                "linger.ms": 0,
-            },
+            self._settings.kafka, client_id=self._client_id, options=options,
             on_error=self._on_error,
             transactional_id=transactional_id, transaction_timeout_s=_TXN_TIMEOUT_S,
         )  # fmt: skip
@@ -433,7 +454,7 @@ class Scorer:
             metrics.scored.labels(model, str(version), route).inc(count)
         for error_class, count in result.dead_letters.items():
             metrics.dead_letters.labels(error_class).inc(count)
-        metrics.end_to_end.observe_many(result.latencies_s)
+        metrics.end_to_end.observe_many(result.latencies_ms, scale=0.001)
         for model in result.models_used.values():
             metrics.model_info.labels(model.name, str(model.version), str(model.snapshot)).set(1)
         summary.consumed += n
@@ -446,23 +467,24 @@ class Scorer:
     def _produce_pipelined(self, records: list[Message], result: BatchResult) -> None:
         producer = self._producer
         assert producer is not None  # noqa: S101  # set in run()
-        pending = _InFlight(next_offsets(records), len(result.outputs))
-        self._in_flight.append(pending)
-        produce_all(producer, result.outputs, on_delivery=pending.ack)
+        self._settle(block=False)  # the previous batches are usually acknowledged by now
+        produce_all(producer, result.outputs)
+        self._unacknowledged.add(records)
         if self._crash.enabled:
             producer.flush(self._options.shutdown_timeout_s)  # outputs on the broker, uncommitted
             self._crash.hit("after-produce-before-commit")
-        self._settle(block=False)
-        while len(self._in_flight) > self._options.max_in_flight_batches:
-            producer.poll(0.01)
-            self._settle(block=False)
+        since = self._unacknowledged.since
+        if since is not None and time.monotonic() - since > self._max_unacknowledged_s:
+            self._settle(block=True)  # outputs kept flowing: wait for them once, then go on
 
     def _settle(self, block: bool) -> None:
-        """Store the offsets of every batch, oldest first, whose outputs are all acknowledged."""
+        """Store the offsets of the batches produced so far once all their outputs are
+        acknowledged: at once if so, else (`block`) after waiting for them."""
         producer, consumer = self._producer, self._consumer
         if producer is None or consumer is None:
             return
-        if block and self._in_flight:
+        pending = self._unacknowledged
+        if block and pending.next:
             remaining = producer.flush(self._options.shutdown_timeout_s)
             if remaining:
                 raise FatalError(
@@ -470,17 +492,17 @@ class Scorer:
                     f"{self._options.shutdown_timeout_s}s; offsets not committed"
                 )
         else:
-            producer.poll(0)
-        in_flight = self._in_flight
-        while in_flight and in_flight[0].remaining <= 0:
-            done = in_flight.popleft()
-            if done.errors:
-                self.metrics.delivery_failures.inc(len(done.errors))
-                raise FatalError(
-                    f"{len(done.errors)} outputs were not delivered ({done.errors[0]}); "
-                    "stopping without committing so that they are produced again on restart"
-                )
-            self._store(consumer, done.offsets)
+            producer.poll(0)  # serves the failure reports that are ready
+        # Counted before the failures are looked at: a failure counts until it is served.
+        idle = len(producer) == 0
+        if pending.failures:
+            self.metrics.delivery_failures.inc(len(pending.failures))
+            raise FatalError(
+                f"{len(pending.failures)} outputs were not delivered ({pending.failures[0]}); "
+                "stopping without committing so that they are produced again on restart"
+            )
+        if idle and pending.next:
+            self._store(consumer, pending.take())
             if self._crash.enabled:
                 self._crash.hit("after-commit")
 
@@ -574,7 +596,7 @@ class Scorer:
                 else:
                     self._commit_sync(consumer)
         finally:
-            self._in_flight.clear()
+            self._unacknowledged = _Unacknowledged()
             self._open = None
             if consumer is not None:
                 # close() leaves the group, so partitions move at once rather than after

@@ -60,9 +60,11 @@ class ScorerOptions(BaseModel):
         default="reject",
         description="What to do with a request lacking a feature the model was trained on.",
     )
-    max_in_flight_batches: int = Field(
-        default=4, ge=1, le=64, description="Batches produced but not yet acknowledged, at most."
-    )
+    max_unacknowledged_ms: int = Field(
+        default=1000, ge=1, le=60_000,
+        description="Offsets are stored whenever every output handed to the producer is "
+        "acknowledged; when that has not been so for this long, the scorer waits until it is.",
+    )  # fmt: skip
     model_cache_size: int = Field(
         default=8, ge=1, le=1024, description="Models kept loaded at once (least recently used out)."
     )

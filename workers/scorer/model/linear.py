@@ -10,9 +10,11 @@ answered or refused as River would, whatever its neighbours in the batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -25,15 +27,6 @@ _PROBA_TOLERANCE = 1e-12
 _PROBE_ROWS = 64
 # Values River does arithmetic on as numbers (bool is an int to Python and to River).
 _NUMBERS = frozenset({float, int, bool})
-
-
-def _sigmoid(z: float) -> float:
-    # River's utils.math.sigmoid, clamps included, so saturated rows match exactly.
-    if z < -30:
-        return 0.0
-    if z > 30:
-        return 1.0
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 class LinearPipelineScorer:
@@ -77,52 +70,59 @@ class LinearPipelineScorer:
         """Score rows in one product; rows of another shape or kind go through River itself."""
         n = len(rows)
         width = len(self._columns)
-        pick = self._pick
-        fast_index: list[int] = []
-        matrix: list[Any] = []
-        numbers = _NUMBERS
-        for i, row in enumerate(rows):
-            if len(row) == width:
-                try:
-                    values = pick(row)
-                except KeyError:
-                    continue
-                # Numbers only: a string (even "1.5", which a float dtype would parse and River
-                # refuses) is River's to answer. Checked here, row by row, so that one odd row
-                # does not turn the whole batch's array into text.
-                if set(map(type, values)) <= numbers:
-                    matrix.append(values)
-                    fast_index.append(i)
-        try:
-            x = np.array(matrix).reshape(len(matrix), width)
-        except ValueError:  # values of uneven shapes (not numbers): sorted out row by row
-            x = np.array((), dtype=object)
-        if x.dtype.kind not in "fiub":  # a huge int: NumPy keeps objects
+        fast_index, matrix = self._plain_rows(rows, width)
+        x = None
+        # Numbers only, checked over the whole batch in one pass: a string (even "1.5", which a
+        # float array would parse and River refuses) is River's to answer, row by row.
+        if set(map(type, chain.from_iterable(matrix))) <= _NUMBERS:
+            with contextlib.suppress(OverflowError):  # an int beyond any float
+                x = np.array(matrix, dtype=np.float64).reshape(len(matrix), width)
+        if x is None:
             fast_index, x = self._numbers_only(matrix, fast_index, width)
-        x = x.astype(np.float64, copy=False)
 
         scaled = (x - self._means) / self._safe_stds
         scaled[:, self._zero_std] = 0.0
         # Summed row by row (not a matrix product, whose blocking depends on the batch's size),
         # so that a row's answer is bit for bit the same whatever batch it comes in.
         raw = (scaled * self._weights).sum(axis=1) + self._intercept
-
-        batch = ScoredBatch([None] * n, [None] * n)
-        predictions = batch.predictions
-        probas = batch.probas
+        values = raw.tolist()
         if self._logistic:
-            for i, z in zip(fast_index, raw.tolist(), strict=True):
-                p = _sigmoid(z)
-                q = 1.0 - p
-                predictions[i] = p > q
-                probas[i] = {"False": q, "True": p}
+            exp = math.exp
+            # River's utils.math.sigmoid, clamps included, so saturated rows match exactly.
+            ps = [0.0 if z < -30 else 1.0 if z > 30 else 1.0 / (1.0 + exp(-z)) for z in values]
+            answers: list[Any] = [p > 1.0 - p for p in ps]
+            odds: list[Any] = [{"False": 1.0 - p, "True": p} for p in ps]
         else:
-            for i, value in zip(fast_index, raw.tolist(), strict=True):
-                predictions[i] = value
-        if len(fast_index) < n:
+            answers, odds = values, [None] * len(values)
+        if len(fast_index) == n:  # every row took the fast path (fast_index is 0..n-1)
+            batch = ScoredBatch(answers, odds)
+        else:
+            batch = ScoredBatch([None] * n, [None] * n)
+            for i, answer, odd in zip(fast_index, answers, odds, strict=True):
+                batch.predictions[i] = answer
+                batch.probas[i] = odd
             self._score_rest(rows, fast_index, batch)
         self._flag_non_finite(batch, fast_index, raw)
         return batch
+
+    def _plain_rows(self, rows: Sequence[Features], width: int) -> tuple[list[int], list[Any]]:
+        """The rows over exactly the trained features, as value tuples, and their positions."""
+        pick = self._pick
+        if set(map(len, rows)) == {width}:  # the usual batch: try it whole, in C
+            try:
+                return list(range(len(rows))), list(map(pick, rows))
+            except KeyError:
+                pass
+        fast_index: list[int] = []
+        matrix: list[Any] = []
+        for i, row in enumerate(rows):
+            if len(row) == width:
+                try:
+                    matrix.append(pick(row))
+                except KeyError:
+                    continue
+                fast_index.append(i)
+        return fast_index, matrix
 
     @staticmethod
     def _numbers_only(
