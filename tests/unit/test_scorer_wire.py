@@ -41,7 +41,9 @@ def read_or_refusal(value: bytes) -> tuple[str, str, dict[str, object], str | No
 
 @settings(max_examples=500, deadline=None)
 @given(requests, st.booleans())
-def test_the_scorer_reads_requests_as_the_contract_does(data: dict[str, object], spaced: bool) -> None:
+def test_the_scorer_reads_requests_as_the_contract_does(
+    data: dict[str, object], spaced: bool
+) -> None:
     # Compact (as most producers write) or spaced out (as people do): the same answer.
     value = json.dumps(data, indent=1).encode() if spaced else orjson.dumps(data)
     assert read_or_refusal(value) == contract_or_refusal(value)
@@ -97,7 +99,8 @@ def prediction(value: bytes, **changes: object) -> bytes:
     "value",
     [
         b'{"request_id":"r1","model":"fraud","features":{"amount":12,"country":"fr"}}',
-        b'{ "request_id" : "r1", "model": "fraud",\n "features": {"amount": 12.5,\n "flag": true} }',
+        b'{ "request_id" : "r1", "model": "fraud",\n'
+        b' "features": {"amount": 12.5,\n "flag": true} }',
     ],
 )
 def test_a_prediction_is_the_contract_event_and_echoes_the_features(value: bytes) -> None:

@@ -4,9 +4,10 @@ At-least-once (default): offsets are stored only once every output of their batc
 acknowledged (`enable.auto.offset.store=false`), and the background auto-commit commits only
 stored offsets. Batches are pipelined: the producer reports failed deliveries only, and the
 offsets of the batches produced so far are stored whenever it has nothing left unacknowledged
-(it is waited for when that has not happened for `max_unacknowledged_ms`). Exactly-once: a transaction takes
-batches while more keep arriving, for up to `transaction_interval_ms`, and commits with their
-consumed offsets inside; it commits at once when nothing more has arrived, and on a revoke.
+(it is waited for when that has not happened for `max_unacknowledged_ms`). Exactly-once: a
+transaction takes batches while more keep arriving, for up to `transaction_interval_ms`, and
+commits with their consumed offsets inside; it commits at once when nothing more has arrived,
+and on a revoke.
 """
 
 from __future__ import annotations
