@@ -38,7 +38,7 @@ class BulkHistogram(Collector):
         registry.register(self)
 
     def observe_many(self, values: Sequence[float], scale: float = 1.0) -> None:
-        """Count every value (times `scale`) into its bucket (a bucket holds values up to its bound)."""
+        """Count every value, times `scale`, into its bucket (values up to its bound)."""
         if not values:
             return
         array = np.asarray(values, dtype=np.float64)
