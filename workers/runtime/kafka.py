@@ -365,11 +365,15 @@ class Transactions:
         caller can spend on work of its own; `commit` waits for them and reports their error.
         Until then the caller must not use the producer.
         """
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="riverrun-txn-offsets")
-        self._offsets_sent = self._helper.submit(
+        self._offsets_sent = self._helper_thread().submit(
             self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout_s
         )
+
+    def commit_ahead(self, offsets: list[TopicPartition], group_metadata: Any) -> Future[None]:
+        """`commit` on a helper thread, while the caller works on; the future carries its
+        outcome (a `KafkaException` for `recover`). Until it is done the caller must not use
+        the producer."""
+        return self._helper_thread().submit(self.commit, offsets, group_metadata)
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         """Send the consumed offsets into the transaction (unless sent ahead) and commit it.
@@ -442,6 +446,11 @@ class Transactions:
             with contextlib.suppress(KafkaException):
                 sent.result()
 
+    def _helper_thread(self) -> ThreadPoolExecutor:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="riverrun-txn")
+        return self._helper
+
     def _renew(self) -> None:
         self.producer = self._make_producer(self.transactional_id)
         self.producer.init_transactions(self.timeout_s)
@@ -494,7 +503,6 @@ def next_offsets(records: list[Message]) -> list[TopicPartition]:
 
 def first_offsets(records: list[Message]) -> list[TopicPartition]:
     """Per partition, the offset of the first record of the batch: where to rewind."""
-    first: dict[tuple[str, int], int] = {}
-    for record in records:
-        first.setdefault((record.topic() or "", record.partition() or 0), record.offset() or 0)
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
+    # Read backwards, each partition's first record is the last written into the dict.
+    first = {(record.topic(), record.partition()): record for record in reversed(records)}
+    return [TopicPartition(t, p, r.offset() or 0) for (t, p), r in first.items()]

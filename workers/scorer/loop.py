@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -166,6 +167,8 @@ class Scorer:
         self._transactions: Transactions | None = None
         # Exactly-once: the transaction batches are added to until it commits.
         self._open: _OpenTransaction | None = None
+        # Exactly-once under load: the last transaction commits beside the next batch's scoring.
+        self._committing: tuple[Future[None], _OpenTransaction] | None = None
         self._summary = RunSummary()
         self._on_error = ClientErrorLog(logger, settings.kafka.bootstrap_servers)
         self._crash = CrashPoints(settings.scorer.crash_at)
@@ -275,6 +278,7 @@ class Scorer:
         self._joined = False  # out of the group until the next assignment
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
         self._held_for_keys.difference_update((p.topic, p.partition) for p in partitions)
+        self._finish_commit()  # a commit under way fails now (fenced), and is rewound
         if self._open is not None:
             # Its offsets are no longer this worker's to commit: the new owners start from the
             # last commit, and what is still owned is read again.
@@ -355,7 +359,8 @@ class Scorer:
             while not self._stop.is_set():
                 want = options.batch_size
                 if max_messages is not None:
-                    taken = summary.consumed + (self._open.records if self._open else 0)
+                    taken = summary.consumed + (self._open.records if self._open else 0) + (
+                        self._committing[1].records if self._committing else 0)
                     want = min(want, max_messages - taken)
                     if want <= 0:
                         break
@@ -386,7 +391,7 @@ class Scorer:
                     summary.first_record_at = last_record
                 self._process(records, summary)
                 if self._open and time.monotonic() - self._open.opened_at >= transaction_interval:
-                    self._commit_open()
+                    self._commit_open(wait=False)
             clean = True
         finally:
             self._shutdown(clean)
@@ -485,7 +490,9 @@ class Scorer:
         if producer is None or consumer is None:
             return
         pending = self._unacknowledged
-        if block and pending.next:
+        if not pending.next:  # nothing produced since the last store (always so exactly-once)
+            return
+        if block:
             remaining = producer.flush(self._options.shutdown_timeout_s)
             if remaining:
                 raise FatalError(
@@ -532,6 +539,8 @@ class Scorer:
         """Add a batch to the open transaction (opening one if none is)."""
         transactions = self._transactions
         assert transactions is not None  # noqa: S101  # set in run()
+        if not self._finish_commit(records):
+            return  # the transaction before failed: this batch is read again after its records
         open_ = self._open
         opening = open_ is None
         if open_ is None:
@@ -547,26 +556,56 @@ class Scorer:
         except KafkaException as exc:
             self._abandon(exc)
 
-    def _commit_open(self) -> None:
-        """Commit the open transaction, its batches' offsets inside; count its batches."""
+    def _commit_open(self, wait: bool = True) -> None:
+        """Commit the open transaction, its batches' offsets inside; count its batches.
+
+        With `wait` false the commit runs on a helper thread while the loop takes and scores
+        the next batch, and `_finish_commit` takes its outcome before the producer is used again.
+        """
+        self._finish_commit()
         transactions, consumer, open_ = self._transactions, self._consumer, self._open
         if open_ is None or transactions is None or consumer is None:
             return
+        offsets, group = open_.commit_at(), consumer.consumer_group_metadata()
+        self._open = None
+        if not wait:
+            self._committing = (transactions.commit_ahead(offsets, group), open_)
+            return
         try:
-            transactions.commit(open_.commit_at(), consumer.consumer_group_metadata())
+            transactions.commit(offsets, group)
         except KafkaException as exc:
+            self._open = open_
             self._abandon(exc)
             return
-        self._open = None
+        self._committed(open_)
+
+    def _finish_commit(self, batch: list[Message] | None = None) -> bool:
+        """Take the outcome of a commit running beside the loop; False if it failed, in which
+        case its batches, and `batch` scored meanwhile, are read again."""
+        if self._committing is None:
+            return True
+        committing, open_ = self._committing
+        self._committing = None
+        try:
+            committing.result()
+        except KafkaException as exc:
+            self._open = open_
+            self._abandon(exc, batch)
+            return False
+        self._committed(open_)
+        return True
+
+    def _committed(self, open_: _OpenTransaction) -> None:
         self.metrics.transactions.labels("committed").inc()
         for records, result, elapsed in open_.batches:
             self._observe(records, result, elapsed, self._summary)
         if self._crash.enabled:
             self._crash.hit("after-commit")
 
-    def _abandon(self, exc: KafkaException | None) -> None:
+    def _abandon(self, exc: KafkaException | None, batch: list[Message] | None = None) -> None:
         """Abort the open transaction (or replace a poisoned producer) and read its batches
-        again from where they began, on the partitions still owned."""
+        again from where they began, on the partitions still owned; with them `batch`, a batch
+        taken after them and not produced."""
         transactions, consumer, open_ = self._transactions, self._consumer, self._open
         self._open = None
         if transactions is None or consumer is None:
@@ -574,15 +613,18 @@ class Scorer:
         outcome = transactions.recover(exc) if exc is not None else transactions.abort()
         self.metrics.transactions.labels(outcome).inc()
         self._producer = transactions.producer
-        if open_ is None:
-            return
-        self._summary.aborted_batches += len(open_.batches)
-        for tp in open_.rewind_to():
-            if (tp.topic, tp.partition) in self._assigned:
+        rewind: dict[tuple[str, int], int] = {}
+        if open_ is not None:
+            self._summary.aborted_batches += len(open_.batches)
+            rewind = {(tp.topic, tp.partition): tp.offset for tp in open_.rewind_to()}
+        for tp in first_offsets(batch or []):  # its partitions the transaction did not hold
+            rewind.setdefault((tp.topic, tp.partition), tp.offset)
+        for (topic, partition), offset in rewind.items():
+            if (topic, partition) in self._assigned:
                 try:
-                    consumer.seek(tp)
+                    consumer.seek(TopicPartition(topic, partition, offset))
                 except KafkaException as seek_exc:
-                    logger.warning("could not rewind %s[%d]: %s", tp.topic, tp.partition,
+                    logger.warning("could not rewind %s[%d]: %s", topic, partition,
                                    seek_exc)  # fmt: skip
 
     # -- shutdown ------------------------------------------------------------------------
@@ -599,12 +641,15 @@ class Scorer:
         finally:
             self._unacknowledged = _Unacknowledged()
             self._open = None
+            self._committing = None
             if consumer is not None:
                 # close() leaves the group, so partitions move at once rather than after
                 # session.timeout.ms; it commits only stored offsets, i.e. delivered work.
                 consumer.close()
             if producer is not None and clean:
                 producer.flush(self._options.shutdown_timeout_s)
+            if self._transactions is not None:
+                self._transactions.close()  # its helper thread, after any commit still running
             self._consumer = None
             self._producer = None
             self._transactions = None

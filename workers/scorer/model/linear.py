@@ -129,17 +129,21 @@ class LinearPipelineScorer:
         matrix: list[Any], fast_index: list[int], width: int
     ) -> tuple[list[int], np.ndarray]:
         """Keep the rows whose every value is a number; the others are River's to answer."""
-        kept: list[int] = []
-        numbers: list[list[float]] = []
-        for j, values in enumerate(matrix):
-            if all(type(v) in _NUMBERS for v in values):
+        numbers = _NUMBERS.issuperset
+        kept = [j for j, values in enumerate(matrix) if numbers(map(type, values))]
+        try:
+            x = np.array([matrix[j] for j in kept], dtype=np.float64)
+        except OverflowError:  # an int beyond any float, which River refuses too: row by row
+            floats: list[list[float]] = []
+            fits: list[int] = []
+            for j in kept:
                 try:
-                    numbers.append([float(v) for v in values])
-                except OverflowError:  # an int beyond any float: River refuses it too
+                    floats.append([float(v) for v in matrix[j]])
+                except OverflowError:
                     continue
-                kept.append(j)
-        x = np.array(numbers, dtype=np.float64).reshape(len(kept), width)
-        return [fast_index[j] for j in kept], x
+                fits.append(j)
+            kept, x = fits, np.array(floats, dtype=np.float64)
+        return [fast_index[j] for j in kept], x.reshape(len(kept), width)
 
     def _score_rest(
         self, rows: Sequence[Features], fast_index: list[int], batch: ScoredBatch
