@@ -262,7 +262,7 @@ def _label_fields(data: dict[str, Any]) -> LabelFields | None:
         return None
     observed = get("observed_at", _ABSENT)
     if observed is not _ABSENT:
-        observed_at = _utc_datetime(observed)
+        observed_at = utc_datetime(observed)
         if observed_at is None:
             return None
     else:
@@ -300,7 +300,7 @@ def _prediction_fields(data: dict[str, Any]) -> PredictionFields | None:
     latency_ms = data.get("latency_ms")
     if type(latency_ms) is not float or latency_ms < 0.0:
         return None
-    scored_at = _utc_datetime(data.get("scored_at"))
+    scored_at = utc_datetime(data.get("scored_at"))
     if scored_at is None:
         return None
     return PredictionFields(request_id, model, model_version, snapshot, route, prediction,
@@ -313,7 +313,8 @@ def _proba(proba: Any) -> bool:
     return all(type(p) is float for p in proba.values())
 
 
-def _utc_datetime(value: Any) -> datetime | None:
+def utc_datetime(value: Any) -> datetime | None:
+    """A timestamp in UTC as riverrun's producers write it, or None for pydantic to judge."""
     if type(value) is not str or _UTC_TIMESTAMP.fullmatch(value) is None:
         return None
     try:

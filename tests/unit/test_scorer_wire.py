@@ -75,6 +75,26 @@ def test_unusual_requests_are_read_as_the_contract_reads_them(value: bytes) -> N
     assert read_or_refusal(value) == contract_or_refusal(value)
 
 
+SENT_AT = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123456+00:00", "2026-13-01T00:00:00Z",
+           "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:00+02:00", "2026-01-01T00:00:00",
+           "yesterday", 1_700_000_000, None, True]
+SCHEMA_VERSIONS = [1, 2, 0, -1, "1", 1.0, 1.5, True, None, 2**62]
+CONTEXTS = [{"trace": "t"}, {}, {"n": 1}, {"nested": {"a": "b"}}, ["t"], "t", None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SENT_AT), st.sampled_from(SCHEMA_VERSIONS), st.sampled_from(CONTEXTS),
+       st.sets(st.sampled_from(["sent_at", "schema_version", "context"])))
+def test_the_fields_the_scorer_does_not_use_are_judged_as_the_contract_does(
+    sent_at: object, version: object, context: object, present: set[str]
+) -> None:
+    data: dict[str, object] = {"request_id": "r", "model": "m", "features": {"x": 1.0}}
+    given_fields = {"sent_at": sent_at, "schema_version": version, "context": context}
+    data.update({name: given_fields[name] for name in present})
+    value = orjson.dumps(data)
+    assert read_or_refusal(value) == contract_or_refusal(value)
+
+
 def test_a_request_over_the_limit_is_refused_before_it_is_read() -> None:
     value = orjson.dumps({"request_id": "a", "model": "m", "features": {"x": 1.0}})
     with pytest.raises(DecodeError) as caught:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 
 from riverrun.schemas import SCHEMA_VERSION, RequestFields, decode_request_fields
-from riverrun.schemas.codec import is_good_model_name
+from riverrun.schemas.codec import is_good_model_name, utc_datetime
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Value = float | Annotated[str, msgspec.Meta(max_length=1024)]
@@ -23,15 +23,15 @@ _Features = Annotated[dict[_Name, _Value], msgspec.Meta(min_length=1, max_length
 
 
 class _Request(msgspec.Struct):
-    """A request's usual shape. The fields only pydantic judges are taken to send it there."""
+    """A request's usual shape, as riverrun's client writes it; anything else is pydantic's."""
 
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     model: str
     features: msgspec.Raw
     key: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    schema_version: Any = msgspec.UNSET
-    sent_at: Any = msgspec.UNSET
-    context: Any = msgspec.UNSET
+    schema_version: Annotated[int, msgspec.Meta(ge=1)] = 1
+    sent_at: Any = None  # checked by `utc_datetime`: other forms are pydantic's to judge
+    context: dict[str, str] | None = None
 
 
 class Request(msgspec.Struct):
@@ -65,7 +65,6 @@ class Prediction(msgspec.Struct, omit_defaults=True):
 _read_request = msgspec.json.Decoder(_Request).decode
 _read_features = msgspec.json.Decoder(_Features).decode
 render = msgspec.json.Encoder().encode
-_UNSET = msgspec.UNSET
 _REFUSED = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -78,8 +77,8 @@ def read_request(raw: bytes | None, max_bytes: int) -> Request:
         except _REFUSED:
             pass
         else:
-            if (shell.schema_version is _UNSET and shell.sent_at is _UNSET
-                    and shell.context is _UNSET and is_good_model_name(shell.model)):  # fmt: skip
+            sent_at = shell.sent_at
+            if is_good_model_name(shell.model) and (sent_at is None or utc_datetime(sent_at)):
                 return Request(shell.request_id, shell.model, features, shell.key, shell.features)
     fields: RequestFields = decode_request_fields(raw, max_bytes)
     return Request(fields.request_id, fields.model, fields.features, fields.key, None)
