@@ -39,11 +39,11 @@ class BulkHistogram(Collector):
 
     def observe_many(self, values: Sequence[float], scale: float = 1.0) -> None:
         """Count every value, times `scale`, into its bucket (values up to its bound)."""
-        if not values:
+        if len(values) == 0:
             return
         array = np.asarray(values, dtype=np.float64)
         if scale != 1.0:
-            array *= scale
+            array = array * scale
         counts = np.bincount(np.searchsorted(self._upper, array, side="left"),
                              minlength=len(self._counts))
         with self._lock:

@@ -17,8 +17,9 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from riverrun.workers.runtime.contact import BrokerContact, StatisticsListener
@@ -38,7 +39,7 @@ from riverrun.workers.runtime.kafka import (
 )
 from riverrun.workers.scorer.batch import BatchOptions, BatchResult, score_batch
 from riverrun.workers.scorer.metrics import ScorerMetrics
-from riverrun.workers.scorer.model import ModelSource
+from riverrun.workers.scorer.model import ModelSource, ServedModel
 from riverrun.workers.scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,24 @@ class _Unacknowledged:
             self.failures.append(str(err))
 
 
+class _BatchFigures(NamedTuple):
+    """What the metrics count of a batch: kept instead of the batch until its transaction
+    commits, so that the records and outputs are freed as soon as they are produced."""
+
+    records: int
+    outputs: int
+    scored: dict[tuple[str, int, str], int]
+    dead_letters: dict[str, int]
+    latencies_ms: np.ndarray
+    models_used: list[ServedModel]
+    elapsed: float
+
+    @classmethod
+    def of(cls, records: list[Message], result: BatchResult, elapsed: float) -> _BatchFigures:
+        return cls(len(records), len(result.outputs), result.scored, result.dead_letters,
+                   np.asarray(result.latencies_ms), list(result.models_used.values()), elapsed)
+
+
 class _OpenTransaction:
     """The batches of one open transaction: where to rewind, what to commit, what to count."""
 
@@ -110,7 +129,7 @@ class _OpenTransaction:
         self.opened_at = opened_at
         self.first: dict[tuple[str, int], int] = {}
         self.next: dict[tuple[str, int], int] = {}
-        self.batches: list[tuple[list[Message], BatchResult, float]] = []
+        self.batches: list[_BatchFigures] = []
         self.records = 0
 
     def add(self, records: list[Message], result: BatchResult, elapsed: float) -> None:
@@ -118,7 +137,7 @@ class _OpenTransaction:
             self.first.setdefault((tp.topic, tp.partition), tp.offset)
         for tp in next_offsets(records):
             self.next[(tp.topic, tp.partition)] = tp.offset
-        self.batches.append((records, result, elapsed))
+        self.batches.append(_BatchFigures.of(records, result, elapsed))
         self.records += len(records)
 
     def rewind_to(self) -> list[TopicPartition]:
@@ -205,9 +224,12 @@ class Scorer:
             # Batches are already formed by the consumer: a prediction waits for no more.
             # Under load, records queue behind the requests in flight and batch anyway.
             "linger.ms": 0,
+            # Failed deliveries only: a report per record costs the loop as much as producing
+            # it. At-least-once counts the failures (see _Unacknowledged); in a transaction a
+            # failed delivery fails the commit, which rewinds the transaction's batches.
+            "delivery.report.only.error": True,
         }
-        if transactional_id is None:  # at-least-once: see _Unacknowledged
-            options["delivery.report.only.error"] = True
+        if transactional_id is None:
             options["on_delivery"] = self._unacknowledged.failed
         return producer_config(
             self._settings.kafka, client_id=self._client_id, options=options,
@@ -446,27 +468,25 @@ class Scorer:
             self._produce_in_transaction(records, result, time.perf_counter() - started)
             return
         self._produce_pipelined(records, result)
-        self._observe(records, result, time.perf_counter() - started, summary)
+        self._observe(_BatchFigures.of(records, result, time.perf_counter() - started), summary)
 
-    def _observe(
-        self, records: list[Message], result: BatchResult, elapsed: float, summary: RunSummary
-    ) -> None:
+    def _observe(self, batch: _BatchFigures, summary: RunSummary) -> None:
         metrics = self.metrics
-        n = len(records)
+        n = batch.records
         metrics.consumed.inc(n)
         metrics.batch_size.observe(n)
-        metrics.processing.observe(elapsed)
-        for (model, version, route), count in result.scored.items():
+        metrics.processing.observe(batch.elapsed)
+        for (model, version, route), count in batch.scored.items():
             metrics.scored.labels(model, str(version), route).inc(count)
-        for error_class, count in result.dead_letters.items():
+        for error_class, count in batch.dead_letters.items():
             metrics.dead_letters.labels(error_class).inc(count)
-        metrics.end_to_end.observe_many(result.latencies_ms, scale=0.001)
-        for model in result.models_used.values():
+        metrics.end_to_end.observe_many(batch.latencies_ms, scale=0.001)
+        for model in batch.models_used:
             metrics.model_info.labels(model.name, str(model.version), str(model.snapshot)).set(1)
         summary.consumed += n
         summary.batches += 1
-        summary.produced += len(result.outputs)
-        summary.dead_lettered += sum(result.dead_letters.values())
+        summary.produced += batch.outputs
+        summary.dead_lettered += sum(batch.dead_letters.values())
 
     # -- at-least-once -------------------------------------------------------------------
 
@@ -597,8 +617,8 @@ class Scorer:
 
     def _committed(self, open_: _OpenTransaction) -> None:
         self.metrics.transactions.labels("committed").inc()
-        for records, result, elapsed in open_.batches:
-            self._observe(records, result, elapsed, self._summary)
+        for batch in open_.batches:
+            self._observe(batch, self._summary)
         if self._crash.enabled:
             self._crash.hit("after-commit")
 
