@@ -69,6 +69,13 @@ def test_the_scorer_reads_requests_as_the_contract_does(
         b'{"request_id":"a","model":"m","features":{"x":"\xff"}}',
         b'{"request_id":"a","model":"m","features":{"x":1}} trailing',
         b"",
+        orjson.dumps({"request_id": "a", "model": "m", "features": {"": 1.0}}),
+        orjson.dumps({"request_id": "a", "model": "m", "features": {"x" * 257: 1.0}}),
+        orjson.dumps({"request_id": "a", "model": "m", "features": {"x" * 256: 1.0}}),
+        orjson.dumps({"request_id": "a", "model": "m",
+                      "features": {f"feature_{i}": float(i) for i in range(40)}}),
+        orjson.dumps({"request_id": "a", "model": "m",
+                      "features": {**{f"f{i}": 1.0 for i in range(40)}, "": 2.0}}),
     ],
 )
 def test_unusual_requests_are_read_as_the_contract_reads_them(value: bytes) -> None:
@@ -141,3 +148,12 @@ def test_absent_fields_are_left_out_of_a_prediction() -> None:
     assert "proba" not in plain and "key_examples" not in plain and "key_weight" not in plain
     keyed = orjson.loads(prediction(value, key_examples=3, key_weight=0.25))
     assert keyed["key_examples"] == 3 and keyed["key_weight"] == 0.25
+
+
+@pytest.mark.parametrize("features", [{"x": 1.5, "country": "fr"},
+                                      {f"feature_{i}": float(i) for i in range(40)}])
+def test_usual_requests_keep_their_features_bytes_to_echo(features: dict[str, object]) -> None:
+    value = orjson.dumps({"request_id": "r", "model": "m", "features": features,
+                          "sent_at": "2026-12-05T19:34:28.123456Z"})
+    request = read_request(value, LIMIT)
+    assert request.echo is not None and orjson.loads(bytes(request.echo)) == features
