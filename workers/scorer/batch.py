@@ -26,7 +26,7 @@ from riverrun.workers.scorer.wire import Prediction, Request, read_request, rend
 # A prediction's framing beyond its key and value (no headers), with room to spare.
 _PREDICTION_MARGIN = 512
 _NO_KEY = (None, None)  # a prediction's key_examples and key_weight when no key's model answered
-new_tuple = tuple.__new__
+_new_tuple = tuple.__new__
 
 
 class Record(Protocol):
@@ -235,20 +235,13 @@ class _Scoring:
                 latency_ms = 0.0
             latencies.append(latency_ms)
             echo = request.echo
-            if by_key is None or by_key[k] is None:
-                prediction = Prediction(
-                    SCHEMA_VERSION, request.request_id, name, version, snapshot, route,
-                    predictions[k], request.features if echo is None else echo, scored_at,
-                    latency_ms, probas[k],
-                )  # fmt: skip
-            else:
-                examples, weight = by_key[k]
-                prediction = Prediction(
-                    SCHEMA_VERSION, request.request_id, name, version, snapshot, route,
-                    predictions[k], request.features if echo is None else echo, scored_at,
-                    latency_ms, probas[k], examples, weight,
-                )  # fmt: skip
-            value = render(prediction)
+            used = by_key[k] if by_key is not None else None
+            examples, weight = _NO_KEY if used is None else used
+            value = render(Prediction(
+                SCHEMA_VERSION, request.request_id, name, version, snapshot, route,
+                predictions[k], request.features if echo is None else echo, scored_at,
+                latency_ms, probas[k], examples, weight,
+            ))  # fmt: skip
             key = keys[j]
             if len(key) + len(value) + _PREDICTION_MARGIN > max_output:
                 _reject(result, outputs, i, record, "OutputTooLarge",
@@ -257,8 +250,8 @@ class _Scoring:
                         "a shorter key", options, model, route)  # fmt: skip
                 continue
             # tuple.__new__ skips the named tuple's Python-level constructor.
-            outputs[i] = new_tuple(Outgoing, (topic, key, value, None,
-                                              record.partition() if same_partition else None))
+            outputs[i] = _new_tuple(Outgoing, (topic, key, value, None,
+                                               record.partition() if same_partition else None))
             answered.append(j)
         if answered:
             label = (name, version, route)
@@ -329,11 +322,12 @@ class _Scoring:
             ts_type, ts = records[group.positions[j]].timestamp()
             latency_ms = max(0.0, self.now_ms - ts) if ts_type and ts > 0 else 0.0
             used = by_key[k] if by_key is not None else None
+            examples, weight = _NO_KEY if used is None else used
             echo = request.echo
             out.append(render(Prediction(
                 SCHEMA_VERSION, request.request_id, model.name, model.version, model.snapshot,
                 "shadow", scored.predictions[k], request.features if echo is None else echo,
-                self.scored_at, latency_ms, scored.probas[k], *(used or _NO_KEY),
+                self.scored_at, latency_ms, scored.probas[k], examples, weight,
             )))  # fmt: skip
         return out
 
