@@ -60,7 +60,13 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # The Java client's partitioner, so records keyed here share a partition with records of the
     # same key written by any Kafka client that uses the default (murmur2) partitioner.
     "partitioner": "murmur2_random",
+    # After the first metadata answer the bootstrap connection is replaced by one to the broker
+    # it named; the default backoff (100 ms, jittered) held a new client's first send that long.
+    "reconnect.backoff.ms": 10,
 }
+# predict() sends its request at once: flushing for this long skips the producer's linger, which
+# would otherwise add its 5 ms to every round trip.
+_SEND_NOW_S = 0.002
 
 _MAX_LISTED_FAILURES = 100
 
@@ -162,6 +168,7 @@ class _ReplyReader:
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "fetch.wait.max.ms": 20,
+                    "reconnect.backoff.ms": 10,  # as the client's producer (PRODUCER_DEFAULTS)
                     "logger": LIBRDKAFKA_LOG,
                 }
             )
@@ -204,18 +211,23 @@ class _ReplyReader:
         logger.debug("reply reader assigned %d partitions of %s", len(assignment), self._topic)
 
     def _end_offsets(self) -> list[TopicPartition]:
-        metadata = self._consumer.list_topics(timeout=10)
-        topic = metadata.topics.get(self._topic)
-        if topic is not None and topic.error is not None:
+        # The two topics' metadata only: a cluster's whole listing takes tens of milliseconds
+        # once it holds a thousand topics, and a first predict() would wait for it.
+        topics = {name: self._consumer.list_topics(name, timeout=10).topics.get(name)
+                  for name in (self._topic, self._dead_letters) if name is not None}  # fmt: skip
+        topic = topics[self._topic]
+        missing = topic is None or (
+            topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        )
+        if not missing and topic is not None and topic.error is not None:
             raise KafkaException(topic.error)
-        if topic is None or not topic.partitions:
+        if missing or topic is None or not topic.partitions:
             raise ClientError(
                 f"predictions topic {self._topic!r} does not exist: create it or set "
                 "RIVERRUN_TOPICS__PREDICTIONS to the topic the scorers write to."
             )
         assignment = []
-        for name in (self._topic, self._dead_letters):
-            info = metadata.topics.get(name) if name is not None else None
+        for name, info in topics.items():
             if info is None or info.error is not None:
                 continue  # no dead-letter topic: requests that fail time out instead
             for partition in sorted(info.partitions):
@@ -434,6 +446,7 @@ class RiverrunClient:
         except BaseException:
             reader.forget(rid)
             raise
+        self._producer.flush(_SEND_NOW_S)
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
