@@ -550,6 +550,8 @@ def run_bench(
                                                    good=messages - messages // poison_every)
             rates["eos"] = measure_scorer(settings, topics, model_file, messages, batch,
                                           exactly_once=True)  # fmt: skip
+            logger.info("round %d: %s", round_,
+                        ", ".join(f"{what} {value:,.0f}/s" for what, value in rates.items()))
             for what, value in rates.items():
                 best[what] = max(best.get(what, 0.0), value)
             if rates["scorer"] > 0 and rates["reference"] > 0:
