@@ -501,7 +501,11 @@ class Scorer:
             self._crash.hit("after-produce-before-commit")
         since = self._unacknowledged.since
         if since is not None and time.monotonic() - since > self._max_unacknowledged_s:
-            self._settle(block=True)  # outputs kept flowing: wait for them once, then go on
+            # Outputs kept flowing: wait until they are all acknowledged, as long as that takes
+            # (a delivery that fails for good ends it), then go on.
+            while self._unacknowledged.next and not self._stop.is_set():
+                producer.flush(0.1)
+                self._settle(block=False)
 
     def _settle(self, block: bool) -> None:
         """Store the offsets of the batches produced so far once all their outputs are
