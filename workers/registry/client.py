@@ -274,8 +274,12 @@ def read_registry(
                 record = check(msg, f"{topic}/{part}/{offset}")
                 if record is not None:
                     records.append(record)
-                if offset + 1 >= ends.get(part, 0):
-                    done.add(part)
+            # By position, not by the last record's offset: records are written in transactions,
+            # so a partition ends with a commit marker, which no record reaches.
+            reading = [TopicPartition(topic, p) for p in ends if p not in done]
+            for tp in consumer.position(reading):
+                if tp.offset >= ends[tp.partition]:
+                    done.add(tp.partition)
         return records
     finally:
         consumer.close()
