@@ -98,8 +98,14 @@ def read_all(
     at_least: int = 0,
     timeout: float = 60.0,
     isolation: str = "read_committed",
+    settle: bool = True,
 ) -> list[Read]:
-    """Every record of a topic from the start, waiting until `at_least` arrived or timeout."""
+    """Every record of a topic from the start, waiting until `at_least` arrived or timeout.
+
+    With `settle` (the default) it then waits until the topic has been quiet for a second, so
+    that late duplicates are read too. A poll that only counts what is there so far passes
+    `settle=False`: it returns as soon as every partition is read to its end.
+    """
     consumer = Consumer(kafka.client_config({
         "group.id": "unused-reader", "enable.auto.commit": False,
         "isolation.level": isolation, "fetch.wait.max.ms": 50,
@@ -122,9 +128,25 @@ def read_all(
             # Done when enough arrived and the topic has been quiet for a moment.
             if len(out) >= at_least and time.monotonic() - quiet_since > 1.0:
                 break
+            if not settle and not batch and len(out) >= at_least and _read_to_end(consumer):
+                break
         return out
     finally:
         consumer.close()
+
+
+def count_so_far(kafka: KafkaSettings, topic: str, timeout: float = 1.0) -> int:
+    """How many records a topic holds now (read committed): a poll for `wait_for`."""
+    return len(read_all(kafka, topic, timeout=timeout, settle=False))
+
+
+def _read_to_end(consumer: Consumer) -> bool:
+    """Whether every assigned partition is read up to its end (its high watermark)."""
+    for position in consumer.position(consumer.assignment()):
+        low, high = consumer.get_watermark_offsets(position, timeout=5, cached=False)
+        if high > max(low, position.offset):
+            return False
+    return True
 
 
 def one_partition_feedback(
@@ -160,8 +182,11 @@ class ScorerProcess:
         self._log_handle = log.open("ab")
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log_handle,
                                      stderr=subprocess.STDOUT)
+        self._terminated = False
 
     def signal(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            self._terminated = True
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 60.0) -> int:
@@ -175,15 +200,29 @@ class ScorerProcess:
             self._log_handle.flush()
         return self.log.read_text(errors="replace")
 
+    def terminate(self) -> None:
+        """SIGTERM, unless this process has already exited or been sent one."""
+        if self.alive() and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def close(self) -> None:
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log_handle.close()
+
+
+def close_all(processes: list[ScorerProcess]) -> None:
+    """Stop every process: all are sent SIGTERM first, so that they shut down side by side."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.close()
 
 
 @pytest.fixture
@@ -214,8 +253,7 @@ def start_scorer(
         return process
 
     yield start
-    for process in started:
-        process.close()
+    close_all(started)
 
 
 @pytest.fixture
@@ -270,8 +308,7 @@ def start_judge(
         return Judge(process, port)
 
     yield start
-    for process in started:
-        process.close()
+    close_all(started)
 
 
 def publish(kafka: KafkaSettings, topics: TopicSettings, policy: PolicyChanged) -> None:

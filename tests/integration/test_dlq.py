@@ -9,7 +9,7 @@ from typing import Any
 
 from riverrun.schemas import KafkaSettings, TopicSettings
 
-from .conftest import RIVERRUN, produce, read_all, request_payload, wait_for
+from .conftest import RIVERRUN, count_so_far, produce, read_all, request_payload, wait_for
 
 
 def dlq(kafka: KafkaSettings, topics: TopicSettings, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def test_dead_letters_are_listed_and_sent_back_once_each(
         (b"junk", b"{not json"),
     ])  # fmt: skip
     scorer = start_scorer()
-    wait_for(lambda: len(read_all(kafka_settings, topics.dead_letters, timeout=1)) >= 4, 90,
+    wait_for(lambda: count_so_far(kafka_settings, topics.dead_letters, timeout=1) >= 4, 90,
              "four dead letters")
     # Stopped, so that the resent requests (their model still misspelt) stay unanswered here.
     scorer.signal(signal.SIGTERM)

@@ -17,7 +17,15 @@ from confluent_kafka import Producer
 from riverrun.schemas import KafkaSettings, PredictionMade, TopicSettings, decode
 from riverrun.workers.registry import ModelSpec, Registry, RegistrySettings
 
-from .conftest import MODEL_NAME, RIVERRUN, produce, read_all, request_payload, wait_for
+from .conftest import (
+    MODEL_NAME,
+    RIVERRUN,
+    count_so_far,
+    produce,
+    read_all,
+    request_payload,
+    wait_for,
+)
 from .test_scorer_registry import fresh_model
 
 KEY = "integration-test-signing-key-32-bytes"
@@ -139,7 +147,7 @@ def test_blue_green_switches_on_every_scorer_with_no_failed_request(
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=1)) >= 200, 90,
+        wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=1) >= 200, 90,
                  "blue answering")
         registry.release(MODEL_NAME, SPEC, green)
         models_cli(kafka_settings, topics, "deploy", MODEL_NAME, "--strategy", "blue-green",
@@ -195,7 +203,7 @@ def test_rollback_to_an_earlier_snapshot_restores_its_predictions_exactly(
     registry.release(MODEL_NAME, SPEC, version_2, deploy=True)
     wait_for(lambda: "now serving phishing@2#0" in scorer.output(), 60, "version 2")
     ask(kafka_settings, topics, rows, 300, 300, keys=300)
-    wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=1)) >= 600, 60,
+    wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=1) >= 600, 60,
              "answers of version 2")
     out = models_cli(kafka_settings, topics, "rollback", MODEL_NAME, "--to", "1#0")
     assert "champion phishing@1#0" in out

@@ -20,6 +20,7 @@ from riverrun.workers.scorer.settings import ScorerOptions, ScorerSettings
 
 from .conftest import (
     MODEL_NAME,
+    count_so_far,
     produce,
     read_all,
     request_ids,
@@ -111,7 +112,7 @@ def test_sigterm_mid_stream_loses_nothing(
     scorer = start_scorer()
     produce(kafka_settings, topics.requests,
             [(f"req-{i}".encode(), request_payload(i, rows[i % len(rows)])) for i in range(n)])
-    wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=2)) >= 200, 90,
+    wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=2) >= 200, 90,
              "the first predictions")
     scorer.signal(signal.SIGTERM)
     assert scorer.wait(60) == 0, scorer.output()
@@ -137,7 +138,7 @@ def test_a_second_worker_takes_over_partitions(
     first = start_scorer(worker="first")
     produce(kafka_settings, topics.requests,
             [(f"req-{i}".encode(), request_payload(i, rows[i % len(rows)])) for i in range(2000)])
-    wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=2)) >= 2000, 90,
+    wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=2) >= 2000, 90,
              "the first worker to score the first half")
     second = start_scorer(worker="second")
     wait_for(lambda: "assigned" in second.output(), 60, "the second worker's assignment")
@@ -381,7 +382,7 @@ def test_two_exactly_once_scorers_with_one_worker_id_never_fence_each_other_for_
         second.signal(signal.SIGCONT)
         loader.join(60)
         assert done.is_set()
-        wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=2)) >= n, 120,
+        wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=2) >= n, 120,
                  "every prediction")
     finally:
         loader.join(60)

@@ -36,7 +36,7 @@ from riverrun.workers.registry import (
 )
 from riverrun.workers.registry.client import record_headers
 
-from .conftest import MODEL_NAME, produce, read_all, request_payload, wait_for
+from .conftest import MODEL_NAME, count_so_far, produce, read_all, request_payload, wait_for
 
 KEY = "integration-test-signing-key-32-bytes"
 SPEC = ModelSpec(pipeline="StandardScaler | LogisticRegression(optimizer=SGD(0.05))",
@@ -89,7 +89,7 @@ def test_releases_and_snapshots_reach_running_scorers_between_batches(
     sender = threading.Thread(target=send)
     sender.start()
     sending.wait(10)
-    wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=1)) >= 100, 60,
+    wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=1) >= 100, 60,
              "the first answers, from phishing@1#0")
     # Releases and snapshots land while requests flow.
     for snapshot, upto in ((1, 300), (2, 600)):
@@ -157,7 +157,7 @@ def test_tampered_snapshots_are_refused_and_the_last_good_keeps_serving(
         sent += count
 
     ask(50)
-    wait_for(lambda: len(read_all(kafka_settings, topics.predictions, timeout=1)) >= 50, 60,
+    wait_for(lambda: count_so_far(kafka_settings, topics.predictions, timeout=1) >= 50, 60,
              "the first answers")
 
     canary = tmp_path / "canary"
