@@ -216,12 +216,10 @@ class _ReplyReader:
         topics = {name: self._consumer.list_topics(name, timeout=10).topics.get(name)
                   for name in (self._topic, self._dead_letters) if name is not None}  # fmt: skip
         topic = topics[self._topic]
-        missing = topic is None or (
-            topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-        )
-        if not missing and topic is not None and topic.error is not None:
-            raise KafkaException(topic.error)
-        if missing or topic is None or not topic.partitions:
+        error = topic.error if topic is not None else None
+        if error is not None and error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise KafkaException(error)  # retried while the cluster settles
+        if topic is None or error is not None or not topic.partitions:
             raise ClientError(
                 f"predictions topic {self._topic!r} does not exist: create it or set "
                 "RIVERRUN_TOPICS__PREDICTIONS to the topic the scorers write to."

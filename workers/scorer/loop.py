@@ -70,6 +70,17 @@ class RunSummary:
         return self.last_delivered_at - self.first_record_at
 
 
+class _NextOffsets(dict[tuple[str, int], int]):
+    """Per partition, the offset after the last record of the batches added: what to commit."""
+
+    def add(self, records: list[Message]) -> None:
+        for tp in next_offsets(records):  # a later batch's offsets replace an earlier one's
+            self[(tp.topic, tp.partition)] = tp.offset
+
+    def to_commit(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.items()]
+
+
 class _Unacknowledged:
     """The offsets of the batches produced since the producer last had nothing unacknowledged.
 
@@ -81,18 +92,17 @@ class _Unacknowledged:
     __slots__ = ("next", "since", "failures")
 
     def __init__(self) -> None:
-        self.next: dict[tuple[str, int], int] = {}
+        self.next = _NextOffsets()
         self.since: float | None = None  # monotonic time of the oldest batch waiting
         self.failures: list[str] = []
 
     def add(self, records: list[Message]) -> None:
-        for tp in next_offsets(records):
-            self.next[(tp.topic, tp.partition)] = tp.offset
+        self.next.add(records)
         if self.since is None:
             self.since = time.monotonic()
 
     def take(self) -> list[TopicPartition]:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.next.items()]
+        offsets = self.next.to_commit()
         self.next.clear()
         self.since = None
         return offsets
@@ -127,24 +137,18 @@ class _OpenTransaction:
 
     def __init__(self, opened_at: float) -> None:
         self.opened_at = opened_at
-        self.first: dict[tuple[str, int], int] = {}
-        self.next: dict[tuple[str, int], int] = {}
+        self.first: dict[tuple[str, int], int] = {}  # where to rewind
+        self.next = _NextOffsets()
         self.batches: list[_BatchFigures] = []
         self.records = 0
 
     def add(self, records: list[Message], result: BatchResult, elapsed: float) -> None:
         for tp in first_offsets(records):
             self.first.setdefault((tp.topic, tp.partition), tp.offset)
-        for tp in next_offsets(records):
-            self.next[(tp.topic, tp.partition)] = tp.offset
+        self.next.add(records)
         self.batches.append(_BatchFigures.of(records, result, elapsed))
         self.records += len(records)
 
-    def rewind_to(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in self.first.items()]
-
-    def commit_at(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in self.next.items()]
 
 
 class Scorer:
@@ -590,7 +594,7 @@ class Scorer:
         transactions, consumer, open_ = self._transactions, self._consumer, self._open
         if open_ is None or transactions is None or consumer is None:
             return
-        offsets, group = open_.commit_at(), consumer.consumer_group_metadata()
+        offsets, group = open_.next.to_commit(), consumer.consumer_group_metadata()
         self._open = None
         if not wait:
             self._committing = (transactions.commit_ahead(offsets, group), open_)
@@ -640,7 +644,7 @@ class Scorer:
         rewind: dict[tuple[str, int], int] = {}
         if open_ is not None:
             self._summary.aborted_batches += len(open_.batches)
-            rewind = {(tp.topic, tp.partition): tp.offset for tp in open_.rewind_to()}
+            rewind = dict(open_.first)
         for tp in first_offsets(batch or []):  # its partitions the transaction did not hold
             rewind.setdefault((tp.topic, tp.partition), tp.offset)
         for (topic, partition), offset in rewind.items():
